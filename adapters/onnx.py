@@ -1,0 +1,231 @@
+"""ONNX adapter: U²-Net and IS-Net family graphs on onnxruntime (CPU).
+
+Kept in three steps, as a torchserve handler would be: ``preprocess`` (image ->
+tensor), ``infer`` (the session), ``postprocess`` (map -> mask at the input's
+size). Pre- and post-processing reproduce the reference tool rembg's for the
+same model (PIL Lanczos resizes, scaling by the image maximum, min-max
+normalisation of the first output), so the masks agree with rembg's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from adapters.base import ModelInfo, ModelLoadError
+from adapters.modelfile import file_digest
+from config import Settings
+
+ort.set_default_logger_severity(3)  # errors only; we report load failures ourselves
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a model family wants its input."""
+
+    name: str
+    size: int  # square input side
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+PROFILES = {
+    # u2net, u2netp, silueta, u2net_human_seg...: 320x320, ImageNet statistics.
+    "u2net": Profile("u2net", 320, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # isnet-general-use, isnet-anime: 1024x1024, mean 0.5, std 1.
+    "isnet": Profile("isnet", 1024, (0.5, 0.5, 0.5), (1.0, 1.0, 1.0)),
+}
+
+
+# onnxruntime memory modes (ONNX_MEMORY_MODE), measured by ``benchmarks/ort_options.py``
+# and ``benchmarks/server_memory.py`` (figures in README):
+#   lean      no arena, no memory pattern, 'extended' graph optimisation: lowest peak
+#   balanced  no arena, no memory pattern, 'all' (NCHWc layouts): ~25% faster, ~75 MB more
+#   fast      CPU arena kept between runs, 'all': fastest, holds its peak for good
+MEMORY_MODES = ("lean", "balanced", "fast")
+
+
+def session_options(threads: int, memory_mode: str) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_mem_pattern = False
+    so.enable_cpu_mem_arena = memory_mode == "fast"
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if memory_mode == "lean" else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
+    # Spinning worker threads burn the cores that decoding and encoding of queued requests need.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+def return_freed_memory_to_os() -> None:
+    """Without its arena, onnxruntime mallocs and frees ~200 MB of activations per run.
+
+    glibc's dynamic mmap threshold would soon serve those from the heap, where freed
+    blocks stay resident and fragment; a fixed threshold keeps every large block an
+    mmap that goes back to the OS on free, and two malloc arenas stop each request
+    thread from growing its own. (No-op where glibc's mallopt is absent.)
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_mmap_threshold, m_arena_max = -3, -8
+    libc.mallopt(m_mmap_threshold, 128 * 1024)
+    libc.mallopt(m_arena_max, 2)
+
+
+class OnnxSegmenter:
+    def __init__(self, session: ort.InferenceSession, profile: Profile, info: ModelInfo):
+        self.session = session
+        self.profile = profile
+        self.info = info
+        self._input = session.get_inputs()[0].name
+        self._output = session.get_outputs()[0].name
+        p = profile
+        # Per-channel affine applied to x/max: (x/max - mean)/std.
+        self._mean = np.asarray(p.mean, np.float32).reshape(3, 1, 1)
+        self._inv_std = (1.0 / np.asarray(p.std, np.float32)).reshape(3, 1, 1)
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        size = self.profile.size
+        small = np.asarray(Image.fromarray(rgb, "RGB").resize((size, size), Image.Resampling.LANCZOS))
+        chw = small.transpose(2, 0, 1).astype(np.float32)
+        chw *= np.float32(1.0 / max(float(small.max()), 1e-6))
+        chw -= self._mean
+        chw *= self._inv_std
+        return chw[np.newaxis]
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        return self.session.run([self._output], {self._input: tensor})[0]
+
+    @staticmethod
+    def postprocess(prediction: np.ndarray, height: int, width: int) -> np.ndarray:
+        pred = prediction[:, 0, :, :]
+        lo, hi = float(pred.min()), float(pred.max())
+        scale = 1.0 / (hi - lo) if hi > lo else 0.0
+        small = ((pred[0] - lo) * scale * 255).astype(np.uint8)  # truncation, as rembg
+        return np.asarray(Image.fromarray(small, "L").resize((width, height), Image.Resampling.LANCZOS))
+
+    def mask(self, rgb: np.ndarray) -> np.ndarray:
+        height, width = rgb.shape[:2]
+        return self.postprocess(self.infer(self.preprocess(rgb)), height, width)
+
+
+def load(settings: Settings) -> OnnxSegmenter:
+    path = Path(settings.model_path)
+    if not path.is_file():
+        raise ModelLoadError(f"MODEL_PATH: no such model file: {path}")
+    if settings.onnx_memory_mode != "fast":
+        return_freed_memory_to_os()
+    try:
+        session = ort.InferenceSession(
+            str(path),
+            session_options(settings.inference_threads, settings.onnx_memory_mode),
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as exc:  # onnxruntime raises its own pybind types
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"MODEL_PATH: {path} is not a loadable ONNX model ({reason})") from None
+
+    profile = _choose_profile(session, settings.model_profile, path)
+    info = ModelInfo(
+        name="onnx",
+        model_id=path.stem,
+        input_size=(profile.size, profile.size),
+        parameters=count_parameters(path),
+        device="cpu",
+        file_sha256=file_digest(path),
+        file_size_bytes=path.stat().st_size,
+    )
+    return OnnxSegmenter(session, profile, info)
+
+
+def _choose_profile(session: ort.InferenceSession, requested: str, path: Path) -> Profile:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = inputs[0].shape
+    if len(shape) != 4 or len(outputs[0].shape) != 4:
+        raise ModelLoadError(f"MODEL_PATH: {path} is not a segmentation graph (input {shape}, output {outputs[0].shape})")
+    side = shape[2] if isinstance(shape[2], int) else None
+    if requested == "auto":
+        matches = [p for p in PROFILES.values() if p.size == side]
+        if not matches:
+            raise ModelLoadError(
+                f"MODEL_PROFILE: cannot infer the profile of {path} from its input shape {shape}; "
+                f"set MODEL_PROFILE to one of {', '.join(PROFILES)}"
+            )
+        return matches[0]
+    profile = PROFILES[requested]
+    if side is not None and side != profile.size:
+        raise ModelLoadError(
+            f"MODEL_PROFILE: {requested} runs at {profile.size}x{profile.size} but {path} takes {shape}"
+        )
+    return profile
+
+
+def count_parameters(path: Path) -> int:
+    """Number of learned values in an ONNX file: the product of each initializer's dims.
+
+    Reads the protobuf wire format directly (ModelProto.graph = 7,
+    GraphProto.initializer = 5, TensorProto.dims = 1) instead of importing the
+    ``onnx`` package into a memory-tight worker for one number.
+    """
+    data = memoryview(path.read_bytes())
+    total = 0
+    for field, value in _fields(data):
+        if field == 7:  # graph
+            for gfield, gvalue in _fields(value):
+                if gfield == 5:  # initializer
+                    dims: list[int] = []
+                    for tfield, tvalue in _fields(gvalue):
+                        if tfield == 1:
+                            dims.extend(_varints(tvalue) if isinstance(tvalue, memoryview) else [tvalue])
+                    total += math.prod(dims)
+    return total
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _varints(buf: memoryview) -> list[int]:
+    out, pos = [], 0
+    while pos < len(buf):
+        value, pos = _varint(buf, pos)
+        out.append(value)
+    return out
+
+
+def _fields(buf: memoryview):
+    """Yield (field number, value) of one protobuf message; nested messages stay memoryviews."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 1:
+            value, pos = None, pos + 8
+        elif wire == 5:
+            value, pos = None, pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield field, value

@@ -1,0 +1,52 @@
+"""Flask application factory: ``gunicorn -c config/gunicorn.conf.py "app:create_app()"``."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from adapters import Segmenter, load_segmenter
+from app import api_bg, api_index
+from app.errors import register_error_handlers
+from app.http_io import MULTIPART_SLACK_BYTES
+from app.state import EXTENSION_KEY, ServiceState
+from config import Settings
+
+
+def create_app(settings: Settings | None = None, segmenter: Segmenter | None = None) -> Flask:
+    """Build the app. The settings come from the environment unless given; the model is
+    loaded (and, with WARMUP, run once) here, at boot, never on a request.
+    Raises :class:`config.BootError` with a one-line reason if it cannot start."""
+    settings = settings or Settings.from_env()
+    _configure_logging(settings.log_level)
+    segmenter = segmenter or load_segmenter(settings)
+    state = ServiceState(settings, segmenter)
+    if settings.warmup:
+        state.warm_up()
+
+    app = Flask(__name__)
+    app.config.update(
+        # werkzeug refuses larger bodies (also chunked ones) while reading them.
+        MAX_CONTENT_LENGTH=settings.max_file_size_bytes + MULTIPART_SLACK_BYTES,
+        MAX_FORM_PARTS=32,
+    )
+    app.json.sort_keys = False
+    app.extensions[EXTENSION_KEY] = state
+    register_error_handlers(app)
+    app.register_blueprint(api_index.bp)
+    app.register_blueprint(api_bg.bp)
+    logging.getLogger(__name__).info(
+        "serving %s/%s (%s) with %d inference slot(s), queue %d",
+        segmenter.info.name, segmenter.info.model_id, segmenter.info.device,
+        settings.max_concurrent_inferences, settings.max_queue,
+    )
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("app").setLevel(level.upper())
+    logging.getLogger("adapters").setLevel(level.upper())

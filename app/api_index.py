@@ -1,0 +1,41 @@
+"""GET /: a short description of the API for people."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from app.imaging import ALLOWED_EXTENSIONS
+from app.state import get_state
+
+bp = Blueprint("index", __name__)
+
+_TEXT = """Background removal service ({adapter}: {model})
+
+POST /api/bg/remove        multipart field `file`; options: format=png|webp, only_mask=true|false
+                           -> the subject on a transparent background (or the 8-bit mask)
+POST /api/bg/change_color  multipart field `file`; options: color (#00FF00, 00FF00, #0F0, 255,0,0,
+                           CSS name; default white), format=jpeg|png|webp, quality=1-100
+                           -> the subject over a solid colour
+GET  /api/bg/health        200 when ready to serve, 503 otherwise
+GET  /api/bg/status        model, limits, memory, uptime, requests served
+
+Accepted images: {extensions}; at most {max_mb:g} MB; larger than {max_dim} px on the
+longest side are scaled down to fit. Errors are JSON: {{"error": {{"code": "...", "message": "..."}}}}.
+
+Example:
+  curl -F file=@dog.jpg http://HOST/api/bg/remove -o dog.png
+"""
+
+
+@bp.get("/")
+def index():
+    state = get_state()
+    s = state.settings
+    text = _TEXT.format(
+        adapter=state.segmenter.info.name,
+        model=state.segmenter.info.model_id,
+        extensions=", ".join(ALLOWED_EXTENSIONS),
+        max_mb=s.max_file_size_mb,
+        max_dim=s.max_dimension,
+    )
+    return Response(text, mimetype="text/plain")

@@ -1,0 +1,99 @@
+"""One error hierarchy, mapped to the JSON error body and status in one place.
+
+Every response that is not a success is ``{"error": {"code", "message"}}``;
+nothing a client sends produces a 500 or a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.headers = headers or {}
+
+
+class BadOption(ApiError):
+    """A form field has a bad value; the message starts with the field's name."""
+
+    code = "invalid_option"
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class MissingFile(ApiError):
+    code = "missing_file"
+
+
+class InvalidImage(ApiError):
+    code = "invalid_image"
+
+
+class UnsupportedImage(ApiError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class FileTooLarge(ApiError):
+    status = 413
+    code = "file_too_large"
+
+
+class ImageTooLarge(ApiError):
+    """Too many pixels: refused from the header, before any pixel is decoded."""
+
+    status = 422
+    code = "image_too_large"
+
+
+class Overloaded(ApiError):
+    """Shed load: the client should retry after ``retry_after`` seconds."""
+
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: int, *, code: str | None = None):
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        if status == 413:
+            return error_response(413, "file_too_large", "the request body is larger than allowed")
+        code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+        headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
+        return error_response(status, code, exc.description or exc.name, headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; the request was logged")

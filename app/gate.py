@@ -1,0 +1,74 @@
+"""Backpressure: a semaphore around inference and a bounded wait queue in front of it.
+
+A request that finds every slot busy and the queue full is shed at once with
+503 + Retry-After instead of piling up; one that waits past its deadline gets
+the same. Nothing here is per-user state: it is the instance's own capacity.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from app.errors import Overloaded
+
+
+class InferenceGate:
+    def __init__(self, slots: int, max_queue: int):
+        self.slots = slots
+        self.max_queue = max_queue
+        self._semaphore = threading.Semaphore(slots)
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._active = 0
+        self._mean_s = 0.5  # running mean of time in a slot, for Retry-After
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def retry_after_s(self) -> int:
+        """Seconds until a slot is likely free for a newcomer: the queue ahead, drained at our pace."""
+        return max(1, math.ceil((self._waiting + 1) * self._mean_s / self.slots))
+
+    @contextmanager
+    def slot(self, timeout_s: float) -> Iterator[None]:
+        with self._lock:
+            acquired = self._semaphore.acquire(blocking=False)
+            if not acquired:
+                if self._waiting >= self.max_queue:
+                    raise Overloaded(
+                        f"server busy: {self.slots} running and {self._waiting} waiting; retry later",
+                        self.retry_after_s(),
+                    )
+                self._waiting += 1
+        if not acquired:
+            try:
+                acquired = timeout_s > 0 and self._semaphore.acquire(timeout=timeout_s)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+            if not acquired:
+                raise Overloaded(
+                    "server busy: the request waited past its deadline; retry later",
+                    self.retry_after_s(),
+                    code="timeout",
+                )
+        with self._lock:
+            self._active += 1
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            elapsed = time.monotonic() - started
+            with self._lock:
+                self._active -= 1
+                self._mean_s = 0.8 * self._mean_s + 0.2 * elapsed
+            self._semaphore.release()

@@ -1,0 +1,61 @@
+"""The HTTP edge shared by processing endpoints: reading the upload, sending an image back."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+
+from flask import g, request, send_file
+from werkzeug.utils import secure_filename
+
+from app.errors import FileTooLarge, MissingFile
+from app.imaging import OUTPUT_FORMATS
+from config import Settings
+
+# Room for the multipart boundaries and the small option fields around the file.
+MULTIPART_SLACK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    stem: str  # safe file name without extension, for the response's file name
+
+
+def start_processing(settings: Settings) -> None:
+    """Before a processing request is read: refuse an oversized body from its header, start the deadline."""
+    g.deadline = time.monotonic() + settings.request_timeout_s
+    length = request.content_length
+    if length is not None and length > settings.max_file_size_bytes + MULTIPART_SLACK_BYTES:
+        raise FileTooLarge(_too_large_message(settings))
+
+
+def read_upload(settings: Settings) -> Upload:
+    if not request.mimetype.startswith("multipart/form-data"):
+        raise MissingFile("file: send the image as multipart/form-data in the field 'file'")
+    storage = request.files.get("file")
+    if storage is None:
+        raise MissingFile("file: no file in the multipart field 'file'")
+    data = storage.read(settings.max_file_size_bytes + 1)
+    if len(data) > settings.max_file_size_bytes:
+        raise FileTooLarge(_too_large_message(settings))
+    if not data:
+        raise MissingFile("file: the uploaded file is empty")
+    stem = secure_filename(storage.filename or "").rsplit(".", 1)[0] or "image"
+    return Upload(data, stem[:100])
+
+
+def image_response(data: bytes, fmt: str, download_name: str):
+    mimetype = OUTPUT_FORMATS[fmt][1]
+    return send_file(
+        io.BytesIO(data), mimetype=mimetype, download_name=download_name, etag=False, conditional=False, max_age=0
+    )
+
+
+def output_name(prefix: str, stem: str, fmt: str) -> str:
+    return f"{prefix}_{stem}.{OUTPUT_FORMATS[fmt][2]}"
+
+
+def _too_large_message(settings: Settings) -> str:
+    return f"file: larger than the {settings.max_file_size_mb:g} MB allowed"

@@ -1,0 +1,55 @@
+"""What one worker process holds: settings, the loaded model, its gate, counters.
+
+Capacity and counters only; no per-user state (instances scale horizontally).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import psutil
+from flask import current_app
+
+from adapters import Segmenter
+from app.gate import InferenceGate
+from config import Settings
+
+EXTENSION_KEY = "bgremove"
+
+
+class ServiceState:
+    def __init__(self, settings: Settings, segmenter: Segmenter):
+        self.settings = settings
+        self.segmenter = segmenter
+        self.gate = InferenceGate(settings.max_concurrent_inferences, settings.max_queue)
+        self.started = time.monotonic()
+        self.ready = False  # true once the model has produced a mask
+        self._served = 0
+        self._lock = threading.Lock()
+        self._process = psutil.Process()
+
+    def warm_up(self) -> None:
+        """One inference at boot: the first request is not the slow one, and a model that cannot run stops the boot."""
+        self.segmenter.mask(np.full((64, 64, 3), 128, np.uint8))
+        self.ready = True
+
+    def record_served(self) -> None:
+        with self._lock:
+            self._served += 1
+        self.ready = True
+
+    @property
+    def requests_served(self) -> int:
+        return self._served
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def rss_mb(self) -> float:
+        return self._process.memory_info().rss / 2**20
+
+
+def get_state() -> ServiceState:
+    return current_app.extensions[EXTENSION_KEY]

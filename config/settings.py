@@ -1,0 +1,189 @@
+"""Typed settings, read from the environment once at boot and validated there.
+
+Nothing else in the code base reads ``os.environ``: the settings object is built
+here and passed down. A bad value raises :class:`ConfigError` whose message
+starts with the variable's name, so the boot stops with one clear line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+
+class BootError(Exception):
+    """The service cannot start: the message is the one line an operator reads."""
+
+
+class ConfigError(BootError):
+    """An environment variable has a bad value (the message names it)."""
+
+
+# Defaults that depend on the tier, i.e. on the adapter chosen by SEGMENTER.
+# Any environment variable overrides them.
+TIER_DEFAULTS: dict[str, dict[str, object]] = {
+    # The 512 MB tier: one inference at a time, small uploads, 1024 px.
+    "onnx": {
+        "MODEL_PATH": str(PROJECT_ROOT / "models" / "u2netp.onnx"),
+        "MAX_FILE_SIZE_MB": 8.0,
+        "MAX_DIMENSION": 1024,
+        "MAX_INPUT_PIXELS": 4096 * 4096,
+        "MAX_CONCURRENT_INFERENCES": 1,
+        "MAX_QUEUE": 4,
+    },
+    # The GPU tier (its adapter arrives in its own issue; the limits are known now).
+    "inspyrenet": {
+        "MODEL_PATH": "",
+        "MAX_FILE_SIZE_MB": 50.0,
+        "MAX_DIMENSION": 4096,
+        "MAX_INPUT_PIXELS": 8192 * 8192,
+        "MAX_CONCURRENT_INFERENCES": 4,
+        "MAX_QUEUE": 16,
+    },
+}
+
+MODEL_PROFILES = ("auto", "u2net", "isnet")
+ONNX_MEMORY_MODES = ("lean", "balanced", "fast")  # see adapters/onnx.py
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class Settings:
+    segmenter: str = "onnx"
+    model_path: Path = PROJECT_ROOT / "models" / "u2netp.onnx"
+    model_profile: str = "auto"
+    port: int = 5000
+    host: str = "0.0.0.0"
+    max_file_size_mb: float = 8.0
+    max_dimension: int = 1024
+    max_input_pixels: int = 4096 * 4096
+    max_concurrent_inferences: int = 1
+    max_queue: int = 4
+    request_timeout_s: float = 60.0
+    web_concurrency: int = 1
+    web_threads: int = 7
+    graceful_timeout_s: float = 30.0
+    inference_threads: int = 2
+    png_compress_level: int = 1
+    onnx_memory_mode: str = "lean"
+    warmup: bool = True
+    log_level: str = "info"
+
+    @property
+    def max_file_size_bytes(self) -> int:
+        return int(self.max_file_size_mb * 1024 * 1024)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build and validate the settings from ``env`` (default: the process environment)."""
+        env = os.environ if env is None else env
+        read = _Reader(env)
+        segmenter = read.choice("SEGMENTER", "onnx", tuple(TIER_DEFAULTS))
+        tier = TIER_DEFAULTS[segmenter]
+
+        model_path_text = read.text("MODEL_PATH", str(tier["MODEL_PATH"]))
+        if not model_path_text:
+            raise ConfigError(f"MODEL_PATH: required for SEGMENTER={segmenter} (no weights ship with the project)")
+        model_path = Path(model_path_text)
+        if not model_path.is_file():
+            hint = " (run `make setup` to fetch the default model)" if segmenter == "onnx" else ""
+            raise ConfigError(f"MODEL_PATH: no such model file: {model_path}{hint}")
+
+        slots = read.integer("MAX_CONCURRENT_INFERENCES", int(tier["MAX_CONCURRENT_INFERENCES"]), lo=1, hi=256)
+        queue = read.integer("MAX_QUEUE", int(tier["MAX_QUEUE"]), lo=0, hi=10_000)
+        return cls(
+            segmenter=segmenter,
+            model_path=model_path,
+            model_profile=read.choice("MODEL_PROFILE", "auto", MODEL_PROFILES),
+            port=read.integer("PORT", 5000, lo=1, hi=65535),
+            host=read.text("HOST", "0.0.0.0"),
+            max_file_size_mb=read.number("MAX_FILE_SIZE_MB", float(tier["MAX_FILE_SIZE_MB"]), lo=0.001, hi=1024),
+            max_dimension=read.integer("MAX_DIMENSION", int(tier["MAX_DIMENSION"]), lo=16, hi=16384),
+            max_input_pixels=read.integer("MAX_INPUT_PIXELS", int(tier["MAX_INPUT_PIXELS"]), lo=256, hi=1 << 31),
+            max_concurrent_inferences=slots,
+            max_queue=queue,
+            request_timeout_s=read.number("REQUEST_TIMEOUT_S", 60.0, lo=0.1, hi=3600),
+            web_concurrency=read.integer("WEB_CONCURRENCY", 1, lo=1, hi=64),
+            # Enough threads for every admitted request plus two spare, so that health
+            # probes and 503 answers are served while the queue is full.
+            web_threads=read.integer("WEB_THREADS", slots + queue + 2, lo=1, hi=1024),
+            graceful_timeout_s=read.number("GRACEFUL_TIMEOUT_S", 30.0, lo=0, hi=3600),
+            inference_threads=read.integer("INFERENCE_THREADS", _available_cpus(), lo=1, hi=256),
+            png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 1, lo=0, hi=9),
+            onnx_memory_mode=read.choice("ONNX_MEMORY_MODE", "lean", ONNX_MEMORY_MODES),
+            warmup=read.boolean("WARMUP", True),
+            log_level=read.choice("LOG_LEVEL", "info", LOG_LEVELS),
+        )
+
+    def replace(self, **changes: object) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Reader:
+    """Parses one variable at a time; every error message starts with the variable's name."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    def _get(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name}: expected {expected}, got {raw!r}") from None
+
+    def text(self, name: str, default: str) -> str:
+        return self._get(name, default, str, "text")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(raw: str) -> str:
+            if raw.lower() not in choices:
+                raise ValueError
+            return raw.lower()
+
+        return self._get(name, default, parse, "one of " + ", ".join(choices))
+
+    def integer(self, name: str, default: int, *, lo: int, hi: int) -> int:
+        def parse(raw: str) -> int:
+            value = int(raw)
+            if not lo <= value <= hi:
+                raise ValueError
+            return value
+
+        return self._get(name, default, parse, f"an integer from {lo} to {hi}")
+
+    def number(self, name: str, default: float, *, lo: float, hi: float) -> float:
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if not lo <= value <= hi:  # also rejects nan
+                raise ValueError
+            return value
+
+        return self._get(name, default, parse, f"a number from {lo:g} to {hi:g}")
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+
+        return self._get(name, default, parse, "true or false")

@@ -1,0 +1,1 @@
+"""Image effects: pure functions with declared parameter schemas (the effects issue fills this in)."""

@@ -1,0 +1,90 @@
+"""Shared fixtures: the real model (loaded once), apps built on it, the shared photos."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adapters import load_segmenter
+from app import create_app
+from config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+IMAGES = sorted((FIXTURES / "images").glob("*.jpg"))
+REFERENCE = FIXTURES / "reference" / "u2netp"
+
+
+def pytest_sessionstart(session):
+    # The conformance fixtures are part of every CI run: missing means failed, not skipped.
+    assert len(IMAGES) >= 8 and REFERENCE.is_dir(), f"shared fixtures missing under {FIXTURES}"
+    assert (ROOT / "models" / "u2netp.onnx").is_file(), "default model missing: run `make setup`"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env({})
+
+
+@pytest.fixture(scope="session")
+def segmenter(settings):
+    return load_segmenter(settings)
+
+
+@pytest.fixture(scope="session")
+def make_app(settings, segmenter):
+    """Build an app on the session's real model, with settings overridden per test."""
+
+    def build(**overrides):
+        return create_app(settings.replace(**overrides), segmenter=segmenter)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+def photo(name: str) -> Path:
+    return FIXTURES / "images" / name
+
+
+def png_bytes(img: Image.Image, **save) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG", **save)
+    return buf.getvalue()
+
+
+def encode(img: Image.Image, fmt: str, **save) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def post(client, endpoint: str, data: bytes | None, filename: str = "photo.jpg", **fields):
+    form = dict(fields)
+    if data is not None:
+        form["file"] = (io.BytesIO(data), filename)
+    return client.post(endpoint, data=form, content_type="multipart/form-data")
+
+
+def open_response(resp) -> Image.Image:
+    img = Image.open(io.BytesIO(resp.data))
+    img.load()
+    return img
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a >= 128, b >= 128
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)

@@ -1,0 +1,171 @@
+"""Decoding edge cases: every input kind the API promises, and every way an upload can be bad."""
+
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.errors import ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
+from app.imaging import decode_image
+from tests.conftest import encode, photo, png_bytes
+
+
+def decode(data, max_dimension=1024, max_pixels=4096 * 4096):
+    return decode_image(data, max_dimension=max_dimension, max_pixels=max_pixels)
+
+
+def gradient(w=64, h=48) -> Image.Image:
+    x = np.linspace(0, 255, w, dtype=np.uint8)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h, dtype=np.uint8)[:, None].repeat(w, 1)
+    return Image.fromarray(np.dstack([x, y, 255 - x]), "RGB")
+
+
+def test_jpeg_photo():
+    img = decode(photo("animal-1.jpg").read_bytes())
+    assert img.rgb.shape == (667, 1000, 3) and img.rgb.dtype == np.uint8
+    assert img.alpha is None and img.source_format == "JPEG"
+
+
+def test_opaque_rgba_png_has_no_alpha():
+    img = decode(photo("plants-1.jpg").read_bytes())  # an opaque RGBA PNG with a .jpg name
+    assert img.source_format == "PNG" and img.alpha is None
+    assert img.size == (682, 1024)  # 987x1481 scaled to fit 1024 (682.5 rounds down)
+
+
+def test_rgba_transparency_is_kept():
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[10:30, 20:40, 3] = 255
+    img = decode(png_bytes(Image.fromarray(rgba, "RGBA")))
+    assert img.alpha is not None and img.alpha[0, 0] == 0 and img.alpha[20, 30] == 255
+
+
+def test_palette_and_palette_transparency():
+    p = gradient().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    img = decode(png_bytes(p))
+    assert img.rgb.shape == (48, 64, 3) and img.alpha is None
+    assert len(np.unique(img.rgb.reshape(-1, 3), axis=0)) <= 16
+    p.info["transparency"] = 0
+    img = decode(png_bytes(p, transparency=0))
+    assert img.alpha is not None and set(np.unique(img.alpha)) <= {0, 255} and img.alpha.min() == 0
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "1"])
+def test_greyscale_modes(mode):
+    img = decode(png_bytes(gradient().convert(mode)))
+    assert img.rgb.shape == (48, 64, 3)
+    assert np.array_equal(img.rgb[..., 0], img.rgb[..., 1])
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped():
+    values = np.linspace(0, 65535, 64, dtype=np.uint16)[None, :].repeat(8, 0)
+    data = png_bytes(Image.frombytes("I;16", (64, 8), values.astype("<u2").tobytes()))
+    img = decode(data)
+    row = img.rgb[0, :, 0]
+    assert row[0] == 0 and row[-1] == 255
+    assert 120 <= row[32] <= 135  # mid-grey stays mid-grey (clipping would give 255)
+
+
+def test_cmyk_jpeg():
+    cmyk = Image.new("CMYK", (32, 32), (0, 255, 255, 0))  # pure red in CMYK
+    img = decode(encode(cmyk, "JPEG", quality=95))
+    r, g, b = img.rgb[16, 16]
+    assert r > 200 and g < 60 and b < 60
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF", "WEBP"])
+def test_other_formats(fmt):
+    img = decode(encode(gradient(), fmt))
+    assert img.rgb.shape == (48, 64, 3) and img.source_format == fmt
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "TIFF"])
+def test_animated_or_multipage_uses_first_frame(fmt):
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], **({"lossless": True} if fmt == "WEBP" else {}))
+    img = decode(buf.getvalue())
+    r, g, b = (int(v) for v in img.rgb[8, 8])
+    assert r > 200 and g < 50 and b < 50
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img = decode(encode(gradient(64, 48), "JPEG", exif=exif))
+    assert img.size == (48, 64)
+
+
+def test_large_image_is_scaled_to_fit():
+    big = gradient(3000, 1500)
+    img = decode(encode(big, "JPEG"), max_dimension=1024)
+    assert img.size == (1024, 512)
+    img = decode(encode(big, "PNG"), max_dimension=700)
+    assert img.size == (700, 350)
+
+
+def test_icc_profile_is_kept():
+    fake_profile = b"\x00" * 128
+    img = decode(encode(gradient(), "PNG", icc_profile=fake_profile))
+    assert img.icc_profile == fake_profile
+
+
+def test_empty_upload():
+    with pytest.raises(MissingFile):
+        decode(b"")
+
+
+@pytest.mark.parametrize("data", [b"hello, not an image", b"\x00" * 1000, bytes(range(256)) * 40, b"<svg xmlns='x'/>"])
+def test_not_an_image(data):
+    with pytest.raises(InvalidImage):
+        decode(data)
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PPM", "TGA"])
+def test_known_but_unsupported_format(fmt):
+    with pytest.raises(UnsupportedImage) as err:
+        decode(encode(gradient(32, 32), fmt))
+    assert fmt in err.value.message
+
+
+@pytest.mark.parametrize("name", ["animal-1.jpg", "plants-1.jpg"])
+def test_truncated_file(name):
+    data = photo(name).read_bytes()
+    with pytest.raises(InvalidImage):
+        decode(data[: len(data) // 3])
+
+
+def test_corrupt_header():
+    data = bytearray(png_bytes(gradient()))
+    data[20:30] = b"\xff" * 10  # inside IHDR
+    with pytest.raises((InvalidImage, UnsupportedImage)):
+        decode(bytes(data))
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header declaring ``width``x``height`` with a tiny compressed body."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 4096)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("size", [(30000, 30000), (20000, 1000)])
+def test_decompression_bomb_refused_before_decoding(size):
+    data = bomb_png(*size)
+    assert len(data) < 1000
+    t0 = time.perf_counter()
+    with pytest.raises(ImageTooLarge):
+        decode(data)
+    assert time.perf_counter() - t0 < 1.0  # refused from the header, nothing decoded (generous bound)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale():
+    # 6000x4000 = 24 MP declared, over 16.7 MP, but a JPEG decodes at 1/4 scale for a 1024 target.
+    data = encode(gradient(6000, 4000), "JPEG", quality=50)
+    img = decode(data, max_dimension=1024, max_pixels=4096 * 4096)
+    assert img.size == (1024, 683)
