@@ -21,11 +21,12 @@ sys.path.insert(0, str(ROOT))
 CONFIGS = {
     # name: (arena, mem_pattern, optimisation level, shared arena "same as requested", spinning)
     "ort defaults (rembg's)": (True, True, "all", False, True),
-    "no arena, no pattern": (False, False, "all", False, False),
-    "arena, no pattern": (True, False, "all", False, False),
-    "shared arena same-as-requested": (True, False, "all", True, False),
-    "no arena, no pattern, extended": (False, False, "extended", False, False),
-    "no arena, no pattern, basic": (False, False, "basic", False, False),
+    "fast: arena, no pattern, all": (True, False, "all", False, True),
+    "shared arena, same-as-requested": (True, False, "all", True, True),
+    "balanced: no arena, all": (False, False, "all", False, True),
+    "lean: no arena, extended": (False, False, "extended", False, True),
+    "lean without thread spinning": (False, False, "extended", False, False),
+    "no arena, basic": (False, False, "basic", False, True),
 }
 
 CHILD = r"""
@@ -33,9 +34,11 @@ import json, resource, sys, time, glob
 import numpy as np, onnxruntime as ort
 from PIL import Image
 sys.path.insert(0, ROOT)
-from adapters.onnx import OnnxSegmenter, PROFILES
+from adapters.onnx import OnnxSegmenter, PROFILES, return_freed_memory_to_os
 from adapters.base import ModelInfo
 arena, pattern, level, shared, spin = CFG
+if not arena:
+    return_freed_memory_to_os()  # as the adapter does in lean and balanced modes
 so = ort.SessionOptions()
 so.intra_op_num_threads = THREADS
 so.inter_op_num_threads = 1

@@ -29,6 +29,9 @@ timeout = max(120, int(settings.request_timeout_s * 2))
 # SIGTERM: stop accepting, finish in-flight requests for up to this long, then exit.
 graceful_timeout = int(settings.graceful_timeout_s)
 keepalive = 5
+# gunicorn's control socket (one fixed path per user) is unused here; several instances
+# on one host would fight over it, and containers may have no writable home.
+control_socket_disable = True
 loglevel = settings.log_level
 accesslog = "-"
 errorlog = "-"

@@ -1,0 +1,124 @@
+"""Our pipeline against rembg on the same model, same images, same process, same run.
+
+Ours: decode -> mask (ONNX adapter) -> cut out -> encode PNG, exactly what
+/api/bg/remove does minus HTTP. rembg: ``remove(data, session=new_session("u2netp"))``
+with ``U2NET_HOME=models/`` so it finds the same file offline. Prints per-image and
+median latency, the ratio, output size, and peak RSS during each phase (sampled
+every 5 ms; phases run one after another in this process, ours first).
+Usage: python benchmarks/bench_pipeline.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("U2NET_HOME", str(ROOT / "models"))
+
+import psutil  # noqa: E402
+
+from adapters import load_segmenter  # noqa: E402
+from app import compose, pipeline  # noqa: E402
+from app.gate import InferenceGate  # noqa: E402
+from config import Settings  # noqa: E402
+
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "images"
+
+
+class PeakRss:
+    def __init__(self):
+        self.proc = psutil.Process()
+
+    def __enter__(self):
+        self.start = self.proc.memory_info().rss / 2**20
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss / 2**20)
+            self._stop.wait(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def time_each(fn, images, repeat):
+    """Median seconds per image (after one warm-up call each) and output sizes."""
+    per_image, sizes = {}, {}
+    for path in images:
+        data = path.read_bytes()
+        out = fn(data)
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn(data)
+            runs.append(time.perf_counter() - t0)
+        per_image[path.name] = statistics.median(runs)
+        sizes[path.name] = len(out)
+    return per_image, sizes
+
+
+def ours(memory_mode: str):
+    settings = Settings.from_env({"ONNX_MEMORY_MODE": memory_mode})
+    segmenter = load_segmenter(settings)
+    gate = InferenceGate(1, 0)
+
+    def run(data: bytes) -> bytes:
+        image = pipeline.decode(data, settings)
+        alpha = pipeline.segment(image, segmenter, gate, time.monotonic() + 60)
+        return pipeline.encode(compose.cutout(image.rgb, alpha), "png", 90, image, settings)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    images = sorted(FIXTURES.glob("*.jpg"))
+    phases = {}
+    for label, make in (("ours (lean, default)", lambda: ours("lean")), ("ours (fast)", lambda: ours("fast"))):
+        gc.collect()
+        with PeakRss() as rss:
+            fn = make()
+            phases[label] = (*time_each(fn, images, args.repeat), rss)
+        del fn
+    gc.collect()
+    from rembg import new_session, remove
+
+    with PeakRss() as rss:
+        session = new_session("u2netp")
+        phases["rembg 2.0.86"] = (*time_each(lambda d: remove(d, session=session), images, args.repeat), rss)
+
+    names = list(phases)
+    ref = phases["rembg 2.0.86"][0]
+    print(f"Pipeline latency, median of {args.repeat} runs per image (ms), {os.cpu_count()} CPUs; ratio = ours / rembg")
+    header = f"{'image':18}" + "".join(f"{n:>22}" for n in names) + "".join(f"{'ratio ' + n.split(' (')[1][:-1]:>14}" for n in names[:2])
+    print(header)
+    for path in images:
+        row = f"{path.name:18}" + "".join(f"{phases[n][0][path.name] * 1000:22.0f}" for n in names)
+        row += "".join(f"{phases[n][0][path.name] / ref[path.name]:14.2f}" for n in names[:2])
+        print(row)
+    medians = {n: statistics.median(phases[n][0].values()) for n in names}
+    print(f"{'median':18}" + "".join(f"{medians[n] * 1000:22.0f}" for n in names)
+          + "".join(f"{medians[n] / medians['rembg 2.0.86']:14.2f}" for n in names[:2]))
+    print(f"{'PNG bytes (total)':18}" + "".join(f"{sum(phases[n][1].values()):22,}" for n in names))
+    print(f"{'peak RSS MB':18}" + "".join(f"{phases[n][2].peak:22.0f}" for n in names))
+    print(f"{'  + over start MB':18}" + "".join(f"{phases[n][2].peak - phases[n][2].start:22.0f}" for n in names))
+
+
+if __name__ == "__main__":
+    main()
