@@ -106,15 +106,15 @@ def main() -> None:
     names = list(phases)
     ref = phases["rembg 2.0.86"][0]
     print(f"Pipeline latency, median of {args.repeat} runs per image (ms), {os.cpu_count()} CPUs; ratio = ours / rembg")
-    header = f"{'image':18}" + "".join(f"{n:>22}" for n in names) + "".join(f"{'ratio ' + n.split(' (')[1][:-1]:>14}" for n in names[:2])
+    header = f"{'image':18}" + "".join(f"{n:>22}" for n in names) + "".join(f"{'ratio ' + n.split(' (')[1][:-1]:>22}" for n in names[:2])
     print(header)
     for path in images:
         row = f"{path.name:18}" + "".join(f"{phases[n][0][path.name] * 1000:22.0f}" for n in names)
-        row += "".join(f"{phases[n][0][path.name] / ref[path.name]:14.2f}" for n in names[:2])
+        row += "".join(f"{phases[n][0][path.name] / ref[path.name]:22.2f}" for n in names[:2])
         print(row)
     medians = {n: statistics.median(phases[n][0].values()) for n in names}
     print(f"{'median':18}" + "".join(f"{medians[n] * 1000:22.0f}" for n in names)
-          + "".join(f"{medians[n] / medians['rembg 2.0.86']:14.2f}" for n in names[:2]))
+          + "".join(f"{medians[n] / medians['rembg 2.0.86']:22.2f}" for n in names[:2]))
     print(f"{'PNG bytes (total)':18}" + "".join(f"{sum(phases[n][1].values()):22,}" for n in names))
     print(f"{'peak RSS MB':18}" + "".join(f"{phases[n][2].peak:22.0f}" for n in names))
     print(f"{'  + over start MB':18}" + "".join(f"{phases[n][2].peak - phases[n][2].start:22.0f}" for n in names))
