@@ -23,32 +23,35 @@ def _before():
 @bp.post("/remove")
 def remove():
     """Subject on a transparent background (PNG/WebP), or the mask alone."""
-    state = get_state()
     opts = RemoveOptions.from_form(request.form)
-    upload = read_upload(state.settings)
-    image = pipeline.decode(upload.data, state.settings)
-    alpha = pipeline.segment(image, state.segmenter, state.gate, g.deadline)
+    upload, image, alpha = _segment_upload()
     if opts.only_mask:
-        result, name = compose.mask_image(alpha), output_name("mask", upload.stem, opts.format)
-    else:
-        result, name = compose.cutout(image.rgb, alpha), output_name("nobg", upload.stem, opts.format)
-    data = pipeline.encode(result, opts.format, opts.quality, image, state.settings)
-    state.record_served()
-    return image_response(data, opts.format, name)
+        return _respond(compose.mask_image(alpha), opts.format, opts.quality, image, output_name("mask", upload.stem, opts.format))
+    return _respond(compose.cutout(image.rgb, alpha), opts.format, opts.quality, image, output_name("nobg", upload.stem, opts.format))
 
 
 @bp.post("/change_color")
 def change_color():
     """Subject over a solid colour."""
-    state = get_state()
     opts = ChangeColorOptions.from_form(request.form)
+    upload, image, alpha = _segment_upload()
+    result = compose.over_color(image.rgb, alpha, opts.color)
+    return _respond(result, opts.format, opts.quality, image, output_name("nobg", upload.stem, opts.format))
+
+
+def _segment_upload():
+    """Read the upload, decode it, and segment it within the request's deadline."""
+    state = get_state()
     upload = read_upload(state.settings)
     image = pipeline.decode(upload.data, state.settings)
-    alpha = pipeline.segment(image, state.segmenter, state.gate, g.deadline)
-    result = compose.over_color(image.rgb, alpha, opts.color)
-    data = pipeline.encode(result, opts.format, opts.quality, image, state.settings)
+    return upload, image, pipeline.segment(image, state.segmenter, state.gate, g.deadline)
+
+
+def _respond(result, fmt: str, quality: int, image, download_name: str):
+    state = get_state()
+    data = pipeline.encode(result, fmt, quality, image, state.settings)
     state.record_served()
-    return image_response(data, opts.format, output_name("nobg", upload.stem, opts.format))
+    return image_response(data, fmt, download_name)
 
 
 @bp.get("/health")
