@@ -3,9 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= models/u2netp.onnx
-# glibc: fewer malloc arenas for a threaded server, so freed image buffers are reused
-# rather than spread over per-thread arenas (measured in README's memory section).
-export MALLOC_ARENA_MAX ?= 2
 
 .PHONY: setup setup-dev model run test bench clean
 

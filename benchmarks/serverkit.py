@@ -62,7 +62,7 @@ class Server:
 @contextmanager
 def running_server(env: dict[str, str] | None = None, boot_timeout_s: float = 60.0, log_dir: Path | None = None) -> Iterator[Server]:
     port = free_port()
-    full_env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "MALLOC_ARENA_MAX": "2", **(env or {})}
+    full_env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", **(env or {})}
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"gunicorn-{port}.log"
     with open(log_path, "wb") as log:
