@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from adapters import Segmenter, load_segmenter
-from app import api_bg, api_index
+from app import api_bg, api_index, api_v2
 from app.errors import register_error_handlers
 from app.http_io import MULTIPART_SLACK_BYTES
 from app.state import EXTENSION_KEY, ServiceState
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
     register_error_handlers(app)
     app.register_blueprint(api_index.bp)
     app.register_blueprint(api_bg.bp)
+    app.register_blueprint(api_v2.bp)
     logging.getLogger(__name__).info(
         "serving %s/%s (%s) with %d inference slot(s), queue %d",
         segmenter.info.name, segmenter.info.model_id, segmenter.info.device,

@@ -18,8 +18,8 @@ def mask_image(alpha: np.ndarray) -> Image.Image:
     return Image.fromarray(alpha, "L")
 
 
-def cutout(rgb: np.ndarray, alpha: np.ndarray) -> Image.Image:
-    """RGBA with the original colours and ``alpha``.
+def cutout_array(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """HxWx4 uint8 with the original colours and ``alpha``.
 
     Colours are not darkened at soft edges (rembg's composite over transparent black
     does darken them); fully transparent pixels are zeroed, which nobody sees and
@@ -27,7 +27,19 @@ def cutout(rgb: np.ndarray, alpha: np.ndarray) -> Image.Image:
     """
     rgba = np.dstack((rgb, alpha))
     rgba[alpha == 0] = 0
-    return Image.fromarray(rgba, "RGBA")
+    return rgba
+
+
+def cutout(rgb: np.ndarray, alpha: np.ndarray) -> Image.Image:
+    """The cut-out as an RGBA image (see :func:`cutout_array`)."""
+    return Image.fromarray(cutout_array(rgb, alpha), "RGBA")
+
+
+def on_background(rgba: np.ndarray, background: tuple[int, int, int] | None) -> Image.Image:
+    """An RGBA result kept transparent (``background`` None) or flattened over a solid colour."""
+    if background is None:
+        return Image.fromarray(rgba, "RGBA")
+    return over_color(np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3]), background)
 
 
 def over_color(rgb: np.ndarray, alpha: np.ndarray, color: tuple[int, int, int]) -> Image.Image:

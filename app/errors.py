@@ -18,6 +18,8 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
+    field: str | None = None  # the request field at fault, when there is one
+
     def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
@@ -27,7 +29,9 @@ class ApiError(Exception):
 
 
 class BadOption(ApiError):
-    """A form field has a bad value; the message starts with the field's name."""
+    """A form field has a bad value; the message starts with the field's name (a dotted
+    path for nested JSON fields, e.g. ``effect_params.dither.dot_spacing``), which the
+    error body also carries as ``field``."""
 
     code = "invalid_option"
 
@@ -38,20 +42,24 @@ class BadOption(ApiError):
 
 class MissingFile(ApiError):
     code = "missing_file"
+    field = "file"
 
 
 class InvalidImage(ApiError):
     code = "invalid_image"
+    field = "file"
 
 
 class UnsupportedImage(ApiError):
     status = 415
     code = "unsupported_media_type"
+    field = "file"
 
 
 class FileTooLarge(ApiError):
     status = 413
     code = "file_too_large"
+    field = "file"
 
 
 class ImageTooLarge(ApiError):
@@ -59,6 +67,7 @@ class ImageTooLarge(ApiError):
 
     status = 422
     code = "image_too_large"
+    field = "file"
 
 
 class Overloaded(ApiError):
@@ -71,8 +80,13 @@ class Overloaded(ApiError):
         super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
-    response = jsonify({"error": {"code": code, "message": message}})
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, field: str | None = None
+):
+    body = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    response = jsonify({"error": body})
     response.status_code = status
     for key, value in (headers or {}).items():
         response.headers[key] = value
@@ -82,7 +96,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, exc.field)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

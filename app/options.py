@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
-from app.colors import parse_color
+import effects
 from app.errors import BadOption
+from effects import ParamError
+from effects.colors import parse_color
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -93,3 +96,72 @@ class ChangeColorOptions:
             format=parse_format(form, "format", ("jpeg", "png", "webp"), "jpeg"),
             quality=parse_int(form, "quality", 1, 100, DEFAULT_QUALITY),
         )
+
+
+MAX_EFFECTS = 4
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """POST /api/v2/process: which effects with which (resolved, checked) parameters, and the output."""
+
+    effects: tuple[tuple[str, dict[str, Any]], ...]  # (name, resolved params), in request order
+    remove_background: bool
+    background: tuple[int, int, int] | None  # None = transparent
+    format: str
+    quality: int
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> "ProcessOptions":
+        names = _effect_names(form)
+        given = _json_field(form, "effect_params", default={})
+        if not isinstance(given, dict):
+            raise BadOption("effect_params", "expected a JSON object keyed by effect name, e.g. {\"dither\": {\"dot_spacing\": 3}}")
+        for key in given:
+            if key not in names:
+                raise BadOption(f"effect_params.{key}", f"parameters for an effect not in `effects` ({', '.join(names)})")
+        resolved = []
+        for name in names:
+            try:
+                resolved.append((name, effects.resolve(name, given.get(name), path=f"effect_params.{name}")))
+            except ParamError as exc:
+                raise BadOption(exc.field, exc.message) from None
+        background = _value(form, "background")
+        return cls(
+            effects=tuple(resolved),
+            remove_background=parse_bool(form, "remove_background", True),
+            background=None if background is None or background.lower() == "transparent"
+            else parse_color_field(form, "background", (255, 255, 255)),
+            format=parse_format(form, "format", ("png", "webp", "jpeg"), "png"),
+            quality=parse_int(form, "quality", 1, 100, DEFAULT_QUALITY),
+        )
+
+
+def _effect_names(form: Mapping[str, str]) -> list[str]:
+    example = 'e.g. ["blackwhite", "popart"]'
+    names = _json_field(form, "effects", default=None)
+    if names is None:
+        raise BadOption("effects", f"required: a JSON array of 1 to {MAX_EFFECTS} effect names, {example}")
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_EFFECTS:
+        raise BadOption("effects", f"expected a JSON array of 1 to {MAX_EFFECTS} effect names, {example}")
+    for name in names:
+        if not isinstance(name, str) or name not in effects.EFFECTS:
+            raise BadOption("effects", f"unknown effect {name!r}; choose from {', '.join(effects.EFFECTS)}")
+    if len(set(names)) != len(names):
+        raise BadOption("effects", "each effect may appear once (results are keyed by name)")
+    return names
+
+
+def _json_field(form: Mapping[str, str], field: str, default: Any) -> Any:
+    raw = _value(form, field)
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else (str(exc) or "nested too deeply")
+        raise BadOption(field, f"malformed JSON ({reason})") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number")

@@ -1,4 +1,4 @@
-"""The request pipeline, one plain function per step: decode -> segment -> compose -> encode.
+"""The request pipeline, one plain function per step: decode -> segment -> compose -> effects -> encode.
 
 No Flask here: blueprints translate HTTP to these calls and back.
 """
@@ -6,17 +6,20 @@ No Flask here: blueprints translate HTTP to these calls and back.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
+import effects
 from app import compose
 from app.gate import InferenceGate
 from app.imaging import DecodedImage, decode_image, encode_image
+from app.options import ProcessOptions
 from adapters import Segmenter
 from config import Settings
 
-__all__ = ["decode", "segment", "encode"]
+__all__ = ["decode", "segment", "encode", "process", "Processed"]
 
 
 def decode(data: bytes, settings: Settings) -> DecodedImage:
@@ -25,15 +28,82 @@ def decode(data: bytes, settings: Settings) -> DecodedImage:
 
 def segment(image: DecodedImage, segmenter: Segmenter, gate: InferenceGate, deadline: float) -> np.ndarray:
     """The subject's alpha (HxW uint8) for ``image``, waiting for an inference slot until ``deadline``."""
+    with gate.slot(timeout_s=deadline - time.monotonic()):
+        return subject_alpha(image, segmenter)
+
+
+def subject_alpha(image: DecodedImage, segmenter: Segmenter) -> np.ndarray:
+    """The model's mask within the input's own transparency (call it holding a gate slot)."""
     rgb = image.rgb
     if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours
         rgb = np.asarray(compose.over_color(image.rgb, image.alpha, (255, 255, 255)))
-    with gate.slot(timeout_s=deadline - time.monotonic()):
-        mask = segmenter.mask(rgb)
-    return compose.combine_alpha(mask, image.alpha)
+    return compose.combine_alpha(segmenter.mask(rgb), image.alpha)
 
 
 def encode(img: Image.Image, fmt: str, quality: int, image: DecodedImage, settings: Settings) -> bytes:
     return encode_image(
         img, fmt, quality=quality, png_compress_level=settings.png_compress_level, icc_profile=image.icc_profile
     )
+
+
+@dataclass
+class Processed:
+    images: dict[str, bytes]  # effect name -> encoded image, in request order
+    width: int
+    height: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def process(
+    image: DecodedImage,
+    opts: ProcessOptions,
+    segmenter: Segmenter,
+    gate: InferenceGate,
+    deadline: float,
+    settings: Settings,
+) -> Processed:
+    """Cut the subject out (unless ``remove_background`` is off), render each effect on it, encode each.
+
+    The whole of it holds one gate slot: effects and encoding are the heavy part of
+    the request after inference, and bounding them with it bounds the worker's memory.
+    Effects act on the subject; the background colour (if any) is laid under each result.
+    """
+    timings: dict[str, float] = {}
+    background = opts.background
+    if background is None and opts.format == "jpeg":
+        background = (255, 255, 255)  # JPEG has no transparency
+    with gate.slot(timeout_s=deadline - time.monotonic()):
+        if opts.remove_background:
+            with _timed(timings, "segment"):
+                alpha = subject_alpha(image, segmenter)
+        else:
+            alpha = image.alpha if image.alpha is not None else np.full(image.rgb.shape[:2], 255, np.uint8)
+        subject = compose.cutout_array(image.rgb, alpha)
+        del alpha
+        images: dict[str, bytes] = {}
+        encoding = 0.0
+        for name, params in opts.effects:
+            with _timed(timings, name):
+                result = effects.apply(name, subject, params)
+            started = time.perf_counter()
+            images[name] = encode_image(
+                compose.on_background(result, background), opts.format, quality=opts.quality,
+                png_compress_level=settings.png_compress_level,
+            )  # no ICC profile: effect colours (palettes, neutral greys) are sRGB
+            encoding += time.perf_counter() - started
+            del result
+        timings["encode"] = round(encoding * 1000, 1)
+    return Processed(images, image.size[0], image.size[1], timings)
+
+
+class _timed:
+    """``with _timed(timings, key):`` records the block's wall time in ms."""
+
+    def __init__(self, timings: dict[str, float], key: str):
+        self.timings, self.key = timings, key
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.timings[self.key] = round((time.perf_counter() - self.started) * 1000, 1)

@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 import psutil
+
+import effects
 from flask import current_app
 
 from adapters import Segmenter
@@ -31,8 +33,12 @@ class ServiceState:
         self._process = psutil.Process()
 
     def warm_up(self) -> None:
-        """One inference at boot: the first request is not the slow one, and a model that cannot run stops the boot."""
+        """One inference and one run of each effect at boot: the first request is not the slow
+        one, and a model that cannot run stops the boot."""
         self.segmenter.mask(np.full((64, 64, 3), 128, np.uint8))
+        sample = np.full((64, 64, 4), 128, np.uint8)
+        for name in effects.EFFECTS:  # builds the palettes' lookup tables now, not on a request
+            effects.apply(name, sample, effects.resolve(name))
         self.ready = True
 
     def record_served(self) -> None:

@@ -17,11 +17,12 @@ def assert_json_error(resp, status, code=None, field=None):
     assert resp.status_code == status, resp.data[:300]
     assert resp.mimetype == "application/json"
     body = resp.get_json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]) <= {"code", "message", "field"}
     if code:
         assert body["error"]["code"] == code
     if field:
         assert body["error"]["message"].startswith(field + ":")
+        assert body["error"]["field"] == field.split(":")[0]
     assert "Traceback" not in resp.get_data(as_text=True)
     return body["error"]
 

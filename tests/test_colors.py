@@ -1,6 +1,6 @@
 import pytest
 
-from app.colors import parse_color
+from effects.colors import parse_color
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,116 @@
+"""Small building blocks shared by the effects: colour-space tables, luminance, smooth blurs.
+
+Everything is vectorised (numpy) or done by Pillow's C code; nothing loops over pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+# sRGB value (0..255) -> linear light (0..1), IEC 61966-2-1
+_levels = np.arange(256, dtype=np.float64) / 255.0
+SRGB_TO_LINEAR = np.where(_levels <= 0.04045, _levels / 12.92, ((_levels + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+# Linear light is looked up at this many steps (fine enough that the darkest step is < 1/255 in sRGB).
+LINEAR_STEPS = 16384
+
+BT709 = (0.2126, 0.7152, 0.0722)
+
+
+def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
+    """Linear light (0..1) -> sRGB-encoded (0..1), for building lookup tables."""
+    linear = np.clip(linear, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+
+
+def channels(rgba: np.ndarray) -> list[np.ndarray]:
+    """The R, G, B planes as contiguous arrays (lookups on contiguous planes are faster than on strided views)."""
+    return [np.asarray(band) for band in Image.fromarray(np.ascontiguousarray(rgba), "RGBA").split()[:3]]
+
+
+def weighted_linear_index(rgba: np.ndarray, weights: tuple[float, float, float]) -> np.ndarray:
+    """Σ weight × linear-light channel, as an index 0..LINEAR_STEPS-1 (HxW uint16; weights sum to 1).
+
+    Fixed point: each channel's share is looked up in a uint16 table, so the sum is
+    itself the index into a tone table built over linear light (``LINEAR_STEPS`` + 2 entries).
+    """
+    r, g, b = channels(rgba)
+    out = _share_table(weights[0]).take(r)
+    out += _share_table(weights[1]).take(g)
+    out += _share_table(weights[2]).take(b)
+    return out
+
+
+def _share_table(weight: float) -> np.ndarray:
+    return np.round(SRGB_TO_LINEAR.astype(np.float64) * weight * (LINEAR_STEPS - 1)).astype(np.uint16)
+
+
+def luma709(rgba: np.ndarray) -> np.ndarray:
+    """ITU-R BT.709 luma of the (gamma-encoded) RGB values: HxW float32, 0..255."""
+    r, g, b = channels(rgba)
+    out = np.multiply(r, np.float32(BT709[0]), dtype=np.float32)
+    out += np.multiply(g, np.float32(BT709[1]), dtype=np.float32)
+    out += np.multiply(b, np.float32(BT709[2]), dtype=np.float32)
+    return out
+
+
+def smooth(values: np.ndarray, factor: int) -> np.ndarray:
+    """A wide, smooth low-pass of a float32 plane (read-only result): box-average down by ``factor``, soften, bilinear back up.
+
+    With ``factor`` f this behaves like a blur of radius ~f pixels at the cost of
+    two resamples (Pillow, C), whatever the radius.
+    """
+    height, width = values.shape
+    if factor <= 1:
+        return values.copy()
+    small = (max(1, round(width / factor)), max(1, round(height / factor)))
+    low = soften(downsample(values, small))
+    return upsample(low, (width, height))
+
+
+def downsample(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Box-average a float32 plane down to ``size`` (width, height)."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), "F").resize(size, Image.Resampling.BOX))
+
+
+def upsample(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a small float32 plane up to ``size`` (width, height); read-only result."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), "F").resize(size, Image.Resampling.BILINEAR))
+
+
+def soften(low: np.ndarray) -> np.ndarray:
+    """A [1 2 1]/4 pass in each direction on a small plane, which hides the bilinear grid."""
+    out = low.astype(np.float32, copy=True)
+    if out.shape[0] > 2:
+        out[1:-1] = 0.25 * low[:-2] + 0.5 * low[1:-1] + 0.25 * low[2:]
+    tmp = out.copy()
+    if out.shape[1] > 2:
+        out[:, 1:-1] = 0.25 * tmp[:, :-2] + 0.5 * tmp[:, 1:-1] + 0.25 * tmp[:, 2:]
+    return out
+
+
+def scale_for(shape: tuple[int, ...], fraction: float, lo: int = 2, hi: int = 64) -> int:
+    """A length in pixels proportional to the image's longer side, clamped to [lo, hi]."""
+    return int(min(hi, max(lo, round(max(shape[:2]) * fraction))))
+
+
+def paint(indices: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """HxW palette indices (uint8) -> HxWx3 uint8 colours (Pillow's palette conversion: ~10x numpy's fancy indexing)."""
+    img = Image.fromarray(np.ascontiguousarray(indices, dtype=np.uint8), "P")
+    img.putpalette(np.ascontiguousarray(colours, dtype=np.uint8).tobytes())
+    return np.asarray(img.convert("RGB"))
+
+
+def grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    """HxW 0..1 floats -> HxWx3 uint8 neutral grey."""
+    g8 = (np.clip(grey, 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+    return np.dstack((g8, g8, g8))
+
+
+def bayer_matrix(n: int) -> np.ndarray:
+    """The n×n ordered-dither (Bayer) threshold matrix, values (i + 0.5) / n² in 0..1; n a power of two."""
+    m = np.zeros((1, 1), dtype=np.int32)
+    while m.shape[0] < n:
+        m = np.block([[4 * m, 4 * m + 2], [4 * m + 3, 4 * m + 1]])
+    return (m.astype(np.float32) + 0.5) / (n * n)
