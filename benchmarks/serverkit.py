@@ -136,7 +136,12 @@ def post_image(url: str, path: Path, endpoint: str = "/api/bg/remove", data: dic
         return requests.post(url + endpoint, files={"file": (path.name, f, "image/jpeg")}, data=data or {}, timeout=timeout)
 
 
-def concurrent_clients(url: str, clients: int, paths: list[Path], rounds: int = 1) -> list[tuple[int, float]]:
+ALL_EFFECTS = {"effects": '["blackwhite", "dither", "popart", "8bit"]'}
+
+
+def concurrent_clients(
+    url: str, clients: int, paths: list[Path], rounds: int = 1, endpoint: str = "/api/bg/remove", data: dict | None = None
+) -> list[tuple[int, float]]:
     """``clients`` threads each send every image of ``paths`` ``rounds`` times; returns (status, seconds) per request."""
     results: list[tuple[int, float]] = []
     lock = threading.Lock()
@@ -148,7 +153,7 @@ def concurrent_clients(url: str, clients: int, paths: list[Path], rounds: int = 
         for _ in range(rounds):
             for path in order:
                 t0 = time.perf_counter()
-                status = post_image(url, path).status_code
+                status = post_image(url, path, endpoint, data).status_code
                 with lock:
                     results.append((status, time.perf_counter() - t0))
 

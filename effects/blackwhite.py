@@ -61,11 +61,11 @@ def tone_table(gamma: float, contrast: float) -> np.ndarray:
 
 
 def contrast_curve(v: np.ndarray, contrast: float) -> np.ndarray:
-    """Slope ``contrast`` at mid-grey, 0 -> 0 and 1 -> 1.
+    """A tone curve of slope ``contrast`` at mid-grey.
 
-    Above 1: a logistic S-curve rescaled to pass through the end points, whose
-    steepness is solved so that its slope at 0.5 is exactly ``contrast``. Below 1:
-    a straight line towards mid-grey.
+    Above 1: a logistic S-curve rescaled to pass through 0 -> 0 and 1 -> 1 (nothing
+    clips), whose steepness is solved so that its slope at 0.5 is exactly
+    ``contrast``. Below 1: a straight line towards mid-grey, i.e. a faded print.
     """
     if contrast <= 1.0:
         return 0.5 + (v - 0.5) * contrast
