@@ -36,11 +36,12 @@ run: setup
 test: setup-dev
 	$(BIN)/python -m pytest
 
-## bench: speed and memory against rembg on the same model, in one run
+## bench: speed and memory against rembg on the same model, in one run; effects against per-pixel references
 bench: setup-dev
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/ort_options.py
 	$(BIN)/python benchmarks/server_memory.py
+	$(BIN)/python benchmarks/bench_effects.py
 
 clean:
 	rm -rf $(VENV) models .pytest_cache
