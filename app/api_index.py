@@ -17,7 +17,7 @@ POST /api/bg/change_color  multipart field `file`; options: color (#00FF00, 00FF
                            CSS name; default white), format=jpeg|png|webp, quality=1-100
                            -> the subject over a solid colour
 POST /api/v2/process       multipart field `file`; effects=["blackwhite","dither","popart","8bit"] (1-4),
-                           effect_params={"dither": {"dot_spacing": 3}}, remove_background, background,
+                           effect_params={{"dither": {{"dot_spacing": 3}}}}, remove_background, background,
                            format=png|webp|jpeg, quality -> JSON with one base64 image per effect
 GET  /api/v2/effects       every effect's parameters (type, range, default) and presets
 GET  /api/bg/health        200 when ready to serve, 503 otherwise
