@@ -145,8 +145,10 @@ def _effect_names(form: Mapping[str, str]) -> list[str]:
     if not isinstance(names, list) or not 1 <= len(names) <= MAX_EFFECTS:
         raise BadOption("effects", f"expected a JSON array of 1 to {MAX_EFFECTS} effect names, {example}")
     for name in names:
-        if not isinstance(name, str) or name not in effects.EFFECTS:
-            raise BadOption("effects", f"unknown effect {name!r}; choose from {', '.join(effects.EFFECTS)}")
+        try:
+            effects.get(name)  # the registry's own check and message for an unknown name
+        except ParamError as exc:
+            raise BadOption(exc.field, exc.message) from None
     if len(set(names)) != len(names):
         raise BadOption("effects", "each effect may appear once (results are keyed by name)")
     return names

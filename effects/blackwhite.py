@@ -25,7 +25,6 @@ from statistics import NormalDist
 from typing import Any, Mapping
 
 import numpy as np
-from PIL import Image
 
 from effects import pixels
 from effects.schema import Effect, Param
