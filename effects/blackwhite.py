@@ -12,7 +12,10 @@
 5. Grain: seeded noise whose amplitude peaks in the mid-tones, as silver grain does.
 
 Everything that needs a neighbourhood (the guided filter, the glow) is computed at
-low resolution; at full resolution there are only table lookups and one multiply-add.
+low resolution from the tone's box sums; at full resolution there are only table
+lookups and one multiply-add, done by two compiled passes (``effects/_kernels.c``:
+``tone_sums``, ``film_print``) that need no full-size temporary array. Their numpy
+definition is in tests/test_effects.py, which checks them against it.
 
 The output is neutral grey (R = G = B); alpha passes through.
 """
@@ -26,7 +29,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from effects import pixels
+from effects import _kernels, pixels
 from effects.schema import Effect, Param
 
 TRI_X_WEIGHTS = (0.25, 0.35, 0.40)
@@ -39,16 +42,20 @@ GAUSSIAN_BYTES = np.array([NormalDist().inv_cdf((i + 0.5) / 256) for i in range(
 
 
 def render(rgba: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
-    index = pixels.weighted_linear_index(rgba, TRI_X_WEIGHTS)
+    rgba = np.ascontiguousarray(rgba)
+    height, width = rgba.shape[:2]
+    shares = pixels.share_tables(TRI_X_WEIGHTS)
     table = tone_table(p["gamma_correction"], p["contrast_boost"])
-    tone = table.take(index)
-    noise = grain(index, table, p["grain_strength"], p["seed"]) if p["grain_strength"] > 0 else None
-    del index
     if p["edge_strength"] > 0 or p["halation_strength"] > 0:
-        tone = local_contrast_and_halation(tone, p["edge_strength"], p["halation_strength"])
-    if noise is not None:
-        tone += noise
-    return pixels.grey_to_rgb(tone)
+        mean, mean_sq = tone_moments(rgba, shares, table)
+        k1, k2 = print_coefficients(mean, mean_sq, rgba.shape, p["edge_strength"], p["halation_strength"])
+    else:
+        k1, k2 = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
+    amplitude = grain_amplitude(table, p["grain_strength"]) if p["grain_strength"] > 0 else None
+    out = np.empty_like(rgba)
+    _kernels.film_print(rgba, width, height, shares, table, GAUSSIAN_BYTES, amplitude,
+                        k1, k2, k1.shape[1], k1.shape[0], p["seed"], out)
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -89,29 +96,48 @@ def _steepness(contrast: float) -> float:
     return (lo + hi) / 2
 
 
-def local_contrast_and_halation(tone: np.ndarray, edge: float, halation: float) -> np.ndarray:
-    """Edge-aware local contrast, then highlight halation, in place; both reduce to tone·K1 + K2.
+def low_resolution(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The (width, height) of the grid the neighbourhood work runs on: cells of ~1/100 of the longer side."""
+    height, width = shape[:2]
+    factor = pixels.scale_for(shape, 1 / 100, lo=2, hi=32)
+    return max(1, round(width / factor)), max(1, round(height / factor))
+
+
+def tone_moments(rgba: np.ndarray, shares: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Box means of the tone and of its square on the low-resolution grid, softened (float32)."""
+    height, width = rgba.shape[:2]
+    low_w, low_h = low_resolution(rgba.shape)
+    sums = np.zeros((low_h, low_w), np.float64)
+    squares = np.zeros((low_h, low_w), np.float64)
+    _kernels.tone_sums(rgba, width, height, shares, table, low_w, low_h, sums, squares)
+    counts = np.outer(cell_sizes(height, low_h), cell_sizes(width, low_w))
+    return pixels.soften((sums / counts).astype(np.float32)), pixels.soften((squares / counts).astype(np.float32))
+
+
+def cell_sizes(n: int, cells: int) -> np.ndarray:
+    """How many of n pixels fall in each of ``cells`` cells when pixel i goes to cell i*cells//n."""
+    return np.bincount(np.arange(n) * cells // n, minlength=cells)
+
+
+def print_coefficients(mean: np.ndarray, mean_sq: np.ndarray, shape: tuple[int, ...], edge: float,
+                       halation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Edge-aware local contrast, then highlight halation, as low-resolution K1, K2: print = tone·K1 + K2.
 
     Local contrast: tone + e·(tone − base), where base = A·tone + B is a fast guided
     filter (He & Sun, 2015) of the image guided by itself, its coefficients computed on
-    a box-downsampled copy. Where the local variance is far above ``GUIDED_EPS`` (an
-    edge) A ≈ 1: the base follows the image and nothing is boosted, so outlines get no
-    halo; in texture (fur, skin) the base is the local mean and detail is amplified.
+    the low-resolution box means. Where the local variance is far above ``GUIDED_EPS``
+    (an edge) A ≈ 1: the base follows the image and nothing is boosted, so outlines get
+    no halo; in texture (fur, skin) the base is the local mean and detail is amplified.
 
     Halation screens a wide glow g of the highlights over that: x·(1 − g) + g, with
-    g = h·smooth(highlights) computed from the low-resolution copy.
+    g = h·smooth(highlights) computed from the low-resolution means.
 
-    Everything but the final multiply-add happens at low resolution: K1 and K2 are
-    computed there and upsampled (bilinear), as the fast guided filter does with A and B.
+    K1 and K2 are upsampled bilinearly at print time, as the fast guided filter does
+    with A and B.
     """
-    height, width = tone.shape
-    factor = pixels.scale_for(tone.shape, 1 / 100, lo=2, hi=32)
-    small = (max(1, round(width / factor)), max(1, round(height / factor)))
-    mean = pixels.soften(pixels.downsample(tone, small))
     k1 = np.ones_like(mean)
     k2 = np.zeros_like(mean)
     if edge > 0:
-        mean_sq = pixels.soften(pixels.downsample(np.square(tone), small))
         var = np.maximum(mean_sq - mean * mean, 0.0)
         a = var / (var + np.float32(GUIDED_EPS))
         b = mean - a * mean
@@ -119,27 +145,24 @@ def local_contrast_and_halation(tone: np.ndarray, edge: float, halation: float) 
         k2 = np.float32(-edge) * b
     if halation > 0:
         highlights = np.clip((mean - np.float32(HIGHLIGHT_KNEE)) / np.float32(1 - HIGHLIGHT_KNEE), 0.0, 1.0) ** 2
-        glow_factor = max(1, round(pixels.scale_for(tone.shape, 1 / 40, lo=4, hi=96) / factor))
+        factor = pixels.scale_for(shape, 1 / 100, lo=2, hi=32)
+        glow_factor = max(1, round(pixels.scale_for(shape, 1 / 40, lo=4, hi=96) / factor))
         glow = np.float32(halation) * pixels.smooth(highlights, glow_factor)
         k1 = k1 * (np.float32(1.0) - glow)
         k2 = k2 * (np.float32(1.0) - glow) + glow
-    tone *= pixels.upsample(k1, (width, height))
-    tone += pixels.upsample(k2, (width, height))
-    return tone
+    return np.ascontiguousarray(k1, np.float32), np.ascontiguousarray(k2, np.float32)
 
 
-def grain(index: np.ndarray, table: np.ndarray, strength: float, seed: int) -> np.ndarray:
-    """Seeded Gaussian grain of std strength·GRAIN_SCALE·4t(1−t), t the exposure's tone: strongest in the mid-tones.
+def grain_amplitude(table: np.ndarray, strength: float) -> np.ndarray:
+    """Grain std per tone-table entry: strength·GRAIN_SCALE·4t(1−t), strongest in the mid-tones.
 
     The amplitude follows the tone the film was exposed to (before local contrast and
-    halation, which are print-side), looked up through the same index as the tone.
+    halation, which are print-side), looked up through the same index as the tone. The
+    print pass multiplies it by a seeded Gaussian sample per pixel (``GAUSSIAN_BYTES``
+    indexed by a hash of the seed and the pixel's number).
     """
     t = np.clip(table, 0.0, 1.0)
-    amplitude = (np.float32(4.0 * strength * GRAIN_SCALE) * t * (np.float32(1.0) - t)).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    noise = GAUSSIAN_BYTES.take(rng.integers(0, 256, index.shape, dtype=np.uint8))
-    noise *= amplitude.take(index)
-    return noise
+    return (np.float32(4.0 * strength * GRAIN_SCALE) * t * (np.float32(1.0) - t)).astype(np.float32)
 
 
 EFFECT = Effect(

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from effects import pixels
-from effects._fsdither import diffuse
+from effects._kernels import diffuse
 from effects.schema import Effect, Param, ParamError
 
 MIDPOINT = 127.5
@@ -32,7 +32,7 @@ def render(rgba: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
     ink = paper == 0
     mask = ink[:, None, :, None] & dot_stamp(spacing, p["dot_size"])[None, :, None, :]
     mask = mask.reshape(ink.shape[0] * spacing, ink.shape[1] * spacing)[:height, :width]
-    return pixels.paint(mask.view(np.uint8), np.array([p["paper"], p["ink"]], dtype=np.uint8))
+    return pixels.paint_rgba(mask.view(np.uint8), np.array([p["paper"], p["ink"]], dtype=np.uint8), rgba)
 
 
 def centre_on(levels: np.ndarray, threshold: float) -> np.ndarray:

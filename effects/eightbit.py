@@ -71,7 +71,7 @@ def render(rgba: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
             lut = build_lut(palette)
         indices = nearest_colours(rgb, lut, p["dithering"])
     blocks_img = Image.fromarray(indices, "L").resize((indices.shape[1] * size, indices.shape[0] * size), Image.Resampling.NEAREST)
-    return pixels.paint(np.asarray(blocks_img)[:height, :width], palette)
+    return pixels.paint_rgba(np.asarray(blocks_img)[:height, :width], palette, rgba)
 
 
 def block_means(rgba: np.ndarray, size: int) -> np.ndarray:

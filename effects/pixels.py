@@ -5,8 +5,12 @@ Everything is vectorised (numpy) or done by Pillow's C code; nothing loops over 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image
+
+from effects import _kernels
 
 # sRGB value (0..255) -> linear light (0..1), IEC 61966-2-1
 _levels = np.arange(256, dtype=np.float64) / 255.0
@@ -24,22 +28,16 @@ def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
     return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
 
 
-def channels(rgba: np.ndarray) -> list[np.ndarray]:
-    """The R, G, B planes as contiguous arrays (lookups on contiguous planes are faster than on strided views)."""
-    return [np.asarray(band) for band in Image.fromarray(np.ascontiguousarray(rgba), "RGBA").split()[:3]]
+@lru_cache(maxsize=8)
+def share_tables(weights: tuple[float, float, float]) -> np.ndarray:
+    """3x256 uint16: each channel's share of Σ weight × linear light, in fixed point (weights sum to 1).
 
-
-def weighted_linear_index(rgba: np.ndarray, weights: tuple[float, float, float]) -> np.ndarray:
-    """Σ weight × linear-light channel, as an index 0..LINEAR_STEPS-1 (HxW uint16; weights sum to 1).
-
-    Fixed point: each channel's share is looked up in a uint16 table, so the sum is
-    itself the index into a tone table built over linear light (``LINEAR_STEPS`` + 2 entries).
+    shares[0][R] + shares[1][G] + shares[2][B] is an index 0..LINEAR_STEPS+1 into a
+    table built over linear light (``LINEAR_STEPS`` + 2 entries, room for rounding).
     """
-    r, g, b = channels(rgba)
-    out = _share_table(weights[0]).take(r)
-    out += _share_table(weights[1]).take(g)
-    out += _share_table(weights[2]).take(b)
-    return out
+    tables = np.stack([_share_table(w) for w in weights])
+    tables.setflags(write=False)
+    return tables
 
 
 def _share_table(weight: float) -> np.ndarray:
@@ -47,11 +45,11 @@ def _share_table(weight: float) -> np.ndarray:
 
 
 def luma709(rgba: np.ndarray) -> np.ndarray:
-    """ITU-R BT.709 luma of the (gamma-encoded) RGB values: HxW float32, 0..255."""
-    r, g, b = channels(rgba)
-    out = np.multiply(r, np.float32(BT709[0]), dtype=np.float32)
-    out += np.multiply(g, np.float32(BT709[1]), dtype=np.float32)
-    out += np.multiply(b, np.float32(BT709[2]), dtype=np.float32)
+    """ITU-R BT.709 luma of the (gamma-encoded) RGB values: HxW float32, 0..255 (compiled, one pass)."""
+    rgba = np.ascontiguousarray(rgba)
+    height, width = rgba.shape[:2]
+    out = np.empty((height, width), np.float32)
+    _kernels.luma(rgba, width, height, *BT709, out)
     return out
 
 
@@ -102,10 +100,16 @@ def paint(indices: np.ndarray, colours: np.ndarray) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def grey_to_rgb(grey: np.ndarray) -> np.ndarray:
-    """HxW 0..1 floats -> HxWx3 uint8 neutral grey."""
-    g8 = (np.clip(grey, 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
-    return np.dstack((g8, g8, g8))
+def paint_rgba(indices: np.ndarray, colours: np.ndarray, alpha_of: np.ndarray) -> np.ndarray:
+    """HxW palette indices -> HxWx4 uint8: the colours, with the alpha of the RGBA array ``alpha_of`` (compiled, one pass)."""
+    indices = np.ascontiguousarray(indices, dtype=np.uint8)
+    alpha_of = np.ascontiguousarray(alpha_of)
+    height, width = indices.shape
+    if alpha_of.shape != (height, width, 4):
+        raise ValueError(f"alpha_of must be {height}x{width}x4, got {alpha_of.shape}")
+    out = np.empty((height, width, 4), np.uint8)
+    _kernels.paint(indices, width, height, np.ascontiguousarray(colours, dtype=np.uint8), alpha_of, out)
+    return out
 
 
 def bayer_matrix(n: int) -> np.ndarray:

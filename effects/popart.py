@@ -34,7 +34,7 @@ PALETTE_ORDER = tuple(PALETTES)
 def render(rgba: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
     levels, first = p["levels"], p["palette"]
     if p["layout"] == "single":
-        return pixels.paint(bands(rgba, levels), palette_colours(first, levels))
+        return pixels.paint_rgba(bands(rgba, levels), palette_colours(first, levels), rgba)
     return grid(rgba, levels, first)
 
 

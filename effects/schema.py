@@ -151,8 +151,9 @@ class Effect:
     def apply(self, rgba: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
         """Render the effect on an HxWx4 uint8 array with resolved ``params``; same shape out.
 
-        ``render`` returns RGB, and the input's alpha is put back unchanged. Only an
-        effect that rearranges the image itself (pop art's grid) returns RGBA.
+        ``render`` returns RGB, and the input's alpha is put back unchanged; or RGBA,
+        used as is: pop art's grid (which rearranges the image) and a compiled kernel
+        that copies the alpha itself (blackwhite's film print).
         """
         if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
             raise ValueError(f"expected an HxWx4 uint8 array, got {rgba.dtype} {rgba.shape}")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import effects
-from effects import ParamError, blackwhite, dither, eightbit, popart
+from effects import ParamError, _kernels, blackwhite, dither, eightbit, pixels, popart
 from effects.dither import error_diffusion
 from tests.conftest import photo
 
@@ -240,6 +240,90 @@ def test_blackwhite_halation_brightens_around_highlights():
     without, glow = (run("blackwhite", rgba, halation_strength=h, **quiet)[..., 0].astype(int) for h in (0, 1))
     assert glow[40:48, 55:65].mean() > without[40:48, 55:65].mean() + 3  # next to the highlight
     assert abs(glow[:8, :8].mean() - without[:8, :8].mean()) < 2  # far from it
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def numpy_film_print(rgba: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The definition of blackwhite's two compiled passes, with full-size numpy arrays: (tone box sums, grey)."""
+    h, w = rgba.shape[:2]
+    shares = pixels.share_tables(blackwhite.TRI_X_WEIGHTS)
+    index = shares[0].take(rgba[..., 0]) + shares[1].take(rgba[..., 1]) + shares[2].take(rgba[..., 2])
+    table = blackwhite.tone_table(p["gamma_correction"], p["contrast_boost"])
+    tone = table.take(index)
+    low_w, low_h = blackwhite.low_resolution(rgba.shape)
+    starts = lambda n, cells: np.searchsorted(np.arange(n) * cells // n, np.arange(cells))  # noqa: E731
+    cell_sum = lambda v: np.add.reduceat(np.add.reduceat(v.astype(np.float64), starts(h, low_h), 0), starts(w, low_w), 1)  # noqa: E731
+    sums = cell_sum(tone)
+    counts = np.outer(blackwhite.cell_sizes(h, low_h), blackwhite.cell_sizes(w, low_w))
+    mean, mean_sq = (pixels.soften((s / counts).astype(np.float32)) for s in (sums, cell_sum(np.square(tone.astype(np.float64)))))
+    k1, k2 = blackwhite.print_coefficients(mean, mean_sq, rgba.shape, p["edge_strength"], p["halation_strength"])
+    v = tone * pixels.upsample(k1, (w, h)) + pixels.upsample(k2, (w, h))
+    if p["grain_strength"] > 0:
+        key = splitmix64(np.array([p["seed"]], np.uint64))
+        byte = (splitmix64(key + np.arange(h * w, dtype=np.uint64)) >> np.uint64(56)).reshape(h, w)
+        v = v + blackwhite.GAUSSIAN_BYTES.take(byte) * blackwhite.grain_amplitude(table, p["grain_strength"]).take(index)
+    return sums, (np.clip(v, 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("params", [{}, {"preset": "vintage", "seed": 2**32 - 1},
+                                    {"edge_strength": 3.0, "halation_strength": 1.0, "grain_strength": 1.0, "seed": 9}])
+def test_blackwhite_compiled_passes_match_their_numpy_definition(params):
+    rgba = rgba_photo("girl-1.jpg", size=300)  # not square, not a multiple of the cell size
+    p = effects.resolve("blackwhite", params)
+    sums, grey = numpy_film_print(rgba, p)
+    h, w = rgba.shape[:2]
+    low_w, low_h = blackwhite.low_resolution(rgba.shape)
+    c_sums, c_squares = np.zeros((low_h, low_w)), np.zeros((low_h, low_w))
+    table = blackwhite.tone_table(p["gamma_correction"], p["contrast_boost"])
+    _kernels.tone_sums(rgba, w, h, pixels.share_tables(blackwhite.TRI_X_WEIGHTS), table, low_w, low_h, c_sums, c_squares)
+    assert np.allclose(c_sums, sums, rtol=1e-9, atol=0)
+    out = run("blackwhite", rgba, **params)
+    diff = np.abs(out[..., 0].astype(int) - grey)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.002  # float32 bilinear weights vs Pillow's doubles: rare ±1 roundings
+    assert np.array_equal(out[..., 3], rgba[..., 3])
+
+
+def test_blackwhite_kernels_refuse_inconsistent_buffers():
+    rgba = rgba_photo(size=64)
+    h, w = rgba.shape[:2]
+    shares = pixels.share_tables(blackwhite.TRI_X_WEIGHTS)
+    table = blackwhite.tone_table(1.0, 1.0)
+    one, zero = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
+    out = np.empty_like(rgba)
+    args = dict(rgba=rgba, w=w, h=h, shares=shares, tone=table, gauss=blackwhite.GAUSSIAN_BYTES, amp=None, k1=one, k2=zero, lw=1, lh=1, seed=0, out=out)
+    _kernels.film_print(*args.values())
+    for bad in ({"h": h + 1}, {"tone": table[:100]}, {"amp": table[:-1]}, {"k2": np.zeros((2, 1), np.float32)},
+                {"out": np.empty((h, w, 3), np.uint8)}, {"gauss": blackwhite.GAUSSIAN_BYTES[:255]}):
+        with pytest.raises(ValueError):
+            _kernels.film_print(*{**args, **bad}.values())
+    with pytest.raises(TypeError):  # the output must be writable
+        _kernels.film_print(*{**args, "out": bytes(out.nbytes)}.values())
+
+
+def test_luma_kernel_is_numpy_s_sum_bit_for_bit():
+    rgba = rgba_photo("coffee.jpg", size=200)
+    r, g, b = (rgba[..., c].astype(np.float32) for c in range(3))
+    expected = r * np.float32(pixels.BT709[0]) + g * np.float32(pixels.BT709[1]) + b * np.float32(pixels.BT709[2])
+    assert np.array_equal(pixels.luma709(rgba), expected)
+    assert np.array_equal(pixels.luma709(rgba[:, ::-1]), expected[:, ::-1])  # strided views are made contiguous
+
+
+def test_paint_rgba_is_a_palette_lookup_with_the_subject_s_alpha():
+    rgba = rgba_photo(size=120)
+    indices = (rgba[..., 0] // 64).astype(np.uint8)  # 0..3
+    colours = np.array([[1, 2, 3], [40, 50, 60], [200, 100, 0], [255, 255, 255]], np.uint8)
+    out = pixels.paint_rgba(indices, colours, rgba)
+    assert np.array_equal(out[..., :3], colours[indices]) and np.array_equal(out[..., 3], rgba[..., 3])
+    with pytest.raises(ValueError, match="past the last colour"):
+        pixels.paint_rgba(indices, colours[:3], rgba)
+    with pytest.raises(ValueError):
+        pixels.paint_rgba(indices[:-1], colours, rgba)
 
 
 # ---------------------------------------------------------------- dither
