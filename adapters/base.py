@@ -36,10 +36,25 @@ class ModelInfo:
         }
 
 
+class SegmenterBusy(Exception):
+    """The model cannot take this request now (e.g. the GPU ran out of memory); the
+    worker is fine and the client should retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 @runtime_checkable
 class Segmenter(Protocol):
     info: ModelInfo
 
     def mask(self, rgb: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB in, HxW uint8 alpha (0 background .. 255 subject) out, same H and W."""
+        """HxWx3 uint8 RGB in, HxW uint8 alpha (0 background .. 255 subject) out, same H and W.
+
+        May raise :class:`SegmenterBusy`; safe to call from several threads."""
+        ...
+
+    def runtime(self) -> dict[str, object]:
+        """Live figures for /api/bg/health and /api/bg/status (device memory, batching); {} if none."""
         ...

@@ -118,6 +118,9 @@ class OnnxSegmenter:
         height, width = rgb.shape[:2]
         return self.postprocess(self.infer(self.preprocess(rgb)), height, width)
 
+    def runtime(self) -> dict[str, object]:
+        return {}
+
 
 def load(settings: Settings) -> OnnxSegmenter:
     path = Path(settings.model_path)

@@ -12,6 +12,8 @@ from app.state import get_state
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 PROCESSING = {"bg.remove", "bg.change_color"}
+# The probe's body stays small: the device and its memory, if the adapter has them.
+HEALTH_RUNTIME_KEYS = ("device", "gpu_memory_allocated_gb")
 
 
 @bp.before_request
@@ -27,7 +29,8 @@ def remove():
     upload, image, alpha = _segment_upload()
     if opts.only_mask:
         return _respond(compose.mask_image(alpha), opts.format, opts.quality, image, output_name("mask", upload.stem, opts.format))
-    return _respond(compose.cutout(image.rgb, alpha), opts.format, opts.quality, image, output_name("nobg", upload.stem, opts.format))
+    rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
+    return _respond(compose.cutout(rgb, alpha), opts.format, opts.quality, image, output_name("nobg", upload.stem, opts.format))
 
 
 @bp.post("/change_color")
@@ -35,7 +38,8 @@ def change_color():
     """Subject over a solid colour."""
     opts = ChangeColorOptions.from_form(request.form)
     upload, image, alpha = _segment_upload()
-    result = compose.over_color(image.rgb, alpha, opts.color)
+    rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
+    result = compose.over_color(rgb, alpha, opts.color)
     return _respond(result, opts.format, opts.quality, image, output_name("nobg", upload.stem, opts.format))
 
 
@@ -59,6 +63,8 @@ def health():
     state = get_state()
     body = {"status": "healthy" if state.ready else "warming_up", "model_loaded": state.ready,
             "memory_mb": round(state.rss_mb(), 1)}
+    runtime = state.segmenter.runtime()
+    body.update({k: v for k, v in runtime.items() if k in HEALTH_RUNTIME_KEYS})
     return jsonify(body), 200 if state.ready else 503
 
 
@@ -73,6 +79,7 @@ def status():
         "model": info.model_id,
         "model_info": info.as_dict(),
         "memory": {"rss_mb": round(state.rss_mb(), 1), "model_loaded": state.ready},
+        "runtime": state.segmenter.runtime(),
         "max_file_size_mb": s.max_file_size_mb,
         "max_dimension": s.max_dimension,
         "max_input_pixels": s.max_input_pixels,

@@ -11,6 +11,8 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from adapters.base import SegmenterBusy
+
 log = logging.getLogger(__name__)
 
 
@@ -97,6 +99,16 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.headers, exc.field)
+
+    @app.errorhandler(SegmenterBusy)
+    def _segmenter_busy(exc: SegmenterBusy):
+        return error_response(503, "model_busy", str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+    @app.errorhandler(MemoryError)
+    def _out_of_memory(exc: MemoryError):
+        log.warning("out of memory while serving a request; answered 503")
+        return error_response(503, "out_of_memory", "the server ran out of memory for this request; retry shortly",
+                              {"Retry-After": "2"})
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

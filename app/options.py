@@ -73,6 +73,7 @@ class RemoveOptions:
     format: str
     only_mask: bool
     quality: int
+    refine_foreground: bool
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> "RemoveOptions":
@@ -80,6 +81,7 @@ class RemoveOptions:
             format=parse_format(form, "format", ("png", "webp"), "png"),
             only_mask=parse_bool(form, "only_mask", False),
             quality=parse_int(form, "quality", 1, 100, DEFAULT_QUALITY),
+            refine_foreground=parse_bool(form, "refine_foreground", False),
         )
 
 
@@ -88,6 +90,7 @@ class ChangeColorOptions:
     color: tuple[int, int, int]
     format: str
     quality: int
+    refine_foreground: bool
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> "ChangeColorOptions":
@@ -95,6 +98,7 @@ class ChangeColorOptions:
             color=parse_color_field(form, "color", (255, 255, 255)),
             format=parse_format(form, "format", ("jpeg", "png", "webp"), "jpeg"),
             quality=parse_int(form, "quality", 1, 100, DEFAULT_QUALITY),
+            refine_foreground=parse_bool(form, "refine_foreground", False),
         )
 
 
@@ -110,6 +114,7 @@ class ProcessOptions:
     background: tuple[int, int, int] | None  # None = transparent
     format: str
     quality: int
+    refine_foreground: bool = False
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> "ProcessOptions":
@@ -134,6 +139,7 @@ class ProcessOptions:
             else parse_color_field(form, "background", (255, 255, 255)),
             format=parse_format(form, "format", ("png", "webp", "jpeg"), "png"),
             quality=parse_int(form, "quality", 1, 100, DEFAULT_QUALITY),
+            refine_foreground=parse_bool(form, "refine_foreground", False),
         )
 
 

@@ -78,7 +78,8 @@ def process(
                 alpha = subject_alpha(image, segmenter)
         else:
             alpha = image.alpha if image.alpha is not None else np.full(image.rgb.shape[:2], 255, np.uint8)
-        subject = compose.cutout_array(image.rgb, alpha)
+        rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
+        subject = compose.cutout_array(rgb, alpha)
         del alpha
         images: dict[str, bytes] = {}
         encoding = 0.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
@@ -38,7 +39,7 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
         "MAX_CONCURRENT_INFERENCES": 1,
         "MAX_QUEUE": 4,
     },
-    # The GPU tier (its adapter arrives in its own issue; the limits are known now).
+    # The GPU tier: InSPyReNet (Swin-B) on one GPU; Cloud Run's concurrency is 4.
     "inspyrenet": {
         "MODEL_PATH": "",
         "MAX_FILE_SIZE_MB": 50.0,
@@ -52,6 +53,7 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
 MODEL_PROFILES = ("auto", "u2net", "isnet")
 ONNX_MEMORY_MODES = ("lean", "balanced", "fast")  # see adapters/onnx.py
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,12 @@ class Settings:
     onnx_memory_mode: str = "lean"
     warmup: bool = True
     log_level: str = "info"
+    # InSPyReNet (GPU tier); ignored by the onnx adapter.
+    target_size: int = 1024
+    device: str = "auto"
+    precision: str = "auto"
+    max_batch: int = 4
+    batch_window_ms: float = 5.0
 
     @property
     def max_file_size_bytes(self) -> int:
@@ -97,6 +105,16 @@ class Settings:
             raise ConfigError(f"MODEL_PATH: no such model file: {model_path}{hint}")
 
         slots = read.integer("MAX_CONCURRENT_INFERENCES", int(tier["MAX_CONCURRENT_INFERENCES"]), lo=1, hi=256)
+        # MAX_CONCURRENT_REQUESTS: the GPU deployment's name for the same number (Cloud Run's concurrency).
+        requests_limit = read.integer("MAX_CONCURRENT_REQUESTS", slots, lo=1, hi=256)
+        if "MAX_CONCURRENT_INFERENCES" in env and "MAX_CONCURRENT_REQUESTS" in env and requests_limit != slots:
+            raise ConfigError(
+                f"MAX_CONCURRENT_REQUESTS: {requests_limit} contradicts MAX_CONCURRENT_INFERENCES={slots}; set one of them"
+            )
+        slots = requests_limit
+        target_size = read.integer("TARGET_SIZE", 1024, lo=64, hi=4096)
+        if target_size % 32:
+            raise ConfigError(f"TARGET_SIZE: expected a multiple of 32 (Swin-B's patch merging), got {target_size}")
         queue = read.integer("MAX_QUEUE", int(tier["MAX_QUEUE"]), lo=0, hi=10_000)
         return cls(
             segmenter=segmenter,
@@ -120,6 +138,11 @@ class Settings:
             onnx_memory_mode=read.choice("ONNX_MEMORY_MODE", "lean", ONNX_MEMORY_MODES),
             warmup=read.boolean("WARMUP", True),
             log_level=read.choice("LOG_LEVEL", "info", LOG_LEVELS),
+            target_size=target_size,
+            device=read.device("DEVICE", "auto"),
+            precision=read.choice("PRECISION", "auto", PRECISIONS),
+            max_batch=read.integer("MAX_BATCH", 4, lo=1, hi=64),
+            batch_window_ms=read.number("BATCH_WINDOW_MS", 5.0, lo=0, hi=1000),
         )
 
     def replace(self, **changes: object) -> "Settings":
@@ -176,6 +199,15 @@ class _Reader:
             return value
 
         return self._get(name, default, parse, f"a number from {lo:g} to {hi:g}")
+
+    def device(self, name: str, default: str) -> str:
+        def parse(raw: str) -> str:
+            lowered = raw.lower()
+            if lowered in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", lowered):
+                return lowered
+            raise ValueError
+
+        return self._get(name, default, parse, "auto, cpu, cuda or cuda:N")
 
     def boolean(self, name: str, default: bool) -> bool:
         def parse(raw: str) -> bool:
