@@ -189,7 +189,8 @@ class InSPyReNetSegmenter:
         small = Image.fromarray(rgb, "RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
         x = torch.from_numpy(np.asarray(small).copy()).to(self.device, non_blocking=True)
         x = x.permute(2, 0, 1).unsqueeze(0).float()
-        return (x / 255.0 - self._mean) / self._std
+        # contiguous NCHW: the permuted view would carry HWC strides into every CPU convolution
+        return ((x / 255.0 - self._mean) / self._std).contiguous()
 
     def infer(self, batch: torch.Tensor, fp16: bool | None = None) -> torch.Tensor:
         """(N,1,S,S) float32 maps in 0..1 for a (N,3,S,S) batch."""

@@ -44,6 +44,7 @@ def process():
             "adapter": info.name,
             "model": info.model_id,
             "remove_background": opts.remove_background,
+            "refine_foreground": opts.refine_foreground,
             "params": {name: effects.get(name).public(params) for name, params in opts.effects},
         },
     })

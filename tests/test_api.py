@@ -57,6 +57,23 @@ def test_remove_webp_and_mask(client):
     assert np.array_equal(np.asarray(mask), np.asarray(cut.getchannel("A")))
 
 
+@pytest.mark.parametrize("endpoint, fields", [
+    ("/api/bg/remove", {"format": "png"}),
+    ("/api/bg/change_color", {"format": "png", "color": "white"}),
+])
+def test_refine_foreground_option_on_both_tiers(client, endpoint, fields):
+    """Same mask, opaque pixels unchanged, edge colours re-estimated; a bad value names the field."""
+    plain = np.asarray(open_response(post(client, endpoint, ANIMAL, **fields)).convert("RGBA"))
+    refined_resp = post(client, endpoint, ANIMAL, refine_foreground="true", **fields)
+    assert refined_resp.status_code == 200
+    refined = np.asarray(open_response(refined_resp).convert("RGBA"))
+    assert plain.shape == refined.shape and not np.array_equal(plain, refined)
+    cut = np.asarray(open_response(post(client, "/api/bg/remove", ANIMAL)))
+    opaque = cut[..., 3] == 255
+    assert np.array_equal(plain[opaque], refined[opaque])
+    assert_json_error(post(client, endpoint, ANIMAL, refine_foreground="sometimes", **fields), 400, field="refine_foreground")
+
+
 def test_change_color_defaults_to_white_jpeg(client):
     resp = post(client, "/api/bg/change_color", ANIMAL)
     assert resp.status_code == 200 and resp.mimetype == "image/jpeg"

@@ -169,3 +169,23 @@ def test_large_jpeg_is_decoded_at_reduced_scale():
     data = encode(gradient(6000, 4000), "JPEG", quality=50)
     img = decode(data, max_dimension=1024, max_pixels=4096 * 4096)
     assert img.size == (1024, 683)
+
+
+def test_refine_foreground_recovers_the_subject_colour_at_soft_edges():
+    """A known composite I = aF + (1-a)B: the estimate is closer to F than I is, and opaque pixels are untouched."""
+    from app import compose
+
+    h, w = 300, 400
+    yy, xx = np.mgrid[0:h, 0:w]
+    fg = np.dstack([200 + 40 * np.sin(xx / 7), 90 + 30 * np.cos(yy / 5), 40 + 0 * xx]).clip(0, 255)
+    bg = np.dstack([20 + 0 * xx, 200 + 0 * xx, 60 + 0 * xx]).astype(float)  # a green screen
+    a = np.clip((150 - np.hypot(yy - 150, xx - 200)) / 40 + 0.5, 0, 1)
+    rgb = (a[..., None] * fg + (1 - a[..., None]) * bg + 0.5).astype(np.uint8)
+    alpha = (a * 255 + 0.5).astype(np.uint8)
+    refined = compose.refine_foreground(rgb, alpha)
+    band = (a > 0.1) & (a < 0.9)
+    before = np.abs(rgb[band] - fg[band]).mean()
+    after = np.abs(refined[band].astype(float) - fg[band]).mean()
+    assert after < 0.6 * before, (before, after)
+    assert refined[band][:, 1].mean() < rgb[band][:, 1].mean() - 20  # the green spill is gone
+    assert np.array_equal(refined[alpha == 255], rgb[alpha == 255])

@@ -149,3 +149,13 @@ def test_processing_is_shed_under_load_like_removal(make_app):
         resp = process(app.test_client(), effects=["dither"], remove_background="false")
     assert_json_error(resp, 503, "overloaded")
     assert int(resp.headers["Retry-After"]) >= 1
+
+
+def test_refine_foreground_changes_only_soft_edge_colours(client):
+    plain = process(client, effects=["blackwhite"], effect_params={"blackwhite": {"grain_strength": 0}}).get_json()
+    refined = process(client, effects=["blackwhite"], effect_params={"blackwhite": {"grain_strength": 0}},
+                      refine_foreground="true").get_json()
+    assert refined["metadata"]["refine_foreground"] is True and plain["metadata"]["refine_foreground"] is False
+    a, b = (np.asarray(image_of(body, "blackwhite")) for body in (plain, refined))
+    assert np.array_equal(a[..., 3], b[..., 3]) and not np.array_equal(a, b)
+    assert_json_error(process(client, effects=["8bit"], refine_foreground="2"), 400, field="refine_foreground")

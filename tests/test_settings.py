@@ -35,6 +35,13 @@ def test_environment_overrides():
         ({"ONNX_MEMORY_MODE": "huge"}, "ONNX_MEMORY_MODE"),
         ({"MODEL_PATH": "/nonexistent/model.onnx"}, "MODEL_PATH"),
         ({"SEGMENTER": "inspyrenet"}, "MODEL_PATH"),  # required, no weights ship
+        ({"TARGET_SIZE": "1000"}, "TARGET_SIZE"),  # not a multiple of 32
+        ({"TARGET_SIZE": "8"}, "TARGET_SIZE"),
+        ({"DEVICE": "gpu"}, "DEVICE"),
+        ({"PRECISION": "bf16"}, "PRECISION"),
+        ({"MAX_BATCH": "0"}, "MAX_BATCH"),
+        ({"BATCH_WINDOW_MS": "-1"}, "BATCH_WINDOW_MS"),
+        ({"MAX_CONCURRENT_REQUESTS": "2", "MAX_CONCURRENT_INFERENCES": "3"}, "MAX_CONCURRENT_REQUESTS"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):
@@ -42,3 +49,12 @@ def test_bad_values_name_the_variable(env, variable):
         Settings.from_env(env)
     assert str(err.value).startswith(variable + ":")
     assert "\n" not in str(err.value)
+
+
+def test_gpu_tier_settings():
+    s = Settings.from_env({"MAX_CONCURRENT_REQUESTS": "4", "TARGET_SIZE": "384", "DEVICE": "cuda:1",
+                           "PRECISION": "FP32", "MAX_BATCH": "8", "BATCH_WINDOW_MS": "2.5"})
+    assert s.max_concurrent_inferences == 4  # MAX_CONCURRENT_REQUESTS is the GPU deployment's name for it
+    assert (s.target_size, s.device, s.precision, s.max_batch, s.batch_window_ms) == (384, "cuda:1", "fp32", 8, 2.5)
+    d = Settings.from_env({})
+    assert (d.target_size, d.device, d.precision, d.max_batch) == (1024, "auto", "auto", 4)
