@@ -99,8 +99,13 @@ def _steepness(contrast: float) -> float:
 def low_resolution(shape: tuple[int, ...]) -> tuple[int, int]:
     """The (width, height) of the grid the neighbourhood work runs on: cells of ~1/100 of the longer side."""
     height, width = shape[:2]
-    factor = pixels.scale_for(shape, 1 / 100, lo=2, hi=32)
+    factor = cell_factor(shape)
     return max(1, round(width / factor)), max(1, round(height / factor))
+
+
+def cell_factor(shape: tuple[int, ...]) -> int:
+    """Pixels per low-resolution cell: ~1/100 of the longer side."""
+    return pixels.scale_for(shape, 1 / 100, lo=2, hi=32)
 
 
 def tone_moments(rgba: np.ndarray, shares: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,8 +150,7 @@ def print_coefficients(mean: np.ndarray, mean_sq: np.ndarray, shape: tuple[int, 
         k2 = np.float32(-edge) * b
     if halation > 0:
         highlights = np.clip((mean - np.float32(HIGHLIGHT_KNEE)) / np.float32(1 - HIGHLIGHT_KNEE), 0.0, 1.0) ** 2
-        factor = pixels.scale_for(shape, 1 / 100, lo=2, hi=32)
-        glow_factor = max(1, round(pixels.scale_for(shape, 1 / 40, lo=4, hi=96) / factor))
+        glow_factor = max(1, round(pixels.scale_for(shape, 1 / 40, lo=4, hi=96) / cell_factor(shape)))
         glow = np.float32(halation) * pixels.smooth(highlights, glow_factor)
         k1 = k1 * (np.float32(1.0) - glow)
         k2 = k2 * (np.float32(1.0) - glow) + glow
