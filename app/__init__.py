@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from adapters import Segmenter, load_segmenter
-from app import api_bg, api_index, api_v2
+from app import api_bg, api_index, api_ops, api_v2, request_cache
 from app.errors import register_error_handlers
 from app.http_io import MULTIPART_SLACK_BYTES
 from app.state import EXTENSION_KEY, ServiceState
@@ -34,13 +34,15 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
     app.json.sort_keys = False
     app.extensions[EXTENSION_KEY] = state
     register_error_handlers(app)
+    request_cache.register(app)
     app.register_blueprint(api_index.bp)
     app.register_blueprint(api_bg.bp)
     app.register_blueprint(api_v2.bp)
+    app.register_blueprint(api_ops.bp)
     logging.getLogger(__name__).info(
-        "serving %s/%s (%s) with %d inference slot(s), queue %d",
+        "serving %s/%s (%s) with %d inference slot(s), queue %d; %s result cache",
         segmenter.info.name, segmenter.info.model_id, segmenter.info.device,
-        settings.max_concurrent_inferences, settings.max_queue,
+        settings.max_concurrent_inferences, settings.max_queue, state.cache.name,
     )
     return app
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 
 from app import compose, pipeline
+from app.auth import require_admin
+from app.cache import CacheUnavailable
+from app.errors import Overloaded
 from app.http_io import image_response, output_name, read_upload, start_processing
 from app.imaging import ALLOWED_EXTENSIONS
 from app.options import ChangeColorOptions, RemoveOptions
+from app.request_cache import open_request_cache
 from app.state import get_state
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
@@ -26,36 +30,68 @@ def _before():
 def remove():
     """Subject on a transparent background (PNG/WebP), or the mask alone."""
     opts = RemoveOptions.from_form(request.form)
-    upload, image, alpha = _segment_upload()
-    if opts.only_mask:
-        return _respond(compose.mask_image(alpha), opts.format, opts.quality, image, output_name("mask", upload.stem, opts.format))
-    rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
-    return _respond(compose.cutout(rgb, alpha), opts.format, opts.quality, image, output_name("nobg", upload.stem, opts.format))
+    upload, rc = _upload_and_cache()
+    cached = rc.cached_output("remove", opts.cache_fields())
+    prefix = "mask" if opts.only_mask else "nobg"
+    if cached is None:
+        image, alpha = _segment(upload, rc)
+        if opts.only_mask:
+            result = compose.mask_image(alpha)
+        else:
+            rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
+            result = compose.cutout(rgb, alpha)
+        cached = _encode(result, opts.format, opts.quality, image, rc)
+    return _respond(cached, opts.format, output_name(prefix, upload.stem, opts.format))
 
 
 @bp.post("/change_color")
 def change_color():
     """Subject over a solid colour."""
     opts = ChangeColorOptions.from_form(request.form)
-    upload, image, alpha = _segment_upload()
-    rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
-    result = compose.over_color(rgb, alpha, opts.color)
-    return _respond(result, opts.format, opts.quality, image, output_name("nobg", upload.stem, opts.format))
+    upload, rc = _upload_and_cache()
+    cached = rc.cached_output("change_color", opts.cache_fields())
+    if cached is None:
+        image, alpha = _segment(upload, rc)
+        rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
+        cached = _encode(compose.over_color(rgb, alpha, opts.color), opts.format, opts.quality, image, rc)
+    return _respond(cached, opts.format, output_name("nobg", upload.stem, opts.format))
 
 
-def _segment_upload():
-    """Read the upload, decode it, and segment it within the request's deadline."""
+def _upload_and_cache():
     state = get_state()
     upload = read_upload(state.settings)
-    image = pipeline.decode(upload.data, state.settings)
-    return upload, image, pipeline.segment(image, state.segmenter, state.gate, g.deadline)
+    return upload, open_request_cache(state.cache, state.cache_model, upload.data)
 
 
-def _respond(result, fmt: str, quality: int, image, download_name: str):
+def _segment(upload, rc):
+    """Decode the upload and get its mask (from the cache, or the model within the request's deadline)."""
     state = get_state()
-    data = pipeline.encode(result, fmt, quality, image, state.settings)
-    state.record_served()
+    image = pipeline.decode(upload.data, state.settings)
+    alpha = rc.mask(image, lambda: pipeline.segment(image, state.segmenter, state.gate, g.deadline))
+    return image, alpha
+
+
+def _encode(result, fmt: str, quality: int, image, rc) -> bytes:
+    data = pipeline.encode(result, fmt, quality, image, get_state().settings)
+    rc.keep_output(data)
+    return data
+
+
+def _respond(data: bytes, fmt: str, download_name: str):
+    get_state().record_served()
     return image_response(data, fmt, download_name)
+
+
+@bp.post("/clear_cache")
+def clear_cache():
+    """Empty the result cache (every instance's, for the shared GCS cache). Admin token required."""
+    state = get_state()
+    require_admin(state.settings)
+    try:
+        cleared = state.cache.clear()
+    except CacheUnavailable as exc:
+        raise Overloaded(f"cache: {exc}; retry later", retry_after=5, code="cache_unavailable") from None
+    return jsonify({"cleared": cleared, "backend": state.cache.name})
 
 
 @bp.get("/health")
@@ -86,6 +122,7 @@ def status():
         "allowed_extensions": ALLOWED_EXTENSIONS,
         "uptime_s": round(state.uptime_s(), 1),
         "requests_served": state.requests_served,
+        "cache": state.cache.stats(),
         "inference": {
             "max_concurrent": s.max_concurrent_inferences,
             "max_queue": s.max_queue,

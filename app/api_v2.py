@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 
 from flask import Blueprint, g, jsonify, request
@@ -11,6 +12,7 @@ import effects
 from app import pipeline
 from app.http_io import read_upload, start_processing
 from app.options import MAX_EFFECTS, ProcessOptions
+from app.request_cache import open_request_cache
 from app.state import get_state
 
 bp = Blueprint("v2", __name__, url_prefix="/api/v2")
@@ -29,18 +31,35 @@ def process():
     state = get_state()
     upload = read_upload(state.settings)
     started = time.perf_counter()
-    image = pipeline.decode(upload.data, state.settings)
-    decode_ms = round((time.perf_counter() - started) * 1000, 1)
-    result = pipeline.process(image, opts, state.segmenter, state.gate, g.deadline, state.settings)
+    rc = open_request_cache(state.cache, state.cache_model, upload.data)
+    cached = rc.cached_output("process", opts.cache_fields())
+    if cached is not None:
+        result = json.loads(cached)
+        timings = {"cache": _ms_since(started)}
+    else:
+        image = pipeline.decode(upload.data, state.settings)
+        decode_ms = _ms_since(started)
+
+        def mask_of(img):
+            return rc.mask(img, lambda: pipeline.subject_alpha(img, state.segmenter))
+
+        processed = pipeline.process(image, opts, mask_of, state.gate, g.deadline, state.settings)
+        result = {
+            "images": {name: base64.b64encode(data).decode("ascii") for name, data in processed.images.items()},
+            "width": processed.width,
+            "height": processed.height,
+        }
+        rc.keep_output(json.dumps(result).encode("ascii"))
+        timings = {"decode": decode_ms, **processed.timings_ms}
     state.record_served()
     info = state.segmenter.info
     return jsonify({
-        "images": {name: base64.b64encode(data).decode("ascii") for name, data in result.images.items()},
+        "images": result["images"],
         "format": opts.format,
-        "width": result.width,
-        "height": result.height,
+        "width": result["width"],
+        "height": result["height"],
         "metadata": {
-            "timings_ms": {"decode": decode_ms, **result.timings_ms},
+            "timings_ms": timings,
             "adapter": info.name,
             "model": info.model_id,
             "remove_background": opts.remove_background,
@@ -48,6 +67,10 @@ def process():
             "params": {name: effects.get(name).public(params) for name, params in opts.effects},
         },
     })
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
 
 
 @bp.get("/effects")

@@ -72,6 +72,19 @@ class ImageTooLarge(ApiError):
     field = "file"
 
 
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str):
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="admin"'})
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
 class Overloaded(ApiError):
     """Shed load: the client should retry after ``retry_after`` seconds."""
 

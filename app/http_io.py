@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 
-from flask import g, request, send_file
+from flask import Response, g, request
 from werkzeug.utils import secure_filename
 
 from app.errors import FileTooLarge, MissingFile
@@ -46,11 +45,14 @@ def read_upload(settings: Settings) -> Upload:
     return Upload(data, stem[:100])
 
 
-def image_response(data: bytes, fmt: str, download_name: str):
-    mimetype = OUTPUT_FORMATS[fmt][1]
-    return send_file(
-        io.BytesIO(data), mimetype=mimetype, download_name=download_name, etag=False, conditional=False, max_age=0
-    )
+def image_response(data: bytes, fmt: str, download_name: str) -> Response:
+    """The encoded image, shown inline, named for a download; not cached by browsers or proxies
+    (the same URL answers a different upload each time). A plain response, not send_file's
+    passthrough, so that callbacks registered with ``call_on_close`` run after it is sent."""
+    response = Response(data, mimetype=OUTPUT_FORMATS[fmt][1])
+    response.headers.set("Content-Disposition", "inline", filename=download_name)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def output_name(prefix: str, stem: str, fmt: str) -> str:

@@ -68,6 +68,15 @@ def parse_color_field(form: Mapping[str, str], field: str, default: tuple[int, i
         raise BadOption(field, str(exc)) from None
 
 
+def _hex(color: tuple[int, int, int] | None) -> str | None:
+    return None if color is None else "#%02x%02x%02x" % color
+
+
+def _encoding(fmt: str, quality: int) -> dict[str, Any]:
+    """The output format, with the quality only where it changes the bytes (PNG is lossless)."""
+    return {"format": fmt} if fmt == "png" else {"format": fmt, "quality": quality}
+
+
 @dataclass(frozen=True)
 class RemoveOptions:
     format: str
@@ -83,6 +92,12 @@ class RemoveOptions:
             quality=parse_int(form, "quality", 1, 100, DEFAULT_QUALITY),
             refine_foreground=parse_bool(form, "refine_foreground", False),
         )
+
+    def cache_fields(self) -> dict[str, Any]:
+        """The options that decide the output's bytes, normalised (the result cache's key)."""
+        if self.only_mask:
+            return {"only_mask": True, **_encoding(self.format, self.quality)}
+        return {"only_mask": False, "refine_foreground": self.refine_foreground, **_encoding(self.format, self.quality)}
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,10 @@ class ChangeColorOptions:
             quality=parse_int(form, "quality", 1, 100, DEFAULT_QUALITY),
             refine_foreground=parse_bool(form, "refine_foreground", False),
         )
+
+    def cache_fields(self) -> dict[str, Any]:
+        return {"color": _hex(self.color), "refine_foreground": self.refine_foreground,
+                **_encoding(self.format, self.quality)}
 
 
 MAX_EFFECTS = 4
@@ -141,6 +160,22 @@ class ProcessOptions:
             quality=parse_int(form, "quality", 1, 100, DEFAULT_QUALITY),
             refine_foreground=parse_bool(form, "refine_foreground", False),
         )
+
+    @property
+    def effective_background(self) -> tuple[int, int, int] | None:
+        """The colour laid under each result: JPEG has no transparency, so white there by default."""
+        if self.background is None and self.format == "jpeg":
+            return (255, 255, 255)
+        return self.background
+
+    def cache_fields(self) -> dict[str, Any]:
+        return {
+            "effects": [[name, effects.get(name).public(params)] for name, params in self.effects],
+            "remove_background": self.remove_background,
+            "refine_foreground": self.refine_foreground,
+            "background": _hex(self.effective_background),
+            **_encoding(self.format, self.quality),
+        }
 
 
 def _effect_names(form: Mapping[str, str]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -54,28 +55,32 @@ class Processed:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+MaskSource = Callable[[DecodedImage], np.ndarray]  # e.g. subject_alpha on the model, or the cached mask
+
+
 def process(
     image: DecodedImage,
     opts: ProcessOptions,
-    segmenter: Segmenter,
+    mask_of: MaskSource,
     gate: InferenceGate,
     deadline: float,
     settings: Settings,
 ) -> Processed:
     """Cut the subject out (unless ``remove_background`` is off), render each effect on it, encode each.
 
+    ``mask_of(image)`` gives the subject's alpha (the model through
+    :func:`subject_alpha`, or the result cache's copy of it).
+
     The whole of it holds one gate slot: effects and encoding are the heavy part of
     the request after inference, and bounding them with it bounds the worker's memory.
     Effects act on the subject; the background colour (if any) is laid under each result.
     """
     timings: dict[str, float] = {}
-    background = opts.background
-    if background is None and opts.format == "jpeg":
-        background = (255, 255, 255)  # JPEG has no transparency
+    background = opts.effective_background
     with gate.slot(timeout_s=deadline - time.monotonic()):
         if opts.remove_background:
             with _timed(timings, "segment"):
-                alpha = subject_alpha(image, segmenter)
+                alpha = mask_of(image)
         else:
             alpha = image.alpha if image.alpha is not None else np.full(image.rgb.shape[:2], 255, np.uint8)
         rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb

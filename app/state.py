@@ -1,4 +1,4 @@
-"""What one worker process holds: settings, the loaded model, its gate, counters.
+"""What one worker process holds: settings, the loaded model, its gate, the result cache, counters.
 
 Capacity and counters only; no per-user state (instances scale horizontally).
 """
@@ -15,6 +15,7 @@ import effects
 from flask import current_app
 
 from adapters import Segmenter
+from app.cache import ResultCache, fingerprint, open_cache
 from app.gate import InferenceGate
 from config import Settings
 
@@ -26,6 +27,8 @@ class ServiceState:
         self.settings = settings
         self.segmenter = segmenter
         self.gate = InferenceGate(settings.max_concurrent_inferences, settings.max_queue)
+        self.cache: ResultCache = open_cache(settings)
+        self.cache_model = fingerprint(segmenter.info, settings)  # the model part of every cache key
         self.started = time.monotonic()
         self.ready = False  # true once the model has produced a mask
         self._served = 0

@@ -61,8 +61,10 @@ class Server:
 
 @contextmanager
 def running_server(env: dict[str, str] | None = None, boot_timeout_s: float = 60.0, log_dir: Path | None = None) -> Iterator[Server]:
+    """gunicorn with ``env`` on a free port. The result cache is off unless ``env`` sets
+    CACHE_BACKEND: tests and benchmarks measure the pipeline, not repeated answers."""
     port = free_port()
-    full_env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", **(env or {})}
+    full_env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "CACHE_BACKEND": "none", **(env or {})}
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"gunicorn-{port}.log"
     with open(log_path, "wb") as log:

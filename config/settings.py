@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
@@ -54,6 +55,9 @@ MODEL_PROFILES = ("auto", "u2net", "isnet")
 ONNX_MEMORY_MODES = ("lean", "balanced", "fast")  # see adapters/onnx.py
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
+CACHE_BACKENDS = ("local", "gcs", "none")  # see app/cache/
+MIN_ADMIN_TOKEN_CHARS = 16
+DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "bgremove-cache"
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,16 @@ class Settings:
     precision: str = "auto"
     max_batch: int = 4
     batch_window_ms: float = 5.0
+    # Result cache (app/cache/).
+    cache_backend: str = "local"
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    cache_max_mb: float = 1024.0
+    cache_ttl_s: int = 86400
+    cache_timeout_s: float = 1.0
+    storage_bucket: str = ""
+    cache_prefix: str = "bgremove-cache/"
+    # Bearer token for admin endpoints (POST /api/bg/clear_cache); empty = those endpoints are off.
+    admin_token: str = field(default="", repr=False)
 
     @property
     def max_file_size_bytes(self) -> int:
@@ -116,6 +130,17 @@ class Settings:
         if target_size % 32:
             raise ConfigError(f"TARGET_SIZE: expected a multiple of 32 (Swin-B's patch merging), got {target_size}")
         queue = read.integer("MAX_QUEUE", int(tier["MAX_QUEUE"]), lo=0, hi=10_000)
+        cache_backend = read.choice("CACHE_BACKEND", "local", CACHE_BACKENDS)
+        bucket = read.text("STORAGE_BUCKET", "")
+        if cache_backend == "gcs" and not bucket:
+            raise ConfigError("STORAGE_BUCKET: required for CACHE_BACKEND=gcs (the bucket's name)")
+        admin_token = read.text("ADMIN_TOKEN", "")
+        if admin_token and len(admin_token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ConfigError(f"ADMIN_TOKEN: too short to be secret (at least {MIN_ADMIN_TOKEN_CHARS} characters, "
+                              "e.g. `openssl rand -hex 32`)")
+        prefix = read.text("CACHE_PREFIX", "bgremove-cache/").lstrip("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
         return cls(
             segmenter=segmenter,
             model_path=model_path,
@@ -143,6 +168,14 @@ class Settings:
             precision=read.choice("PRECISION", "auto", PRECISIONS),
             max_batch=read.integer("MAX_BATCH", 4, lo=1, hi=64),
             batch_window_ms=read.number("BATCH_WINDOW_MS", 5.0, lo=0, hi=1000),
+            cache_backend=cache_backend,
+            cache_dir=Path(read.text("CACHE_DIR", str(DEFAULT_CACHE_DIR))),
+            cache_max_mb=read.number("CACHE_MAX_MB", 1024.0, lo=0.1, hi=10_000_000),
+            cache_ttl_s=read.integer("CACHE_TTL", 86400, lo=1, hi=10 * 365 * 86400),
+            cache_timeout_s=read.number("CACHE_TIMEOUT_S", 1.0, lo=0.01, hi=60),
+            storage_bucket=bucket,
+            cache_prefix=prefix,
+            admin_token=admin_token,
         )
 
     def replace(self, **changes: object) -> "Settings":

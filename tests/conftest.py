@@ -27,7 +27,8 @@ def pytest_sessionstart(session):
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings.from_env({})
+    # The result cache is off here: these tests are about the pipeline; tests/test_cache*.py turn it on.
+    return Settings.from_env({"CACHE_BACKEND": "none"})
 
 
 @pytest.fixture(scope="session")

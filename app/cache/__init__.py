@@ -1,0 +1,42 @@
+"""The result cache: one front (:class:`ResultCache`), two real backends, chosen by ``CACHE_BACKEND``.
+
+- ``local`` (default): files under ``CACHE_DIR``, bounded by ``CACHE_MAX_MB``, LRU eviction.
+- ``gcs``: the bucket ``STORAGE_BUCKET`` under ``CACHE_PREFIX`` (the GPU fleet, shared by all instances).
+- ``none``: no cache; every response says ``X-Cache: BYPASS``.
+
+Flask-free: the request side (``use_cache``, ``X-Cache``, storing after the response)
+is ``app/request_cache.py``.
+"""
+
+from __future__ import annotations
+
+from app.cache.keys import entry_key, fingerprint, upload_digest
+from app.cache.results import BYPASS, HIT, MISS, Backend, CacheUnavailable, Lookup, ResultCache
+from config import ConfigError, Settings
+
+
+def open_cache(settings: Settings) -> ResultCache:
+    if settings.cache_backend == "none":
+        return ResultCache("none", None, settings.cache_ttl_s)
+    if settings.cache_backend == "local":
+        from app.cache.local import LocalBackend
+
+        def open_local() -> Backend:
+            return LocalBackend(settings.cache_dir, int(settings.cache_max_mb * 2**20))
+
+        return ResultCache("local", open_local, settings.cache_ttl_s)
+    try:
+        from app.cache.gcs import GCSBackend
+    except ImportError as exc:
+        raise ConfigError(f"CACHE_BACKEND: gcs needs the `gcs` extra (pip install '.[gcs]'): {exc}") from None
+
+    def open_gcs() -> Backend:
+        return GCSBackend(settings.storage_bucket, settings.cache_prefix, settings.cache_timeout_s)
+
+    return ResultCache("gcs", open_gcs, settings.cache_ttl_s)
+
+
+__all__ = [
+    "BYPASS", "HIT", "MISS", "CacheUnavailable", "Lookup", "ResultCache",
+    "entry_key", "fingerprint", "open_cache", "upload_digest",
+]

@@ -1,0 +1,92 @@
+"""The GPU fleet's shared cache: objects in a Google Cloud Storage bucket, through google-cloud-storage.
+
+- Credentials: Application Default Credentials (the Cloud Run service account; locally
+  ``gcloud auth application-default login``). With ``STORAGE_EMULATOR_HOST`` set, the
+  client talks to that emulator anonymously (that is how the tests run).
+- Objects: ``<CACHE_PREFIX><key>``, ``application/octet-stream``, with ``customTime`` set at
+  write. The TTL is enforced on read from the entry's own header (no metadata round trip);
+  deletion is the bucket's job, with a lifecycle rule on ``daysSinceCustomTime`` (README).
+- Time: a lookup is one GET with no retry, bounded by ``CACHE_TIMEOUT_S`` for connecting and
+  for each read, so a slow bucket costs a request at most that much. Writes happen after
+  the response has been sent and are retried briefly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+from google.api_core.exceptions import NotFound
+from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+# GCS accepts at most 100 calls in one batch request.
+_BATCH = 100
+# /stats lists the prefix to count entries; beyond this many objects it reports a lower bound.
+USAGE_LIST_LIMIT = 10_000
+_USAGE_TTL_S = 60.0
+
+
+class GCSBackend:
+    name = "gcs"
+
+    def __init__(self, bucket: str, prefix: str, timeout_s: float):
+        self.bucket_name = bucket
+        self.prefix = prefix
+        self.timeout = (timeout_s, timeout_s)  # (connect, read)
+        self._write_retry = DEFAULT_RETRY.with_delay(initial=0.1, maximum=1.0).with_timeout(max(2.0, 4 * timeout_s))
+        self._client = storage.Client()
+        self._bucket = self._client.bucket(bucket)  # no request: the bucket is only named here
+        self._usage: tuple[float, dict[str, object]] | None = None
+
+    def _blob(self, key: str) -> storage.Blob:
+        return self._bucket.blob(self.prefix + key)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._blob(key).download_as_bytes(timeout=self.timeout, retry=None)
+        except NotFound:
+            return None
+
+    def put(self, key: str, data: bytes, ttl_s: int) -> None:
+        blob = self._blob(key)
+        blob.custom_time = datetime.datetime.now(datetime.timezone.utc)
+        blob.upload_from_string(data, content_type="application/octet-stream", timeout=self.timeout,
+                                retry=self._write_retry)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._blob(key).delete(timeout=self.timeout, retry=None)
+        except NotFound:
+            pass
+
+    def clear(self) -> int:
+        """Delete every object under the prefix, 100 per batch request; returns how many."""
+        deleted = 0
+        for page in self._client.list_blobs(self._bucket, prefix=self.prefix, fields="items(name),nextPageToken",
+                                            timeout=self.timeout).pages:
+            names = [blob.name for blob in page]
+            for start in range(0, len(names), _BATCH):
+                with self._client.batch(raise_exception=False):
+                    for name in names[start:start + _BATCH]:
+                        self._bucket.blob(name).delete()
+            deleted += len(names)
+        self._usage = None
+        return deleted
+
+    def usage(self) -> dict[str, object]:
+        """Entries and bytes under the prefix, from a listing at most a minute old."""
+        now = time.monotonic()
+        if self._usage and now - self._usage[0] < _USAGE_TTL_S:
+            return self._usage[1]
+        entries = size = 0
+        for blob in self._client.list_blobs(self._bucket, prefix=self.prefix, max_results=USAGE_LIST_LIMIT,
+                                            fields="items(size),nextPageToken", timeout=self.timeout):
+            entries += 1
+            size += blob.size or 0
+        usage = {"entries": entries, "size_bytes": size, "max_bytes": None, "complete": entries < USAGE_LIST_LIMIT}
+        self._usage = (now, usage)
+        return usage
+
+    def close(self) -> None:
+        self._client.close()

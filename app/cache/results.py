@@ -1,0 +1,231 @@
+"""The result cache as the service sees it: one front for every backend, which never fails a request.
+
+A backend (local disk, GCS) only moves bytes. This front adds what must hold for all of them:
+- entries carry a content hash and a creation time (``entry.py``): a corrupt entry is
+  dropped and recomputed, an entry older than ``CACHE_TTL`` is a miss;
+- any backend error (down, slow, full, read-only) is counted, logged at most once a
+  minute, and the request goes on without the cache;
+- after an error the backend is left alone for a while (1 s, doubling up to a minute),
+  so a dead bucket does not cost every request its timeout;
+- hit/miss counters per kind of entry, for /api/bg/status and /stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Callable, NamedTuple, Protocol
+
+from app.cache import entry
+
+log = logging.getLogger(__name__)
+
+HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
+KINDS = ("output", "mask")
+_BACKOFF_FIRST_S = 1.0
+_BACKOFF_MAX_S = 60.0
+_LOG_INTERVAL_S = 60.0
+
+
+class Backend(Protocol):
+    name: str
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, data: bytes, ttl_s: int) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def clear(self) -> int: ...
+
+    def usage(self) -> dict[str, object]: ...
+
+
+class CacheUnavailable(Exception):
+    """The cache could not do what an admin asked (clearing it); the message says why."""
+
+
+class Lookup(NamedTuple):
+    data: bytes | None
+    status: str  # HIT | MISS | BYPASS (not consulted: disabled, or backing off after an error)
+
+
+class ResultCache:
+    def __init__(self, name: str, open_backend: Callable[[], Backend] | None, ttl_s: int,
+                 clock: Callable[[], float] = time.time):
+        self.name = name
+        self.ttl_s = ttl_s
+        self._open_backend = open_backend
+        self._backend: Backend | None = None
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._retry_at = 0.0  # monotonic time before which the backend is not tried
+        self._backoff_s = 0.0
+        self._last_log = -_LOG_INTERVAL_S
+        self._unlogged = 0
+        if open_backend is not None:
+            self._usable()  # open at boot, so that a misconfiguration shows in the boot log
+
+    @property
+    def enabled(self) -> bool:
+        return self._open_backend is not None
+
+    # -- the request path -------------------------------------------------------------
+
+    def lookup(self, key: str, kind: str) -> Lookup:
+        backend = self._usable()
+        if backend is None:
+            self._count(f"{kind}_bypassed")
+            return Lookup(None, BYPASS)
+        try:
+            raw = backend.get(key)
+        except Exception as exc:  # noqa: BLE001 - any backend failure means "serve without the cache"
+            self._failed("read", exc)
+            self._count(f"{kind}_bypassed")
+            return Lookup(None, BYPASS)
+        self._succeeded()
+        if raw is None:
+            self._count(f"{kind}_misses")
+            return Lookup(None, MISS)
+        try:
+            found = entry.unpack(raw)
+        except entry.CorruptEntry as exc:
+            self._count("corrupt")
+            self._warn(f"cache entry {key[:16]}… is corrupt ({exc}); recomputing it")
+            self._quietly(backend.delete, key)
+            self._count(f"{kind}_misses")
+            return Lookup(None, MISS)
+        if found.age_s(self._clock()) > self.ttl_s:
+            self._count("expired")
+            self._count(f"{kind}_misses")
+            return Lookup(None, MISS)
+        self._count(f"{kind}_hits")
+        return Lookup(found.payload, HIT)
+
+    def store(self, key: str, payload: bytes) -> None:
+        backend = self._usable()
+        if backend is None:
+            self._count("writes_skipped")
+            return
+        try:
+            backend.put(key, entry.pack(payload, self._clock()), self.ttl_s)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("write", exc)
+            self._count("write_errors")
+            return
+        self._succeeded()
+        self._count("writes")
+
+    # -- admin and reporting ----------------------------------------------------------
+
+    def clear(self) -> int:
+        """Delete every entry; raises :class:`CacheUnavailable` if the backend cannot."""
+        if self._open_backend is None:
+            return 0
+        backend = self._backend or self._open()
+        if backend is None:
+            raise CacheUnavailable(f"the {self.name} cache cannot be opened")
+        try:
+            cleared = backend.clear()
+        except Exception as exc:  # noqa: BLE001
+            self._failed("clear", exc)
+            raise CacheUnavailable(f"the {self.name} cache failed to clear: {type(exc).__name__}") from None
+        self._succeeded()
+        log.info("cache cleared: %d entries", cleared)
+        return cleared
+
+    def stats(self) -> dict[str, object]:
+        with self._lock:
+            counts = dict(self._counts)
+        out: dict[str, object] = {"backend": self.name, "enabled": self.enabled}
+        if not self.enabled:
+            return out
+        usage = self._usage()
+        hits, misses = counts.get("output_hits", 0), counts.get("output_misses", 0)
+        out.update({
+            "available": self._backend is not None and time.monotonic() >= self._retry_at,
+            "ttl_s": self.ttl_s,
+            "entries": usage.get("entries"),
+            "size_mb": None if usage.get("size_bytes") is None else round(usage["size_bytes"] / 2**20, 2),
+            "max_mb": None if usage.get("max_bytes") is None else round(usage["max_bytes"] / 2**20, 2),
+            "usage_complete": usage.get("complete"),
+            # This process's lookups since it started (each worker counts its own).
+            "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+            "lookups": {kind: {status: counts.get(f"{kind}_{status}", 0) for status in ("hits", "misses", "bypassed")}
+                        for kind in KINDS},
+            "writes": counts.get("writes", 0),
+            "write_errors": counts.get("write_errors", 0),
+            "writes_skipped": counts.get("writes_skipped", 0),
+            "errors": counts.get("errors", 0),
+            "corrupt": counts.get("corrupt", 0),
+            "expired": counts.get("expired", 0),
+        })
+        return out
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    # -- failure handling -------------------------------------------------------------
+
+    def _usable(self) -> Backend | None:
+        if self._open_backend is None or time.monotonic() < self._retry_at:
+            return None
+        return self._backend or self._open()
+
+    def _open(self) -> Backend | None:
+        try:
+            backend = self._open_backend()
+        except Exception as exc:  # noqa: BLE001
+            self._failed("open", exc)
+            return None
+        self._backend = backend
+        return backend
+
+    def _usage(self) -> dict[str, object]:
+        backend = self._usable()
+        if backend is None:
+            return {}
+        try:
+            return backend.usage()
+        except Exception as exc:  # noqa: BLE001
+            self._failed("usage", exc)
+            return {}
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        with self._lock:
+            self._counts["errors"] += 1
+            self._backoff_s = min(_BACKOFF_MAX_S, self._backoff_s * 2 or _BACKOFF_FIRST_S)
+            self._retry_at = time.monotonic() + self._backoff_s
+            backoff = self._backoff_s
+        self._warn(f"{self.name} cache {what} failed ({type(exc).__name__}: {exc}); "
+                   f"serving without the cache for {backoff:g} s")
+
+    def _succeeded(self) -> None:
+        if self._backoff_s:
+            with self._lock:
+                self._backoff_s = 0.0
+
+    def _quietly(self, action: Callable[[str], None], key: str) -> None:
+        try:
+            action(key)
+        except Exception:  # noqa: BLE001 - best effort; the entry is rewritten anyway
+            pass
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def _warn(self, message: str) -> None:
+        """Log at most once a minute; the next line says how many were held back."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_log < _LOG_INTERVAL_S:
+                self._unlogged += 1
+                return
+            held, self._unlogged, self._last_log = self._unlogged, 0, now
+        suffix = f" ({held} similar messages held back)" if held else ""
+        log.warning("%s%s", message, suffix)
