@@ -101,6 +101,60 @@ def wait_healthy(server: Server, timeout_s: float) -> None:
 
 
 @dataclass
+class Emulator:
+    """A gcp-storage-emulator process: a real GCS JSON API server, in memory, with one bucket."""
+
+    process: subprocess.Popen
+    port: int
+    bucket: str
+
+    @property
+    def host(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, prefix: str = "bgremove-cache/") -> dict[str, str]:
+        """What the service needs to use it: CACHE_BACKEND=gcs on this bucket through this emulator."""
+        return {"CACHE_BACKEND": "gcs", "STORAGE_BUCKET": self.bucket, "STORAGE_EMULATOR_HOST": self.host,
+                "CACHE_PREFIX": prefix}
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_emulator(bucket: str = "bgremove-test", port: int | None = None, timeout_s: float = 30.0) -> Emulator:
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+         "--default-bucket", bucket, "--in-memory", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    emulator = Emulator(proc, port, bucket)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gcp-storage-emulator exited with {proc.returncode}")
+        try:
+            if requests.get(f"{emulator.host}/storage/v1/b/{bucket}", timeout=1).status_code == 200:
+                return emulator
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    emulator.kill()
+    raise RuntimeError(f"gcp-storage-emulator not answering after {timeout_s}s")
+
+
+@contextmanager
+def running_emulator(bucket: str = "bgremove-test") -> Iterator[Emulator]:
+    emulator = start_emulator(bucket)
+    try:
+        yield emulator
+    finally:
+        emulator.kill()
+
+
+@dataclass
 class RssSampler:
     """Samples the server's process-tree RSS every ``interval_s`` in a thread."""
 

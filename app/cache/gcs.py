@@ -8,7 +8,8 @@
   deletion is the bucket's job, with a lifecycle rule on ``daysSinceCustomTime`` (README).
 - Time: a lookup is one GET with no retry, bounded by ``CACHE_TIMEOUT_S`` for connecting and
   for each read, so a slow bucket costs a request at most that much. Writes happen after
-  the response has been sent and are retried briefly.
+  the response has been sent; writes and clearing retry for 4 x ``CACHE_TIMEOUT_S`` (at least 2 s).
+  (The library's default is to retry for 120 s, which every call here overrides.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class GCSBackend:
         self.bucket_name = bucket
         self.prefix = prefix
         self.timeout = (timeout_s, timeout_s)  # (connect, read)
-        self._write_retry = DEFAULT_RETRY.with_delay(initial=0.1, maximum=1.0).with_timeout(max(2.0, 4 * timeout_s))
+        # The library's default retry keeps trying for 120 s; nothing here may wait that long.
+        # Writes (after the response) and clearing (an admin's request) retry for 4 x CACHE_TIMEOUT_S, at least 2 s.
+        self._retry = DEFAULT_RETRY.with_delay(initial=0.1, maximum=1.0).with_timeout(max(2.0, 4 * timeout_s))
         self._client = storage.Client()
         self._bucket = self._client.bucket(bucket)  # no request: the bucket is only named here
         self._usage: tuple[float, dict[str, object]] | None = None
@@ -52,7 +55,7 @@ class GCSBackend:
         blob = self._blob(key)
         blob.custom_time = datetime.datetime.now(datetime.timezone.utc)
         blob.upload_from_string(data, content_type="application/octet-stream", timeout=self.timeout,
-                                retry=self._write_retry)
+                                retry=self._retry)
 
     def delete(self, key: str) -> None:
         try:
@@ -64,7 +67,7 @@ class GCSBackend:
         """Delete every object under the prefix, 100 per batch request; returns how many."""
         deleted = 0
         for page in self._client.list_blobs(self._bucket, prefix=self.prefix, fields="items(name),nextPageToken",
-                                            timeout=self.timeout).pages:
+                                            timeout=self.timeout, retry=self._retry).pages:
             names = [blob.name for blob in page]
             for start in range(0, len(names), _BATCH):
                 with self._client.batch(raise_exception=False):
@@ -81,7 +84,7 @@ class GCSBackend:
             return self._usage[1]
         entries = size = 0
         for blob in self._client.list_blobs(self._bucket, prefix=self.prefix, max_results=USAGE_LIST_LIMIT,
-                                            fields="items(size),nextPageToken", timeout=self.timeout):
+                                            fields="items(size),nextPageToken", timeout=self.timeout, retry=None):
             entries += 1
             size += blob.size or 0
         usage = {"entries": entries, "size_bytes": size, "max_bytes": None, "complete": entries < USAGE_LIST_LIMIT}

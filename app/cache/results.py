@@ -5,7 +5,7 @@ A backend (local disk, GCS) only moves bytes. This front adds what must hold for
   dropped and recomputed, an entry older than ``CACHE_TTL`` is a miss;
 - any backend error (down, slow, full, read-only) is counted, logged at most once a
   minute, and the request goes on without the cache;
-- after an error the backend is left alone for a while (1 s, doubling up to a minute),
+- after an error the backend is left alone for a while (2 s, doubling up to a minute),
   so a dead bucket does not cost every request its timeout;
 - hit/miss counters per kind of entry, for /api/bg/status and /stats.
 """
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
 KINDS = ("output", "mask")
-_BACKOFF_FIRST_S = 1.0
+_BACKOFF_FIRST_S = 2.0
 _BACKOFF_MAX_S = 60.0
 _LOG_INTERVAL_S = 60.0
 
