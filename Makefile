@@ -40,13 +40,15 @@ run: setup
 test: setup-dev
 	$(BIN)/python -m pytest
 
-## bench: speed and memory against rembg on the same model, in one run; effects against per-pixel references
+## bench: speed and memory against rembg on the same model, in one run; effects against per-pixel references; InSPyReNet against its reference path; cache hits against misses
 bench: setup-dev
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/ort_options.py
 	$(BIN)/python benchmarks/server_memory.py
+	$(BIN)/python benchmarks/server_memory.py --cache local
 	$(BIN)/python benchmarks/bench_effects.py
 	$(BIN)/python benchmarks/bench_inspyrenet.py
+	$(BIN)/python benchmarks/bench_cache.py
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

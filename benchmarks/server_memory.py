@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,8 +23,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cache", choices=("none", "local"), default="none",
+                        help="result cache; none (default) makes every request a full pass through the pipeline")
     args = parser.parse_args()
-    with running_server() as server:
+    with tempfile.TemporaryDirectory() as cache_dir, \
+            running_server({"CACHE_BACKEND": args.cache, "CACHE_DIR": cache_dir}) as server:
+        print(f"result cache: {args.cache}")
         idle = server.tree_rss_mb()
         for endpoint, data in (("/api/bg/remove", None), ("/api/v2/process", ALL_EFFECTS)):
             with RssSampler(server) as sampler:
