@@ -21,7 +21,12 @@ POST /api/v2/process       multipart field `file`; effects=["blackwhite","dither
                            format=png|webp|jpeg, quality -> JSON with one base64 image per effect
 GET  /api/v2/effects       every effect's parameters (type, range, default) and presets
 GET  /api/bg/health        200 when ready to serve, 503 otherwise
-GET  /api/bg/status        model, limits, memory, uptime, requests served
+GET  /api/bg/status        model, limits, memory, uptime, requests served, cache
+GET  /stats                this worker's counters (requests, queue, cache hit rate)
+POST /api/bg/clear_cache   empty the result cache; needs `Authorization: Bearer <ADMIN_TOKEN>`
+
+Every processing endpoint takes use_cache=true|false (default true) and answers with
+X-Cache: HIT | MISS | BYPASS.
 
 Accepted images: {extensions}; at most {max_mb:g} MB; larger than {max_dim} px on the
 longest side are scaled down to fit. Errors are JSON: {{"error": {{"code": "...", "message": "..."}}}}.
