@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from adapters import Segmenter, load_segmenter
-from app import api_bg, api_index, api_ops, api_v2, request_cache
+from app import api_bg, api_index, api_ops, api_v2, http_io, logs, observability, openapi, protection, request_cache
 from app.errors import register_error_handlers
 from app.http_io import MULTIPART_SLACK_BYTES
 from app.state import EXTENSION_KEY, ServiceState
@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
     loaded (and, with WARMUP, run once) here, at boot, never on a request.
     Raises :class:`config.BootError` with a one-line reason if it cannot start."""
     settings = settings or Settings.from_env()
-    _configure_logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format, settings.gcp_project)
     segmenter = segmenter or load_segmenter(settings)
     state = ServiceState(settings, segmenter)
     if settings.warmup:
@@ -34,22 +34,19 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
     app.json.sort_keys = False
     app.extensions[EXTENSION_KEY] = state
     register_error_handlers(app)
+    observability.register(app, state.latency)  # first: its timer and request id cover the other hooks
+    protection.register(app, settings)
+    http_io.register(app, settings)
     request_cache.register(app)
     app.register_blueprint(api_index.bp)
     app.register_blueprint(api_bg.bp)
+    app.register_blueprint(api_bg.compat)
     app.register_blueprint(api_v2.bp)
     app.register_blueprint(api_ops.bp)
+    app.register_blueprint(openapi.bp)
     logging.getLogger(__name__).info(
         "serving %s/%s (%s) with %d inference slot(s), queue %d; %s result cache",
         segmenter.info.name, segmenter.info.model_id, segmenter.info.device,
         settings.max_concurrent_inferences, settings.max_queue, state.cache.name,
     )
     return app
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("app").setLevel(level.upper())
-    logging.getLogger("adapters").setLevel(level.upper())

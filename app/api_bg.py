@@ -8,52 +8,74 @@ from app import compose, pipeline
 from app.auth import require_admin
 from app.cache import CacheUnavailable
 from app.errors import Overloaded
-from app.http_io import image_response, output_name, read_upload, start_processing
+from app.observability import stage
+from app.http_io import image_response, output_name, processing, read_upload
 from app.imaging import ALLOWED_EXTENSIONS
-from app.options import ChangeColorOptions, RemoveOptions
+from app.options import ChangeColorOptions, RemoveBackgroundOptions, RemoveOptions
 from app.request_cache import open_request_cache
 from app.state import get_state
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
-PROCESSING = {"bg.remove", "bg.change_color"}
 # The probe's body stays small: the device and its memory, if the adapter has them.
 HEALTH_RUNTIME_KEYS = ("device", "gpu_memory_allocated_gb")
 
 
-@bp.before_request
-def _before():
-    if request.endpoint in PROCESSING:
-        start_processing(get_state().settings)
+# The original GPU service's routes, kept for its clients (no /api/bg prefix).
+compat = Blueprint("compat", __name__)
 
 
 @bp.post("/remove")
+@processing(RemoveOptions)
 def remove():
     """Subject on a transparent background (PNG/WebP), or the mask alone."""
-    opts = RemoveOptions.from_form(request.form)
+    return _remove(RemoveOptions.from_form(request.form))
+
+
+@bp.post("/change_color")
+@processing(ChangeColorOptions)
+def change_color():
+    """Subject over a solid colour."""
+    return _change_color(ChangeColorOptions.from_form(request.form))
+
+
+@compat.post("/remove-background")
+@processing(RemoveBackgroundOptions)
+def remove_background():
+    """The original service's route: `output_format` png/webp (transparent) or jpeg (over white), `quality`.
+    Shares cache entries with the equivalent /api/bg/remove and /api/bg/change_color requests."""
+    opts = RemoveBackgroundOptions.from_form(request.form)
+    if opts.output_format == "jpeg":
+        return _change_color(ChangeColorOptions((255, 255, 255), "jpeg", opts.quality, False))
+    return _remove(RemoveOptions(opts.output_format, False, opts.quality, False))
+
+
+def _remove(opts: RemoveOptions):
     upload, rc = _upload_and_cache()
-    cached = rc.cached_output("remove", opts.cache_fields())
+    with stage("cache"):
+        cached = rc.cached_output("remove", opts.cache_fields())
     prefix = "mask" if opts.only_mask else "nobg"
     if cached is None:
         image, alpha = _segment(upload, rc)
-        if opts.only_mask:
-            result = compose.mask_image(alpha)
-        else:
-            rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
-            result = compose.cutout(rgb, alpha)
+        with stage("compose"):
+            if opts.only_mask:
+                result = compose.mask_image(alpha)
+            else:
+                rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
+                result = compose.cutout(rgb, alpha)
         cached = _encode(result, opts.format, opts.quality, image, rc)
     return _respond(cached, opts.format, output_name(prefix, upload.stem, opts.format))
 
 
-@bp.post("/change_color")
-def change_color():
-    """Subject over a solid colour."""
-    opts = ChangeColorOptions.from_form(request.form)
+def _change_color(opts: ChangeColorOptions):
     upload, rc = _upload_and_cache()
-    cached = rc.cached_output("change_color", opts.cache_fields())
+    with stage("cache"):
+        cached = rc.cached_output("change_color", opts.cache_fields())
     if cached is None:
         image, alpha = _segment(upload, rc)
-        rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
-        cached = _encode(compose.over_color(rgb, alpha, opts.color), opts.format, opts.quality, image, rc)
+        with stage("compose"):
+            rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
+            result = compose.over_color(rgb, alpha, opts.color)
+        cached = _encode(result, opts.format, opts.quality, image, rc)
     return _respond(cached, opts.format, output_name("nobg", upload.stem, opts.format))
 
 
@@ -66,13 +88,19 @@ def _upload_and_cache():
 def _segment(upload, rc):
     """Decode the upload and get its mask (from the cache, or the model within the request's deadline)."""
     state = get_state()
-    image = pipeline.decode(upload.data, state.settings)
-    alpha = rc.mask(image, lambda: pipeline.segment(image, state.segmenter, state.gate, g.deadline))
-    return image, alpha
+    with stage("decode"):
+        image = pipeline.decode(upload.data, state.settings)
+
+    def segment():
+        with stage("segment"):
+            return pipeline.segment(image, state.segmenter, state.gate, g.deadline)
+
+    return image, rc.mask(image, segment)
 
 
 def _encode(result, fmt: str, quality: int, image, rc) -> bytes:
-    data = pipeline.encode(result, fmt, quality, image, get_state().settings)
+    with stage("encode"):
+        data = pipeline.encode(result, fmt, quality, image, get_state().settings)
     rc.keep_output(data)
     return data
 

@@ -10,7 +10,8 @@ from flask import Blueprint, g, jsonify, request
 
 import effects
 from app import pipeline
-from app.http_io import read_upload, start_processing
+from app.http_io import processing, read_upload
+from app.observability import add_timings
 from app.options import MAX_EFFECTS, ProcessOptions
 from app.request_cache import open_request_cache
 from app.state import get_state
@@ -18,13 +19,8 @@ from app.state import get_state
 bp = Blueprint("v2", __name__, url_prefix="/api/v2")
 
 
-@bp.before_request
-def _before():
-    if request.endpoint == "v2.process":
-        start_processing(get_state().settings)
-
-
 @bp.post("/process")
+@processing(ProcessOptions, produces="json")
 def process():
     """One upload, 1-4 effects: JSON with each result base64-encoded, timings and resolved parameters."""
     opts = ProcessOptions.from_form(request.form)  # every option checked before any pixel work
@@ -51,6 +47,7 @@ def process():
         }
         rc.keep_output(json.dumps(result).encode("ascii"))
         timings = {"decode": decode_ms, **processed.timings_ms}
+    add_timings(timings)
     state.record_served()
     info = state.segmenter.info
     return jsonify({

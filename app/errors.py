@@ -76,8 +76,8 @@ class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
 
-    def __init__(self, message: str):
-        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="admin"'})
+    def __init__(self, message: str, header: str = 'Bearer realm="admin"'):
+        super().__init__(message, headers={"WWW-Authenticate": header})
 
 
 class Forbidden(ApiError):

@@ -11,14 +11,16 @@ import math
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from app.errors import Overloaded
 
 
 class InferenceGate:
-    def __init__(self, slots: int, max_queue: int):
+    def __init__(self, slots: int, max_queue: int, observe: Callable[[int, int], None] | None = None):
+        """``observe(active, waiting)`` is called on every change (e.g. to set metrics gauges)."""
         self.slots = slots
+        self._observe = observe or (lambda active, waiting: None)
         self.max_queue = max_queue
         self._semaphore = threading.Semaphore(slots)
         self._lock = threading.Lock()
@@ -49,12 +51,14 @@ class InferenceGate:
                         self.retry_after_s(),
                     )
                 self._waiting += 1
+                self._observe(self._active, self._waiting)
         if not acquired:
             try:
                 acquired = timeout_s > 0 and self._semaphore.acquire(timeout=timeout_s)
             finally:
                 with self._lock:
                     self._waiting -= 1
+                    self._observe(self._active, self._waiting)
             if not acquired:
                 raise Overloaded(
                     "server busy: the request waited past its deadline; retry later",
@@ -63,6 +67,7 @@ class InferenceGate:
                 )
         with self._lock:
             self._active += 1
+            self._observe(self._active, self._waiting)
         started = time.monotonic()
         try:
             yield
@@ -71,4 +76,5 @@ class InferenceGate:
             with self._lock:
                 self._active -= 1
                 self._mean_s = 0.8 * self._mean_s + 0.2 * elapsed
+                self._observe(self._active, self._waiting)
             self._semaphore.release()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from flask import Response, g, request
+from typing import Callable, TypeVar
+
+from flask import Flask, Response, current_app, g, request
 from werkzeug.utils import secure_filename
 
 from app.errors import FileTooLarge, MissingFile
@@ -20,6 +22,35 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 class Upload:
     data: bytes
     stem: str  # safe file name without extension, for the response's file name
+
+
+V = TypeVar("V", bound=Callable)
+
+
+def processing(form: type, produces: str = "image") -> Callable[[V], V]:
+    """Marks a view as a processing endpoint: it takes an upload, has a deadline, needs an API key
+    (when keys are configured) and counts against the rate limit. ``form`` is its options class
+    (its ``FIELDS`` describe the form in /openapi.json); ``produces`` is ``image`` or ``json``."""
+
+    def mark(view: V) -> V:
+        view.processing = True  # type: ignore[attr-defined]
+        view.form = form  # type: ignore[attr-defined]
+        view.produces = produces  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def is_processing() -> bool:
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    return bool(getattr(view, "processing", False))
+
+
+def register(app: Flask, settings: Settings) -> None:
+    @app.before_request
+    def _before_processing() -> None:
+        if is_processing():
+            start_processing(settings)
 
 
 def start_processing(settings: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import effects
 from app.errors import BadOption
@@ -77,8 +77,32 @@ def _encoding(fmt: str, quality: int) -> dict[str, Any]:
     return {"format": fmt} if fmt == "png" else {"format": fmt, "quality": quality}
 
 
+def _enum(values: tuple[str, ...], default: str, description: str) -> dict[str, Any]:
+    return {"type": "string", "enum": list(values), "default": default, "description": description}
+
+
+_QUALITY = {"type": "integer", "minimum": 1, "maximum": 100, "default": DEFAULT_QUALITY,
+            "description": "JPEG/WebP quality (WebP: 100 = lossless); ignored for PNG"}
+_REFINE = {"type": "boolean", "default": False,
+           "description": "re-estimate the subject's colours at soft edges (hair, fur) so they lose the old background's tint"}
+_COLOR = {"type": "string", "description": "#00FF00, 00FF00, #0F0, 255,0,0, rgb(...) or a CSS colour name"}
+
+# Form fields every processing endpoint takes besides its options (documented in /openapi.json).
+COMMON_FIELDS: dict[str, dict[str, Any]] = {
+    "file": {"type": "string", "format": "binary", "description": "the image (JPEG, PNG, WebP, GIF, BMP, TIFF)"},
+    "use_cache": {"type": "boolean", "default": True, "description": "read and write the result cache"},
+}
+
+
 @dataclass(frozen=True)
 class RemoveOptions:
+    FIELDS: ClassVar[dict[str, dict[str, Any]]] = {
+        "format": _enum(("png", "webp"), "png", "output format (transparent background)"),
+        "only_mask": {"type": "boolean", "default": False, "description": "return the 8-bit mask instead"},
+        "quality": _QUALITY,
+        "refine_foreground": _REFINE,
+    }
+
     format: str
     only_mask: bool
     quality: int
@@ -102,6 +126,13 @@ class RemoveOptions:
 
 @dataclass(frozen=True)
 class ChangeColorOptions:
+    FIELDS: ClassVar[dict[str, dict[str, Any]]] = {
+        "color": {**_COLOR, "default": "#FFFFFF"},
+        "format": _enum(("jpeg", "png", "webp"), "jpeg", "output format (jpg = jpeg)"),
+        "quality": _QUALITY,
+        "refine_foreground": _REFINE,
+    }
+
     color: tuple[int, int, int]
     format: str
     quality: int
@@ -121,12 +152,45 @@ class ChangeColorOptions:
                 **_encoding(self.format, self.quality)}
 
 
+@dataclass(frozen=True)
+class RemoveBackgroundOptions:
+    """POST /remove-background, the original service's fields."""
+
+    FIELDS: ClassVar[dict[str, dict[str, Any]]] = {
+        "output_format": _enum(("png", "jpeg", "webp"), "png", "png/webp: transparent; jpeg: over white"),
+        "quality": _QUALITY,
+    }
+
+    output_format: str
+    quality: int
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> "RemoveBackgroundOptions":
+        return cls(
+            output_format=parse_format(form, "output_format", ("png", "jpeg", "webp"), "png"),
+            quality=parse_int(form, "quality", 1, 100, DEFAULT_QUALITY),
+        )
+
+
 MAX_EFFECTS = 4
 
 
 @dataclass(frozen=True)
 class ProcessOptions:
     """POST /api/v2/process: which effects with which (resolved, checked) parameters, and the output."""
+
+    FIELDS: ClassVar[dict[str, dict[str, Any]]] = {
+        "effects": {"type": "string", "description": 'JSON array of 1-4 effect names, e.g. ["blackwhite", "popart"] '
+                                                     "(GET /api/v2/effects lists them)"},
+        "effect_params": {"type": "string", "description": 'JSON object keyed by effect name, e.g. '
+                                                           '{"dither": {"dot_spacing": 3}}'},
+        "remove_background": {"type": "boolean", "default": True,
+                              "description": "effects act on the cut-out subject (false: on the whole photo)"},
+        "background": {**_COLOR, "default": "transparent", "description": "transparent, or a colour laid under each result"},
+        "format": _enum(("png", "webp", "jpeg"), "png", "output format of every image"),
+        "quality": _QUALITY,
+        "refine_foreground": _REFINE,
+    }
 
     effects: tuple[tuple[str, dict[str, Any]], ...]  # (name, resolved params), in request order
     remove_background: bool

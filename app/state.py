@@ -15,8 +15,10 @@ import effects
 from flask import current_app
 
 from adapters import Segmenter
+from app import metrics
 from app.cache import ResultCache, fingerprint, open_cache
 from app.gate import InferenceGate
+from app.observability import LatencyWindow
 from config import Settings
 
 EXTENSION_KEY = "bgremove"
@@ -26,8 +28,9 @@ class ServiceState:
     def __init__(self, settings: Settings, segmenter: Segmenter):
         self.settings = settings
         self.segmenter = segmenter
-        self.gate = InferenceGate(settings.max_concurrent_inferences, settings.max_queue)
-        self.cache: ResultCache = open_cache(settings)
+        self.gate = InferenceGate(settings.max_concurrent_inferences, settings.max_queue, metrics.on_gate_change)
+        self.cache: ResultCache = open_cache(settings, metrics.on_cache_event)
+        self.latency = LatencyWindow()
         self.cache_model = fingerprint(segmenter.info, settings)  # the model part of every cache key
         self.started = time.monotonic()
         self.ready = False  # true once the model has produced a mask
@@ -55,6 +58,10 @@ class ServiceState:
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
+
+    def model_memory_mb(self) -> float:
+        """The weights' memory: float32 parameters (activations come and go with requests)."""
+        return round(self.segmenter.info.parameters * 4 / 2**20, 1)
 
     def rss_mb(self) -> float:
         return self._process.memory_info().rss / 2**20

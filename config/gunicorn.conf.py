@@ -6,7 +6,10 @@ that fails to load stops the worker (and, through gunicorn's "app failed to
 load" exit, the master) with one line naming the file. No traceback either way.
 """
 
+import os
+import shutil
 import sys
+import tempfile
 
 from config import BootError, ConfigError, Settings
 
@@ -33,11 +36,49 @@ keepalive = 5
 # on one host would fight over it, and containers may have no writable home.
 control_socket_disable = True
 loglevel = settings.log_level
-accesslog = "-"
+# The app writes one access line per request itself (app/observability.py: JSON with Cloud
+# Logging's httpRequest, the request id), so gunicorn's own access log is off.
+accesslog = None
 errorlog = "-"
+if settings.log_format == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "app.logs.json_formatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        # The root logger is the app's (app/logs.py adds its handler in each worker).
+        "root": {"level": "WARNING", "handlers": []},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stderr"], "level": settings.log_level.upper(), "propagate": False},
+            "gunicorn.access": {"handlers": [], "propagate": False},
+        },
+    }
+
+# Prometheus multiprocess mode: every worker writes its metrics to files in one directory,
+# which /metrics adds up. A fresh directory per server start (stale files would add old counts).
+if settings.metrics_dir:
+    for stale in os.listdir(settings.metrics_dir):
+        if stale.endswith(".db"):
+            os.unlink(os.path.join(settings.metrics_dir, stale))
+    _metrics_dir = settings.metrics_dir
+else:
+    _metrics_dir = tempfile.mkdtemp(prefix="bgremove-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir  # read by prometheus-client in the workers
 # Bound what one connection can make us hold before the app sees it.
 limit_request_line = 8190
 limit_request_fields = 100
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges (queue depth, memory) stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+
+
+def on_exit(server):
+    if not settings.metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
 def post_fork(server, worker):

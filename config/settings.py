@@ -54,6 +54,7 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
 MODEL_PROFILES = ("auto", "u2net", "isnet")
 ONNX_MEMORY_MODES = ("lean", "balanced", "fast")  # see adapters/onnx.py
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "text")
 PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
 CACHE_BACKENDS = ("local", "gcs", "none")  # see app/cache/
 MIN_ADMIN_TOKEN_CHARS = 16
@@ -97,6 +98,16 @@ class Settings:
     cache_prefix: str = "bgremove-cache/"
     # Bearer token for admin endpoints (POST /api/bg/clear_cache); empty = those endpoints are off.
     admin_token: str = field(default="", repr=False)
+    # Operations and protection (app/observability.py, app/protection.py).
+    log_format: str = "json"
+    gcp_project: str = ""  # GOOGLE_CLOUD_PROJECT: for Cloud Logging's trace field
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    rate_limit: str = ""  # e.g. "60/minute"; empty = no limit
+    rate_limit_storage_uri: str = "memory://"
+    cors_origins: tuple[str, ...] = ()
+    proxy_hops: int = 0
+    # Set by gunicorn.conf.py for the workers: prometheus-client's shared directory (multiprocess mode).
+    metrics_dir: str = ""
 
     @property
     def max_file_size_bytes(self) -> int:
@@ -176,6 +187,14 @@ class Settings:
             storage_bucket=bucket,
             cache_prefix=prefix,
             admin_token=admin_token,
+            log_format=read.choice("LOG_FORMAT", "json", LOG_FORMATS),
+            gcp_project=read.text("GOOGLE_CLOUD_PROJECT", ""),
+            api_keys=read.words("API_KEYS"),
+            rate_limit=read.rate("RATE_LIMIT"),
+            rate_limit_storage_uri=read.text("RATE_LIMIT_STORAGE_URI", "memory://"),
+            cors_origins=read.words("CORS_ORIGINS"),
+            proxy_hops=read.integer("PROXY_HOPS", 0, lo=0, hi=10),
+            metrics_dir=read.text("PROMETHEUS_MULTIPROC_DIR", ""),
         )
 
     def replace(self, **changes: object) -> "Settings":
@@ -241,6 +260,19 @@ class _Reader:
             raise ValueError
 
         return self._get(name, default, parse, "auto, cpu, cuda or cuda:N")
+
+    def words(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list; blanks dropped."""
+        return tuple(w.strip() for w in self.env.get(name, "").split(",") if w.strip())
+
+    def rate(self, name: str) -> str:
+        def parse(raw: str) -> str:
+            from limits import parse_many  # the rate limiter's own parser, so what boots is what it enforces
+
+            parse_many(raw)
+            return raw
+
+        return self._get(name, "", parse, 'a rate such as "60/minute" or "10/second;1000/day"')
 
     def boolean(self, name: str, default: bool) -> bool:
         def parse(raw: str) -> bool:

@@ -12,7 +12,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from benchmarks.serverkit import fixture_images, post_image, running_emulator, running_server, start_emulator
-from tests.conftest import post
+from PIL import Image
+
+from tests.conftest import png_bytes, post
 
 TOKEN = "gcs-admin-token-0123456789"
 DOG = fixture_images()[0].read_bytes()
@@ -151,13 +153,14 @@ def test_emulator_killed_mid_run_then_back(tmp_path):
 
 
 class BlackHole:
-    """A TCP server that accepts connections and never answers: the slowest possible bucket."""
+    """A TCP server that reads requests and never answers: the slowest possible bucket."""
 
     def __init__(self):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.accepted: list[socket.socket] = []
+        self.request_lines: list[str] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -167,6 +170,18 @@ class BlackHole:
             except OSError:
                 return
             self.accepted.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn):
+        try:
+            self.request_lines.append(conn.makefile("rb").readline().decode("latin-1").strip())
+        except OSError:
+            pass
+
+    def object_reads(self) -> int:
+        """Requests for objects' contents (the cache's lookups); the client library also fetches
+        the bucket's metadata in a background thread of its own, which is not counted."""
+        return sum("/download/" in line for line in self.request_lines)
 
     @property
     def host(self) -> str:
@@ -184,14 +199,16 @@ def test_a_bucket_that_never_answers_costs_one_timeout_then_is_skipped(make_app,
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", hole.host)
         app = make_app(cache_backend="gcs", storage_bucket="b", cache_timeout_s=0.3)
         cached = app.test_client()
-        expected = call(client).data
-        first = call(cached)
+        small = png_bytes(Image.open(fixture_images()[0]).resize((96, 64)))  # quick to segment: the second
+        expected = call(client, data=small).data  # request must come within the 2 s back-off, on a busy machine too
+        first = call(cached, data=small)
         assert first.status_code == 200 and first.headers["X-Cache"] == "BYPASS" and first.data == expected
-        connections = len(hole.accepted)
-        assert connections >= 1  # the lookup was sent, and timed out
-        second = call(cached)  # within the back-off: the bucket is not even tried
+        time.sleep(0.1)
+        assert hole.object_reads() == 1  # the lookup was sent, and timed out
+        second = call(cached, data=small)  # within the back-off: the bucket is not even tried
         assert second.status_code == 200 and second.headers["X-Cache"] == "BYPASS"
-        assert len(hole.accepted) == connections
+        time.sleep(0.1)
+        assert hole.object_reads() == 1
         s = stats(cached)
         assert s["errors"] == 1 and s["lookups"]["output"]["bypassed"] == 2 and s["writes_skipped"] >= 1
     finally:

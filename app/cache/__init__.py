@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from app.cache.keys import entry_key, fingerprint, upload_digest
 from app.cache.results import BYPASS, HIT, MISS, Backend, CacheUnavailable, Lookup, ResultCache
+from typing import Callable
+
 from config import ConfigError, Settings
 
 
-def open_cache(settings: Settings) -> ResultCache:
+def open_cache(settings: Settings, observe: Callable[[str], None] | None = None) -> ResultCache:
+    """The cache ``CACHE_BACKEND`` names; ``observe(event)`` sees every counted event (metrics)."""
     if settings.cache_backend == "none":
         return ResultCache("none", None, settings.cache_ttl_s)
     if settings.cache_backend == "local":
@@ -24,7 +27,7 @@ def open_cache(settings: Settings) -> ResultCache:
         def open_local() -> Backend:
             return LocalBackend(settings.cache_dir, int(settings.cache_max_mb * 2**20))
 
-        return ResultCache("local", open_local, settings.cache_ttl_s)
+        return ResultCache("local", open_local, settings.cache_ttl_s, observe=observe)
     try:
         from app.cache.gcs import GCSBackend
     except ImportError as exc:
@@ -33,7 +36,7 @@ def open_cache(settings: Settings) -> ResultCache:
     def open_gcs() -> Backend:
         return GCSBackend(settings.storage_bucket, settings.cache_prefix, settings.cache_timeout_s)
 
-    return ResultCache("gcs", open_gcs, settings.cache_ttl_s)
+    return ResultCache("gcs", open_gcs, settings.cache_ttl_s, observe=observe)
 
 
 __all__ = [

@@ -54,8 +54,10 @@ class Lookup(NamedTuple):
 
 class ResultCache:
     def __init__(self, name: str, open_backend: Callable[[], Backend] | None, ttl_s: int,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, observe: Callable[[str], None] | None = None):
+        """``observe(event)`` is called with every counted event (e.g. to feed a metrics counter)."""
         self.name = name
+        self._observe = observe
         self.ttl_s = ttl_s
         self._open_backend = open_backend
         self._backend: Backend | None = None
@@ -196,8 +198,8 @@ class ResultCache:
             return {}
 
     def _failed(self, what: str, exc: Exception) -> None:
+        self._count("errors")
         with self._lock:
-            self._counts["errors"] += 1
             self._backoff_s = min(_BACKOFF_MAX_S, self._backoff_s * 2 or _BACKOFF_FIRST_S)
             self._retry_at = time.monotonic() + self._backoff_s
             backoff = self._backoff_s
@@ -218,6 +220,8 @@ class ResultCache:
     def _count(self, name: str) -> None:
         with self._lock:
             self._counts[name] += 1
+        if self._observe is not None:
+            self._observe(name)
 
     def _warn(self, message: str) -> None:
         """Log at most once a minute; the next line says how many were held back."""

@@ -1,0 +1,164 @@
+"""The OpenAPI 3 document, generated from the app itself, and its rendering at /docs.
+
+- Paths and methods: the app's URL map, so a new route appears without anyone editing a spec.
+- Summary and description: the view's docstring.
+- Request forms: the options class a processing view declares (``@processing(Options)``), whose
+  ``FIELDS`` sit next to the parser (tests check each documented field is the one parsed).
+- Effect parameters: the effects registry's own schemas (``GET /api/v2/effects``).
+- Security: ``X-API-Key`` on processing endpoints when ``API_KEYS`` is set; the admin bearer token
+  on admin endpoints.
+
+/docs is Swagger UI, served from the swagger-ui-bundle package: no CDN, nothing fetched at run time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+import swagger_ui_bundle
+from flask import Blueprint, Flask, Response, current_app, jsonify, url_for
+
+import effects
+from app.options import COMMON_FIELDS
+
+bp = Blueprint("docs", __name__, static_folder=swagger_ui_bundle.swagger_ui_path, static_url_path="/docs/static")
+
+ADMIN_ENDPOINTS = {"bg.clear_cache"}
+_IMAGE_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+_ERROR_STATUSES = {
+    "400": "bad input: a bad option, missing or invalid file (the error names the field)",
+    "401": "API key (or admin token) required",
+    "413": "file larger than MAX_FILE_SIZE_MB",
+    "415": "an image format we don't take",
+    "422": "too many pixels (judged from the header)",
+    "429": "rate limit exceeded; see Retry-After",
+    "503": "overloaded or warming up; see Retry-After",
+}
+
+
+def build(app: Flask) -> dict[str, Any]:
+    state = app.extensions["bgremove"]
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static" or rule.endpoint.startswith("docs.static"):
+            continue
+        view = app.view_functions[rule.endpoint]
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, view, state.settings)
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Background removal service",
+            "version": _version(),
+            "description": f"Serving {state.segmenter.info.name}/{state.segmenter.info.model_id}. Errors are "
+                           '`{"error": {"code": "...", "message": "...", "field": "..."}}`.',
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+                        "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}},
+                },
+                "Effects": {"type": "object", "description": "each effect's parameters (GET /api/v2/effects)",
+                            "properties": {e["name"]: {"type": "object", "description": e["description"]}
+                                           for e in effects.catalogue()}},
+            },
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "AdminToken": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
+
+
+def _operation(endpoint: str, view, settings) -> dict[str, Any]:
+    doc = inspect.getdoc(view) or endpoint
+    summary, _, description = doc.partition("\n")
+    op: dict[str, Any] = {"operationId": endpoint.replace(".", "_"), "summary": summary.strip(),
+                          "tags": [endpoint.split(".")[0]]}
+    if description.strip():
+        op["description"] = description.strip()
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    if getattr(view, "processing", False):
+        fields = {**COMMON_FIELDS, **view.form.FIELDS}
+        op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"], "properties": fields}}}}
+        op["responses"] = {"200": _success(view, fields),
+                           **{status: {"description": text, "content": error} for status, text in _ERROR_STATUSES.items()}}
+        if settings.api_keys:
+            op["security"] = [{"ApiKey": []}]
+        return op
+    if endpoint in ADMIN_ENDPOINTS:
+        op["security"] = [{"AdminToken": []}]
+        op["responses"] = {"200": {"description": "done", "content": {"application/json": {"schema": {"type": "object"}}}},
+                           "401": {"description": "no bearer token", "content": error},
+                           "403": {"description": "wrong token, or admin endpoints disabled", "content": error},
+                           "503": {"description": "the cache is unavailable", "content": error}}
+        return op
+    media = "text/plain" if endpoint in ("index.index", "ops.prometheus") else "text/html" if endpoint == "docs.page" \
+        else "application/json"
+    op["responses"] = {"200": {"description": "OK", "content": {media: {"schema": {"type": "string"} if media != "application/json" else {"type": "object"}}}}}
+    if endpoint in ("bg.health", "ops.health"):
+        op["responses"]["503"] = {"description": "warming up", "content": {"application/json": {"schema": {"type": "object"}}}}
+    return op
+
+
+def _success(view, fields: dict[str, Any]) -> dict[str, Any]:
+    headers = {"X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]}},
+               "X-Request-ID": {"schema": {"type": "string"}},
+               "Server-Timing": {"schema": {"type": "string"}}}
+    if view.produces == "json":
+        return {"description": "each effect's image, base64-encoded, with timings and the parameters applied",
+                "headers": headers, "content": {"application/json": {"schema": {"type": "object"}}}}
+    formats = (fields.get("format") or fields.get("output_format"))["enum"]
+    return {"description": "the image", "headers": headers,
+            "content": {_IMAGE_TYPES[f]: {"schema": {"type": "string", "format": "binary"}} for f in formats}}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bgremove-service")
+    except PackageNotFoundError:
+        return "0"
+
+
+@bp.get("/openapi.json")
+def spec():
+    """This API's OpenAPI 3 document, generated from the running app."""
+    return jsonify(build(current_app))
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Background removal API</title>
+<link rel="stylesheet" href="{css}"></head>
+<body><div id="swagger-ui"></div>
+<script src="{bundle}"></script><script src="{init}"></script></body></html>
+"""
+
+_INIT = """window.onload = function () {
+  window.ui = SwaggerUIBundle({url: %r, dom_id: "#swagger-ui", deepLinking: true});
+};
+"""
+
+
+@bp.get("/docs")
+def page():
+    """The OpenAPI document rendered (Swagger UI, served locally)."""
+    html = _PAGE.format(css=url_for("docs.static", filename="swagger-ui.css"),
+                        bundle=url_for("docs.static", filename="swagger-ui-bundle.js"),
+                        init=url_for("docs.init_script"))
+    return Response(html, mimetype="text/html")
+
+
+@bp.get("/docs/init.js")
+def init_script():
+    """Starts Swagger UI on /openapi.json (a file, so the page needs no inline script)."""
+    return Response(_INIT % url_for("docs.spec"), mimetype="text/javascript")
