@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, g, jsonify, request
 
 from app import compose, pipeline
@@ -149,6 +151,7 @@ def status():
         "max_input_pixels": s.max_input_pixels,
         "allowed_extensions": ALLOWED_EXTENSIONS,
         "uptime_s": round(state.uptime_s(), 1),
+        "worker_pid": os.getpid(),
         "requests_served": state.requests_served,
         "cache": state.cache.stats(),
         "inference": {
