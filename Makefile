@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= models/u2netp.onnx
 
-.PHONY: setup setup-dev setup-gpu model run test bench clean
+.PHONY: setup setup-dev setup-gpu model run test bench loadtest clean
 
 ## setup: runtime dependencies of the CPU tier + the default model (idempotent)
 setup: $(VENV)/.runtime model
@@ -49,6 +49,10 @@ bench: setup-dev
 	$(BIN)/python benchmarks/bench_effects.py
 	$(BIN)/python benchmarks/bench_inspyrenet.py
 	$(BIN)/python benchmarks/bench_cache.py
+
+## loadtest: 8 clients for 2 minutes against the 512 MB tier over real HTTP (not in CI): req/s, latency, statuses, peak RSS, growth
+loadtest: setup-dev
+	$(BIN)/python benchmarks/loadtest.py --clients 8 --seconds 120
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

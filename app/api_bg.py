@@ -57,14 +57,13 @@ def _remove(opts: RemoveOptions):
         cached = rc.cached_output("remove", opts.cache_fields())
     prefix = "mask" if opts.only_mask else "nobg"
     if cached is None:
-        image, alpha = _segment(upload, rc)
-        with stage("compose"):
+        def render(image, alpha):
             if opts.only_mask:
-                result = compose.mask_image(alpha)
-            else:
-                rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
-                result = compose.cutout(rgb, alpha)
-        cached = _encode(result, opts.format, opts.quality, image, rc)
+                return compose.mask_image(alpha)
+            rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
+            return compose.cutout(rgb, alpha)
+
+        cached = _compute(upload, rc, render, opts.format, opts.quality)
     return _respond(cached, opts.format, output_name(prefix, upload.stem, opts.format))
 
 
@@ -73,11 +72,11 @@ def _change_color(opts: ChangeColorOptions):
     with stage("cache"):
         cached = rc.cached_output("change_color", opts.cache_fields())
     if cached is None:
-        image, alpha = _segment(upload, rc)
-        with stage("compose"):
+        def render(image, alpha):
             rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
-            result = compose.over_color(rgb, alpha, opts.color)
-        cached = _encode(result, opts.format, opts.quality, image, rc)
+            return compose.over_color(rgb, alpha, opts.color)
+
+        cached = _compute(upload, rc, render, opts.format, opts.quality)
     return _respond(cached, opts.format, output_name("nobg", upload.stem, opts.format))
 
 
@@ -87,22 +86,24 @@ def _upload_and_cache():
     return upload, open_request_cache(state.cache, state.cache_model, upload.data)
 
 
-def _segment(upload, rc):
-    """Decode the upload and get its mask (from the cache, or the model within the request's deadline)."""
+def _compute(upload, rc, render, fmt: str, quality: int) -> bytes:
+    """Decode, get the mask (cached, or the model's), ``render(image, alpha)``, encode: holding one
+    inference slot throughout (see pipeline.slot). The output is stored once the response is sent."""
     state = get_state()
-    with stage("decode"):
-        image = pipeline.decode(upload.data, state.settings)
+    with pipeline.slot(state.gate, g.deadline):
+        with stage("decode"):
+            image = pipeline.decode(upload.data, state.settings)
 
-    def segment():
-        with stage("segment"):
-            return pipeline.segment(image, state.segmenter, state.gate, g.deadline)
+        def segment():
+            with stage("segment"):
+                return pipeline.subject_alpha(image, state.segmenter)
 
-    return image, rc.mask(image, segment)
-
-
-def _encode(result, fmt: str, quality: int, image, rc) -> bytes:
-    with stage("encode"):
-        data = pipeline.encode(result, fmt, quality, image, get_state().settings)
+        alpha = rc.mask(image, segment)
+        with stage("compose"):
+            result = render(image, alpha)
+        del alpha
+        with stage("encode"):
+            data = pipeline.encode(result, fmt, quality, image, state.settings)
     rc.keep_output(data)
     return data
 

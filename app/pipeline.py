@@ -20,21 +20,25 @@ from app.options import ProcessOptions
 from adapters import Segmenter
 from config import Settings
 
-__all__ = ["decode", "segment", "encode", "process", "Processed"]
+__all__ = ["decode", "slot", "subject_alpha", "encode", "process", "Processed"]
 
 
 def decode(data: bytes, settings: Settings) -> DecodedImage:
     return decode_image(data, max_dimension=settings.max_dimension, max_pixels=settings.max_input_pixels)
 
 
-def segment(image: DecodedImage, segmenter: Segmenter, gate: InferenceGate, deadline: float) -> np.ndarray:
-    """The subject's alpha (HxW uint8) for ``image``, waiting for an inference slot until ``deadline``."""
-    with gate.slot(timeout_s=deadline - time.monotonic()):
-        return subject_alpha(image, segmenter)
+def slot(gate: InferenceGate, deadline: float):
+    """``with slot(gate, deadline):`` holds one inference slot, waiting for it until ``deadline``.
+
+    A request holds it from decoding to encoding, not only around inference: those steps hold
+    the full-size arrays, so the slots bound the worker's memory as well as the model's use
+    (a queued request holds only its upload's bytes)."""
+    return gate.slot(timeout_s=deadline - time.monotonic())
 
 
 def subject_alpha(image: DecodedImage, segmenter: Segmenter) -> np.ndarray:
-    """The model's mask within the input's own transparency (call it holding a gate slot)."""
+    """The subject's alpha (HxW uint8): the model's mask within the input's own transparency
+    (call it holding a slot)."""
     rgb = image.rgb
     if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours
         rgb = np.asarray(compose.over_color(image.rgb, image.alpha, (255, 255, 255)))
@@ -58,47 +62,36 @@ class Processed:
 MaskSource = Callable[[DecodedImage], np.ndarray]  # e.g. subject_alpha on the model, or the cached mask
 
 
-def process(
-    image: DecodedImage,
-    opts: ProcessOptions,
-    mask_of: MaskSource,
-    gate: InferenceGate,
-    deadline: float,
-    settings: Settings,
-) -> Processed:
+def process(image: DecodedImage, opts: ProcessOptions, mask_of: MaskSource, settings: Settings) -> Processed:
     """Cut the subject out (unless ``remove_background`` is off), render each effect on it, encode each.
 
-    ``mask_of(image)`` gives the subject's alpha (the model through
-    :func:`subject_alpha`, or the result cache's copy of it).
-
-    The whole of it holds one gate slot: effects and encoding are the heavy part of
-    the request after inference, and bounding them with it bounds the worker's memory.
-    Effects act on the subject; the background colour (if any) is laid under each result.
+    ``mask_of(image)`` gives the subject's alpha (the model through :func:`subject_alpha`,
+    or the result cache's copy of it). Call it holding a slot (:func:`slot`). Effects act
+    on the subject; the background colour (if any) is laid under each result.
     """
     timings: dict[str, float] = {}
     background = opts.effective_background
-    with gate.slot(timeout_s=deadline - time.monotonic()):
-        if opts.remove_background:
-            with _timed(timings, "segment"):
-                alpha = mask_of(image)
-        else:
-            alpha = image.alpha if image.alpha is not None else np.full(image.rgb.shape[:2], 255, np.uint8)
-        rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
-        subject = compose.cutout_array(rgb, alpha)
-        del alpha
-        images: dict[str, bytes] = {}
-        encoding = 0.0
-        for name, params in opts.effects:
-            with _timed(timings, name):
-                result = effects.apply(name, subject, params)
-            started = time.perf_counter()
-            images[name] = encode_image(
-                compose.on_background(result, background), opts.format, quality=opts.quality,
-                png_compress_level=settings.png_compress_level,
-            )  # no ICC profile: effect colours (palettes, neutral greys) are sRGB
-            encoding += time.perf_counter() - started
-            del result
-        timings["encode"] = round(encoding * 1000, 1)
+    if opts.remove_background:
+        with _timed(timings, "segment"):
+            alpha = mask_of(image)
+    else:
+        alpha = image.alpha if image.alpha is not None else np.full(image.rgb.shape[:2], 255, np.uint8)
+    rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
+    subject = compose.cutout_array(rgb, alpha)
+    del alpha
+    images: dict[str, bytes] = {}
+    encoding = 0.0
+    for name, params in opts.effects:
+        with _timed(timings, name):
+            result = effects.apply(name, subject, params)
+        started = time.perf_counter()
+        images[name] = encode_image(
+            compose.on_background(result, background), opts.format, quality=opts.quality,
+            png_compress_level=settings.png_compress_level,
+        )  # no ICC profile: effect colours (palettes, neutral greys) are sRGB
+        encoding += time.perf_counter() - started
+        del result
+    timings["encode"] = round(encoding * 1000, 1)
     return Processed(images, image.size[0], image.size[1], timings)
 
 

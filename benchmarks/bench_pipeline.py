@@ -78,7 +78,8 @@ def ours(memory_mode: str):
 
     def run(data: bytes) -> bytes:
         image = pipeline.decode(data, settings)
-        alpha = pipeline.segment(image, segmenter, gate, time.monotonic() + 60)
+        with pipeline.slot(gate, time.monotonic() + 60):
+            alpha = pipeline.subject_alpha(image, segmenter)
         return pipeline.encode(compose.cutout(image.rgb, alpha), "png", 90, image, settings)
 
     return run
