@@ -22,7 +22,11 @@ POST /api/v2/process       multipart field `file`; effects=["blackwhite","dither
 GET  /api/v2/effects       every effect's parameters (type, range, default) and presets
 GET  /api/bg/health        200 when ready to serve, 503 otherwise
 GET  /api/bg/status        model, limits, memory, uptime, requests served, cache
-GET  /stats                this worker's counters (requests, queue, cache hit rate)
+POST /remove-background    the original service's route: file, output_format=png|jpeg|webp, quality
+GET  /health, /model-info  probe; the model's id, size, parameters and device
+GET  /stats                this worker's figures (requests, latency, queue, memory, cache hit rate)
+GET  /metrics              Prometheus text, summed over the workers
+GET  /openapi.json, /docs  the OpenAPI document and its rendering
 POST /api/bg/clear_cache   empty the result cache; needs `Authorization: Bearer <ADMIN_TOKEN>`
 
 Every processing endpoint takes use_cache=true|false (default true) and answers with
