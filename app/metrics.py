@@ -19,7 +19,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 REQUESTS = Counter("bgremove_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"])
 LATENCY = Histogram("bgremove_http_request_duration_seconds", "Time to answer an HTTP request",
-                    ["endpoint", "method"], buckets=_LATENCY_BUCKETS)
+                    ["endpoint", "method", "status"], buckets=_LATENCY_BUCKETS)
 STAGE = Histogram("bgremove_stage_duration_seconds",
                   "Time in one step of the pipeline (segment = inference, including its wait for a slot)",
                   ["stage"], buckets=_LATENCY_BUCKETS)

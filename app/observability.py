@@ -112,7 +112,7 @@ def register(app: Flask, window: LatencyWindow) -> None:
             response.headers["Server-Timing"] = ", ".join(f"{name};dur={ms:.1f}" for name, ms in timings.items())
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        metrics.LATENCY.labels(route, request.method).observe(elapsed)
+        metrics.LATENCY.labels(route, request.method, str(response.status_code)).observe(elapsed)
         metrics.RSS.set(process.memory_info().rss)
         if getattr(app.view_functions.get(request.endpoint), "processing", False):
             window.add(elapsed)

@@ -65,6 +65,7 @@ def test_metrics_count_requests_stages_and_cache(make_app, tmp_path):
     assert delta("bgremove_http_requests_total", endpoint="/api/bg/remove", status="200") == 2
     assert delta("bgremove_http_requests_total", endpoint="/api/bg/remove", status="400") == 1
     assert delta("bgremove_http_request_duration_seconds_count", endpoint="/api/bg/remove") == 3
+    assert delta("bgremove_http_request_duration_seconds_count", endpoint="/api/bg/remove", status="400") == 1
     assert delta("bgremove_stage_duration_seconds_count", stage="segment") == 1  # the second was a hit
     assert delta("bgremove_cache_events_total", event="output_hits") == 1
     assert delta("bgremove_cache_events_total", event="output_misses") == 2  # the junk too: looked up before decoding
