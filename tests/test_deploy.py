@@ -56,12 +56,14 @@ def test_readme_documents_the_start_command():
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_dockerfile_references_start_command_user_and_health(name):
     steps = dockerfile(name)
+    defaults = dict(args.split("=", 1) for i, args in steps if i == "ARG" and "=" in args)
     instructions = [i for i, _ in steps]
     assert instructions.count("FROM") == 2  # a build stage and a slim final stage
     for instruction, args in steps:
         if instruction == "COPY" and "--from=" not in args:
             *sources, _dest = args.split()
             for source in sources:
+                source = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], source)  # build arguments' defaults
                 assert (ROOT / source).exists(), f"{name}: COPY {source}: no such path"
     (cmd,) = [args for i, args in steps if i == "CMD"]
     assert exec_form(cmd) == shlex.split(START)  # the same argv as the README's command
