@@ -155,11 +155,5 @@ def status():
         "worker_pid": os.getpid(),
         "requests_served": state.requests_served,
         "cache": state.cache.stats(),
-        "inference": {
-            "max_concurrent": s.max_concurrent_inferences,
-            "max_queue": s.max_queue,
-            "active": state.gate.active,
-            "waiting": state.gate.waiting,
-            "request_timeout_s": s.request_timeout_s,
-        },
+        "inference": state.inference(),
     })

@@ -49,9 +49,7 @@ def stats():
         "model_memory_mb": state.model_memory_mb(),
         "rss_mb": round(state.rss_mb(), 1),
         "gpu_memory_allocated_gb": runtime.get("gpu_memory_allocated_gb"),
-        "inference": {"active": state.gate.active, "waiting": state.gate.waiting,
-                      "max_concurrent": state.settings.max_concurrent_inferences,
-                      "max_queue": state.settings.max_queue},
+        "inference": state.inference(),
         "cache": cache,
     })
 

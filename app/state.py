@@ -59,6 +59,12 @@ class ServiceState:
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
 
+    def inference(self) -> dict[str, object]:
+        """The inference slots and their queue, now (for /api/bg/status and /stats)."""
+        s = self.settings
+        return {"max_concurrent": s.max_concurrent_inferences, "max_queue": s.max_queue, "active": self.gate.active,
+                "waiting": self.gate.waiting, "request_timeout_s": s.request_timeout_s}
+
     def model_memory_mb(self) -> float:
         """The weights' memory: float32 parameters (activations come and go with requests)."""
         return round(self.segmenter.info.parameters * 4 / 2**20, 1)

@@ -2,7 +2,6 @@
 
 import hashlib
 import sys
-import zipfile
 
 import pytest
 

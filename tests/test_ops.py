@@ -12,7 +12,7 @@ import requests
 from openapi_spec_validator import validate
 
 from app.options import COMMON_FIELDS
-from benchmarks.serverkit import fixture_images, post_image, running_server
+from benchmarks.serverkit import running_server
 from tests.conftest import photo, post
 
 DOG = photo("animal-1.jpg").read_bytes()
