@@ -14,6 +14,8 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
+from config.logformat import JSON_FORMATTER_KWARGS
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 
@@ -35,11 +37,7 @@ class RequestContext(logging.Filter):
 
 
 def json_formatter() -> logging.Formatter:
-    return JsonFormatter(
-        "%(levelname)s %(message)s %(name)s %(asctime)s",
-        rename_fields={"levelname": "severity", "asctime": "time", "name": "logger"},
-        datefmt="%Y-%m-%dT%H:%M:%S%z",
-    )
+    return JsonFormatter(**JSON_FORMATTER_KWARGS)
 
 
 def configure(level: str, fmt: str, project: str = "") -> None:

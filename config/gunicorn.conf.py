@@ -12,6 +12,7 @@ import sys
 import tempfile
 
 from config import BootError, ConfigError, Settings
+from config.logformat import JSON_FORMATTER_KWARGS
 
 try:
     settings = Settings.from_env()
@@ -44,7 +45,8 @@ if settings.log_format == "json":
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "app.logs.json_formatter"}},
+        # The formatter by its library's name: naming app.logs here would import the whole app into the master.
+        "formatters": {"json": {"()": "pythonjsonlogger.json.JsonFormatter", **JSON_FORMATTER_KWARGS}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         # The root logger is the app's (app/logs.py adds its handler in each worker).
         "root": {"level": "WARNING", "handlers": []},
