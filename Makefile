@@ -4,13 +4,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= models/u2netp.onnx
 
-.PHONY: setup setup-dev setup-gpu model run test bench loadtest clean
+.PHONY: setup setup-dev setup-gpu system system-dev model run test bench loadtest clean
 
-## setup: runtime dependencies of the CPU tier + the default model (idempotent)
-setup: $(VENV)/.runtime model
+## setup: system packages (nginx, the HTTP edge), runtime dependencies of the CPU tier + the default model (idempotent)
+setup: system $(VENV)/.runtime model
+
+## system: the Debian packages the service needs (nginx-light), installed with apt-get when missing
+system:
+	scripts/system-packages
+
+## system-dev: also redis-server, for the shared rate-limit tests
+system-dev:
+	scripts/system-packages --dev
 
 ## setup-dev: setup + test and benchmark dependencies (rembg, pytest, the GCS emulator) + the gpu and gcs extras, so the InSPyReNet adapter and the GCS cache are tested too
-setup-dev: setup $(VENV)/.dev
+setup-dev: setup system-dev $(VENV)/.dev
 
 ## setup-gpu: setup + the GPU tier's extras (torch, timm, transparent-background; google-cloud-storage); weights come from MODEL_PATH
 setup-gpu: $(VENV)/.runtime | $(BIN)/python

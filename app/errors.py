@@ -72,6 +72,22 @@ class ImageTooLarge(ApiError):
     field = "file"
 
 
+class ImageTooComplex(ApiError):
+    """Decoding would cost far more than the pixels justify (e.g. a progressive JPEG with
+    thousands of scans): refused from the file's structure, before decoding."""
+
+    status = 422
+    code = "image_too_complex"
+    field = "file"
+
+
+class ClientGone(ApiError):
+    """The client closed its connection: the work it asked for is dropped (nobody reads the answer)."""
+
+    status = 499  # nginx's "client closed request"; logged, never seen by the client
+    code = "client_closed_request"
+
+
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
