@@ -6,12 +6,14 @@ Pure functions of bytes and arrays; no Flask here.
 from __future__ import annotations
 
 import io
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from app.errors import ApiError, ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
+from app.errors import ApiError, ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
 
 # Pillow format -> file extensions a client may use for it.
 SUPPORTED_FORMATS: dict[str, tuple[str, ...]] = {
@@ -52,12 +54,21 @@ class DecodedImage:
         return self.rgb.shape[1], self.rgb.shape[0]
 
 
-def decode_image(data: bytes, *, max_dimension: int, max_pixels: int) -> DecodedImage:
+def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode_bytes: int | None = None) -> DecodedImage:
     """Bytes of an upload -> :class:`DecodedImage`, or an :class:`ApiError` saying what is wrong.
 
-    Dimensions are checked from the header before a pixel is decoded; JPEGs larger
-    than needed are decoded at a reduced DCT scale (``draft``), which is faster and
-    smaller; ``max_pixels`` bounds what would actually be decoded.
+    The cost is judged before a pixel is decoded, from the file's structure:
+    - dimensions from the header; JPEGs larger than needed are decoded at a reduced DCT scale
+      (``draft``), and ``max_pixels`` bounds what is actually decoded;
+    - a JPEG with several scans (progressive, or sequential non-interleaved) makes libjpeg hold
+      the whole image's coefficients, whatever the draft scale: it is judged by its full size,
+      and its scans are counted (each one is a pass over every block) and capped at
+      ``MAX_JPEG_SCANS``, as libjpeg's ``-maxscans`` does;
+    - ``max_decode_bytes`` bounds the memory decoding takes (:func:`decode_cost_bytes`): the
+      decoded pixels in their own mode and the copies the decoder and the scaling make.
+    Once decoded, the image is scaled to fit in its own mode, before any conversion or
+    rotation, so that no second full-size copy is made (a high-bit-depth or RGBA image is
+    several times its file's size); then it is rotated and converted at the working size.
     """
     if not data:
         raise MissingFile("file: the uploaded file is empty")
@@ -67,18 +78,37 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int) -> Decoded
         width, height = source_size
         if width < 1 or height < 1:
             raise InvalidImage(f"file: the image declares an impossible size {width}x{height}")
-        if img.format in ("JPEG", "MPO") and max(width, height) > max_dimension:
-            img.draft(None, (max_dimension, max_dimension))
+        scans = 0
+        if img.format in ("JPEG", "MPO"):
+            scans = jpeg_scans(data)
+            if scans > MAX_JPEG_SCANS:
+                raise ImageTooComplex(
+                    f"file: the JPEG has {scans if scans <= 10 * MAX_JPEG_SCANS else 'thousands of'} scans; "
+                    f"at most {MAX_JPEG_SCANS} are decoded (a normal progressive JPEG has about 10)"
+                )
+            if scans > 1 and width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"file: the progressive JPEG is {width}x{height} pixels; at most {max_pixels:,} pixels "
+                    "can be decoded from a progressive (multi-scan) JPEG, which is decoded at full size"
+                )
+            if max(width, height) > max_dimension:
+                img.draft(None, (max_dimension, max_dimension))
         decoded = img.size[0] * img.size[1]
         if decoded > max_pixels:
             raise ImageTooLarge(
                 f"file: the image is {width}x{height} pixels; at most {max_pixels:,} pixels can be decoded "
                 f"(the longest side is scaled to {max_dimension} anyway)"
             )
+        cost = decode_cost_bytes(img, (width, height), multi_scan=scans > 1)
+        if max_decode_bytes is not None and cost > max_decode_bytes:
+            raise ImageTooLarge(
+                f"file: decoding this {width}x{height} {img.format} ({img.mode}) would take {cost / 2**20:.0f} MB; "
+                f"at most {max_decode_bytes / 2**20:.0f} MB are allowed here (send it smaller, or as a JPEG)"
+            )
         fmt = img.format or "unknown"
         icc = img.info.get("icc_profile") if img.mode in _RGB_PROFILE_MODES else None
         img.load()  # first frame of an animation or multi-page file
-        pixels = _fit(_to_rgb_or_rgba(_apply_orientation(img)), max_dimension)
+        pixels = _to_rgb_or_rgba(_apply_orientation(_fit(_resizable(img), max_dimension)))
         rgb = np.asarray(pixels.convert("RGB"))
         alpha = np.asarray(pixels.getchannel("A")) if pixels.mode == "RGBA" else None
     except ApiError:
@@ -89,7 +119,88 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int) -> Decoded
         raise InvalidImage("file: the image data is truncated or corrupt") from None
     finally:
         img.close()
-    return DecodedImage(rgb, alpha, fmt, source_size, icc or None)
+    return DecodedImage(rgb, alpha, fmt, source_size, valid_icc_profile(icc))
+
+
+# A legitimate progressive JPEG has about 10 scans (libjpeg's default script), rarely more than 20.
+MAX_JPEG_SCANS = 100
+# Real ICC profiles are a few KB, up to a few hundred KB for detailed printer profiles.
+MAX_ICC_BYTES = 1 << 20
+_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # in entropy-coded data: a marker, not a stuffed byte or RSTn
+
+
+def decode_cost_bytes(img: Image.Image, full_size: tuple[int, int], multi_scan: bool = False) -> int:
+    """The memory that decoding ``img`` (opened, not loaded; after ``draft``) and scaling it takes.
+
+    - the pixels in their own mode (Pillow keeps 1 byte a pixel for 1/L/P, 2 for 16-bit
+      greyscale, 4 for everything else, two-band modes included);
+    - WebP: libwebp's canvas and the frame's bytes besides the image (Pillow decodes through
+      the animation API): three times the pixels;
+    - transparency: an RGBA copy (palette expansion, or the premultiplied copy that smooth
+      scaling of RGBA makes);
+    - a multi-scan JPEG: libjpeg's whole-image coefficient buffer, 2 bytes per coefficient of
+      each component at the file's full size, whatever the draft scale.
+    """
+    width, height = img.size
+    pixels = width * height
+    mode = img.mode
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    cost = pixels * per_pixel
+    if img.format == "WEBP":
+        cost *= 3
+    if mode in _ALPHA_MODES or mode == "P" or "transparency" in img.info:
+        cost += pixels * 4
+    if multi_scan:
+        layers = getattr(img, "layer", None) or [("", 1, 1, 0)] * len(img.getbands())
+        h_max = max(h for _, h, _, _ in layers) or 1
+        v_max = max(v for _, _, v, _ in layers) or 1
+        full_w, full_h = full_size
+        blocks = sum(math.ceil(full_w * h / h_max / 8) * math.ceil(full_h * v / v_max / 8) for _, h, v, _ in layers)
+        cost += blocks * 64 * 2
+    return cost
+
+
+def jpeg_scans(data: bytes, stop_after: int = MAX_JPEG_SCANS + 1) -> int:
+    """The number of scans (SOS markers) of the first image in a JPEG, counting up to ``stop_after``.
+
+    Walks the markers: a segment is skipped by its length (so thumbnails inside EXIF are not
+    counted), a scan's entropy-coded data up to the next real marker. Stops at EOI.
+    """
+    scans, pos, end = 0, 2, len(data)
+    while pos + 4 <= end and scans < stop_after:
+        if data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xDA:
+            scans += 1
+            found = _MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    return scans
+
+
+def valid_icc_profile(icc: bytes | None) -> bytes | None:
+    """The input's ICC profile if it is a real RGB profile of sane size, else None (dropped:
+    a broken or oversized profile must not be copied into every output)."""
+    if not icc or len(icc) > MAX_ICC_BYTES:
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if profile.profile.xcolor_space.strip() != "RGB":
+            return None
+    except Exception:  # noqa: BLE001 - littlecms refuses it: not a profile
+        return None
+    return icc
 
 
 def _open(data: bytes) -> Image.Image:
@@ -119,36 +230,60 @@ def _apply_orientation(img: Image.Image) -> Image.Image:
         return img
 
 
+def _resizable(img: Image.Image) -> Image.Image:
+    """``img`` in a mode that can be scaled smoothly without losing what it shows: palette and
+    1-bit images (Pillow resizes those by nearest neighbour) and colour-keyed transparency
+    (``tRNS``: blending would break the key) become RGB(A)/LA first; other modes stay as they are."""
+    keyed = "transparency" in img.info and img.mode not in _ALPHA_MODES
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        return _high_bit_depth_to_l(img) if keyed else img
+    if img.mode in ("P", "PA", "1") or keyed:
+        return img.convert("RGBA" if keyed or img.mode != "1" else "L")
+    return img
+
+
 def _to_rgb_or_rgba(img: Image.Image) -> Image.Image:
     """RGB, or RGBA when the image has any transparency at all."""
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         img = _high_bit_depth_to_l(img)
     if img.mode not in _ALPHA_MODES and "transparency" not in img.info:
         return img.convert("RGB")
-    rgba = img.convert("RGBA")
+    rgba = img if img.mode == "RGBA" else img.convert("RGBA")
     return rgba.convert("RGB") if rgba.getchannel("A").getextrema() == (255, 255) else rgba
 
 
 def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
-    """16-bit (or 32-bit) greyscale -> 8-bit, by scaling rather than clipping."""
-    arr = np.asarray(img).astype(np.float32)
+    """16-bit (or 32-bit) greyscale -> 8-bit, by scaling rather than clipping; a ``tRNS``
+    colour key becomes an alpha channel (LA)."""
+    key = img.info.get("transparency")
+    lo, hi = img.getextrema()
     if img.mode == "F":
-        top = 1.0 if float(arr.max(initial=0.0)) <= 1.0 else 255.0
+        top = 1.0 if float(hi) <= 1.0 else 255.0
     else:
-        top = 65535.0 if img.mode.startswith("I;16") or float(arr.max(initial=0)) > 255 else 255.0
-    scaled = np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
-    return Image.fromarray(scaled, "L")
+        top = 65535.0 if img.mode.startswith("I;16") or float(hi) > 255 else 255.0
+    arr = np.asarray(img)
+    grey = np.empty(arr.shape, np.uint8)
+    for row in range(0, arr.shape[0], 256):  # in strips: no full-size float copy
+        strip = arr[row:row + 256].astype(np.float32)
+        grey[row:row + 256] = np.clip(strip * np.float32(255.0 / top) + np.float32(0.5), 0, 255)
+    out = Image.fromarray(grey, "L")
+    if isinstance(key, (int, float)) and not isinstance(key, bool):
+        alpha = Image.fromarray(np.where(arr == key, np.uint8(0), np.uint8(255)), "L")
+        out = Image.merge("LA", (out, alpha))
+    return out
 
 
 def _fit(img: Image.Image, max_dimension: int) -> Image.Image:
-    """Scale down so the longest side is at most ``max_dimension`` (RGBA is resampled premultiplied)."""
+    """Scale down so the longest side is at most ``max_dimension``, in the image's own mode
+    (RGBA is resampled premultiplied). Far larger images are first reduced by an integer
+    factor (``reducing_gap``), which needs no full-size intermediate."""
     width, height = img.size
     longest = max(width, height)
     if longest <= max_dimension:
         return img
     scale = max_dimension / longest
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return img.resize(size, Image.Resampling.LANCZOS)
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def encode_image(

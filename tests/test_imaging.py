@@ -1,16 +1,18 @@
 """Decoding edge cases: every input kind the API promises, and every way an upload can be bad."""
 
 import io
+import os
 import struct
 import time
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
-from app.errors import ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
-from app.imaging import decode_image
+from app.errors import ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
+from app.imaging import MAX_JPEG_SCANS, decode_cost_bytes, decode_image, encode_image, jpeg_scans
+from benchmarks import hostile
 from tests.conftest import encode, photo, png_bytes
 
 
@@ -108,10 +110,26 @@ def test_large_image_is_scaled_to_fit():
     assert img.size == (700, 350)
 
 
-def test_icc_profile_is_kept():
-    fake_profile = b"\x00" * 128
-    img = decode(encode(gradient(), "PNG", icc_profile=fake_profile))
-    assert img.icc_profile == fake_profile
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_icc_profile_is_kept(fmt):
+    profile = srgb_profile()
+    img = decode(encode(gradient(), fmt, icc_profile=profile))
+    assert img.icc_profile == profile
+
+
+@pytest.mark.parametrize("profile", [b"\x00" * 128, os.urandom(6 * 2**20), None])
+def test_broken_or_oversized_icc_profile_is_dropped(profile):
+    """A garbage profile (6 MB in a JPEG was copied into every output) is not kept; a real one
+    padded past the size bound neither."""
+    profile = profile if profile is not None else srgb_profile() + b"\x00" * (2**20)
+    img = decode(encode(gradient(), "JPEG", icc_profile=profile))
+    assert img.icc_profile is None
+    out = encode_image(Image.fromarray(img.rgb), "png", quality=90, png_compress_level=1, icc_profile=img.icc_profile)
+    assert len(out) < 100_000 and "icc_profile" not in Image.open(io.BytesIO(out)).info
 
 
 def test_empty_upload():
@@ -189,3 +207,93 @@ def test_refine_foreground_recovers_the_subject_colour_at_soft_edges():
     assert after < 0.6 * before, (before, after)
     assert refined[band][:, 1].mean() < rgb[band][:, 1].mean() - 20  # the green spill is gone
     assert np.array_equal(refined[alpha == 255], rgb[alpha == 255])
+
+
+def test_sixteen_bit_greyscale_keeps_its_transparency_key():
+    """A tRNS colour key on a 16-bit greyscale PNG: every keyed pixel transparent, no other."""
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 65535, (60, 80), dtype=np.uint16)
+    grey[grey == 4242] = 4243
+    keyed = rng.random((60, 80)) < 0.3
+    grey[keyed] = 4242
+    img = decode(png_bytes(Image.fromarray(grey), transparency=4242))
+    assert img.alpha is not None
+    assert np.array_equal(img.alpha == 0, keyed) and (img.alpha[~keyed] == 255).all()
+
+
+def test_jpeg_scans_are_counted_from_the_markers():
+    for progressive, expected in ((False, 1), (True, 10)):  # libjpeg's default progression: 10 scans for YCbCr
+        assert jpeg_scans(encode(gradient(), "JPEG", progressive=progressive)) == expected
+    # an EXIF thumbnail's own scans are inside APP1 and not counted
+    exif = Image.Exif()
+    thumb = encode(gradient(16, 12), "JPEG", progressive=True)
+    data = encode(gradient(), "JPEG", exif=exif.tobytes() + thumb)
+    assert jpeg_scans(data) == 1
+    assert jpeg_scans(hostile.scan_bomb_jpeg(256, 500)) == MAX_JPEG_SCANS + 1  # counting stops past the cap
+
+
+def test_progressive_scan_bomb_is_refused_before_decoding():
+    """A valid 4096² progressive JPEG with one AC scan repeated 2,000 times: refused from its markers."""
+    data = hostile.scan_bomb_jpeg(4096, 2000)
+    assert len(data) < 500_000
+    t0 = time.perf_counter()
+    with pytest.raises(ImageTooComplex) as err:
+        decode(data)
+    assert time.perf_counter() - t0 < 1.0  # generous bound: decoding it takes ~20 s
+    assert err.value.code == "image_too_complex" and "scans" in err.value.message
+    # a normal progressive photo is served
+    assert decode(encode(gradient(640, 480), "JPEG", progressive=True)).size == (640, 480)
+
+
+def test_progressive_jpeg_is_judged_by_its_full_size():
+    """libjpeg holds a multi-scan JPEG's coefficients at full size whatever the draft scale:
+    13000² progressive is refused (a baseline one of that size decodes at 1/8)."""
+    with pytest.raises(ImageTooLarge) as err:
+        decode(hostile.huge_progressive_jpeg(13000))
+    assert "progressive" in err.value.message
+    baseline = encode(Image.new("RGB", (13000, 6000), (10, 200, 30)), "JPEG", quality=50)
+    assert decode(baseline).size == (1024, 473)
+
+
+def test_decode_cost_is_budgeted_by_decoded_size():
+    """A 716-byte lossless 4096² WebP decodes to three 64 MB copies: over a 128 MB budget it is a 422
+    naming the cost; the same pixels as a PNG fit."""
+    webp = hostile.lossless_webp_rgba(4096)
+    assert len(webp) < 2000
+    with pytest.raises(ImageTooLarge) as err:
+        decode_image(webp, max_dimension=1024, max_pixels=4096 * 4096, max_decode_bytes=128 * 2**20)
+    assert "MB" in err.value.message
+    small = hostile.lossless_webp_rgba(2048)
+    assert decode_image(small, max_dimension=1024, max_pixels=4096 * 4096, max_decode_bytes=128 * 2**20).size == (1024, 1024)
+    for name, data in hostile.memory_bombs().items():
+        with Image.open(io.BytesIO(data)) as img:
+            cost = decode_cost_bytes(img, img.size)
+        if cost <= 128 * 2**20:
+            decoded = decode_image(data, max_dimension=1024, max_pixels=4096 * 4096, max_decode_bytes=128 * 2**20)
+            assert max(decoded.size) == 1024, name
+
+
+@pytest.mark.parametrize("name", sorted(hostile.memory_bombs()))
+def test_memory_bombs_decode_within_their_budget(name, tmp_path):
+    """Decoding each accepted memory bomb raises the process's peak RSS by no more than its
+    computed cost (+16 MB): scaling happens in the image's own mode, without full-size copies."""
+    import subprocess
+    import sys
+
+    path = tmp_path / name
+    path.write_bytes(hostile.memory_bombs()[name])
+    script = (
+        "import resource, sys\n"
+        "from PIL import Image\n"
+        "from app.imaging import decode_image, decode_cost_bytes\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "img = Image.open(sys.argv[1]); cost = decode_cost_bytes(img, img.size); img.close()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "decode_image(data, max_dimension=1024, max_pixels=4096 * 4096)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, cost)\n"
+    )
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # the 512 MB tier's malloc policy
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(os.path.dirname(__file__)), check=True).stdout.split()
+    grown, cost = int(out[0]), int(out[1])
+    assert grown <= cost + 16 * 2**20, f"{name}: +{grown / 2**20:.0f} MB for a cost of {cost / 2**20:.0f} MB"

@@ -1,0 +1,202 @@
+"""Hostile clients and hostile images, shared by the hardening tests and `make loadtest`.
+
+Clients: connections that send one byte and wait, that announce a body and send five
+bytes of it, that drip their headers a byte at a time, and honest phones uploading
+slowly. Images: small files that are expensive to decode (a progressive JPEG whose scans
+repeat thousands of times) or large once decoded (lossless WebP, tall PNG, 16-bit PNG,
+float TIFF, a huge progressive JPEG).
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+# -- clients ---------------------------------------------------------------------------------
+
+SLOW_KINDS = ("one_byte", "short_body", "drip_headers")
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+@contextmanager
+def slow_connections(port: int, count: int, kinds: tuple[str, ...] = SLOW_KINDS) -> Iterator[list[socket.socket]]:
+    """``count`` connections that never finish their request, spread over ``kinds``; the
+    dripping ones get one more header byte per second from a thread while the block runs."""
+    socks: list[tuple[str, socket.socket]] = []
+    drip_text = b"GET /api/bg/health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4000
+    for i in range(count):
+        kind = kinds[i % len(kinds)]
+        s = _connect(port)
+        if kind == "one_byte":
+            s.sendall(b"P")
+        elif kind == "short_body":
+            s.sendall(b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                      b"Content-Type: multipart/form-data; boundary=b\r\n\r\nhello")
+        else:
+            s.sendall(drip_text[:1])
+        socks.append((kind, s))
+    stop = threading.Event()
+
+    def drip() -> None:
+        sent = 1
+        while not stop.wait(1.0) and sent < len(drip_text):
+            for kind, s in socks:
+                if kind == "drip_headers":
+                    try:
+                        s.sendall(drip_text[sent:sent + 1])
+                    except OSError:
+                        pass
+            sent += 1
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    try:
+        yield [s for _, s in socks]
+    finally:
+        stop.set()
+        thread.join()
+        for _, s in socks:
+            s.close()
+
+
+def multipart(fields: dict[str, str], file_name: str, data: bytes, boundary: str = "hostile-boundary") -> tuple[bytes, str]:
+    """A multipart/form-data body with ``fields`` and one file part; (body, content type)."""
+    parts = []
+    for key, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def read_response(sock: socket.socket, timeout_s: float) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response from ``sock`` (Content-Length framed; or until close)."""
+    sock.settimeout(timeout_s)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response: {buf[:200]!r}")
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", -1))
+    while length < 0 or len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, headers, body
+
+
+def raw_request(port: int, request: bytes, timeout_s: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` bytes as they are and read the answer."""
+    with _connect(port) as s:
+        s.sendall(request)
+        return read_response(s, timeout_s)
+
+
+def slow_upload(port: int, path: Path, rate_bytes_s: int, endpoint: str = "/api/bg/remove",
+                timeout_s: float = 120) -> tuple[int, dict[str, str], bytes]:
+    """An honest phone on a slow link: the whole upload, sent at ``rate_bytes_s``."""
+    body, ctype = multipart({}, path.name, path.read_bytes())
+    head = (f"POST {endpoint} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    chunk = max(1, rate_bytes_s // 10)
+    with _connect(port) as s:
+        s.sendall(head)
+        for start in range(0, len(body), chunk):
+            s.sendall(body[start:start + chunk])
+            time.sleep(0.1)
+        return read_response(s, timeout_s)
+
+
+# -- images ----------------------------------------------------------------------------------
+
+def _encode(img: Image.Image, fmt: str, **save) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def _segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of every JPEG segment up to EOI; a scan runs to the next marker."""
+    out, pos = [], 2
+    while pos < len(data) - 1:
+        assert data[pos] == 0xFF, pos
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            out.append((marker, pos, pos + 2))
+            break
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        end = pos + 2 + length
+        if marker == 0xDA:  # entropy-coded data follows, up to a marker that is not a stuffed 0xFF00 or RSTn
+            while not (data[end] == 0xFF and data[end + 1] not in (0x00, *range(0xD0, 0xD8))):
+                end += 1
+        out.append((marker, pos, end))
+        pos = end
+    return out
+
+
+def scan_bomb_jpeg(side: int = 2048, repeats: int = 2000) -> bytes:
+    """A valid progressive JPEG whose last AC scan is repeated ``repeats`` times: small (a flat
+    image's scans are a few bytes), and each repeat costs the decoder a pass over every block."""
+    data = _encode(Image.new("RGB", (side, side), (90, 140, 60)), "JPEG", quality=90, progressive=True)
+    segments = _segments(data)
+    scans = [(s, e) for m, s, e in segments if m == 0xDA]
+    start, end = scans[-1]
+    eoi = segments[-1][1]
+    return data[:eoi] + data[start:end] * repeats + data[eoi:]
+
+
+def huge_progressive_jpeg(side: int = 13000, subsampling: int = 0) -> bytes:
+    """A flat ``side``² progressive JPEG (4:4:4 by default): a couple of MB, ~1 GB of coefficients."""
+    return _encode(Image.new("RGB", (side, side), (120, 160, 200)), "JPEG", quality=50, progressive=True,
+                   subsampling=subsampling)
+
+
+def lossless_webp_rgba(side: int = 4096) -> bytes:
+    img = Image.new("RGBA", (side, side), (200, 100, 50, 255))
+    img.paste((10, 20, 30, 0), (0, 0, side // 2, side // 2))
+    return _encode(img, "WEBP", lossless=True)
+
+
+def tall_png(width: int = 4, height: int = 4194304) -> bytes:
+    return _encode(Image.new("RGB", (width, height), (0, 128, 255)), "PNG", optimize=True)
+
+
+def png16(side: int = 4096) -> bytes:
+    grey = (np.arange(side * side, dtype=np.uint32) % 65536).astype(np.uint16).reshape(side, side)
+    return _encode(Image.fromarray(grey), "PNG")
+
+
+def float_tiff(side: int = 4096) -> bytes:
+    return _encode(Image.fromarray(np.full((side, side), 0.5, np.float32), "F"), "TIFF", compression="tiff_deflate")
+
+
+def memory_bombs() -> dict[str, bytes]:
+    """Small uploads that are large once decoded, each within today's pixel limit."""
+    return {
+        "lossless_webp_4096_rgba.webp": lossless_webp_rgba(),
+        "tall_4x4194304.png": tall_png(),
+        "png16_4096.png": png16(),
+        "float_4096.tif": float_tiff(),
+    }
