@@ -17,7 +17,7 @@ import yaml
 from config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-START = 'gunicorn -c config/gunicorn.conf.py "app:create_app()"'
+START = "python -m config.edge"
 DOCKERFILES = ["Dockerfile.tiny", "Dockerfile.gpu"]
 
 

@@ -1,0 +1,180 @@
+"""The service as deployed: nginx in front of gunicorn, one container. ``python -m config.edge``.
+
+Why a proxy in front: gunicorn's gthread worker hands a connection to a thread as soon as
+its first byte arrives, and the thread then blocks reading headers and body with no
+deadline. A few idle, dripping or slow-uploading clients (one per thread) stopped every
+request, health probes included. nginx reads each request completely (headers within
+``HEADER_TIMEOUT_S``, the body with at most ``BODY_TIMEOUT_S`` between two reads, bodies over
+``BODY_BUFFER`` spooled to disk) with an event loop that holds thousands of slow
+connections for a few KB each, and only then passes it to gunicorn over a unix socket;
+a thread is never spent waiting on a client. It also buffers responses for slow readers
+and answers its own errors (malformed requests, oversized headers, timeouts, the app not
+up yet) in the service's JSON error shape. This is the arrangement gunicorn's own
+deployment docs prescribe.
+
+This module is the container's process 1: it renders nginx's configuration from the
+settings, starts gunicorn and nginx, and on SIGTERM stops them in the order that loses
+nothing: nginx first (it stops accepting and finishes every request it has taken, so
+queued requests are answered), then gunicorn. If either exits on its own, the other is
+stopped and the exit status passed on, so the platform restarts the container.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from config import ConfigError, Settings
+
+HEADER_TIMEOUT_S = 10  # the whole request line and headers (nginx: client_header_timeout)
+BODY_TIMEOUT_S = 20  # between two reads of the body: a phone uploading slowly is fine, a stalled one is cut
+SEND_TIMEOUT_S = 30  # between two writes of the response
+KEEPALIVE_S = 15
+BODY_BUFFER = "256k"  # larger bodies wait on disk, not in memory, until complete
+MAX_CONNECTIONS = 4096
+# Room for the multipart boundaries and small fields around the file (as app/http_io.py).
+BODY_SLACK_BYTES = 64 * 1024
+
+# Errors nginx answers itself, in the API's shape. 502/504: the app is not answering (booting
+# or restarting); the client should retry.
+_EDGE_ERRORS = {
+    400: (400, "bad_request", "malformed HTTP request"),
+    408: (408, "request_timeout", "the request was not received in time"),
+    413: (413, "file_too_large", "the request body is larger than allowed"),
+    414: (414, "uri_too_long", "the request line is too long"),
+    494: (431, "request_header_fields_too_large", "the request headers are too large"),
+    500: (503, "unavailable", "the service is not answering; retry shortly"),
+    502: (503, "unavailable", "the service is starting or restarting; retry shortly"),
+    503: (503, "unavailable", "the service is not answering; retry shortly"),
+    504: (503, "timeout", "the service did not answer in time; retry shortly"),
+}
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    if not found:
+        raise ConfigError("nginx: not installed (run `make setup`, or `apt-get install nginx-light`)")
+    return found
+
+
+def render_nginx_conf(settings: Settings, run_dir: Path, upstream: Path) -> str:
+    """nginx.conf for ``settings``: listen on HOST:PORT, pass complete requests to ``upstream``."""
+    max_body = settings.max_file_size_bytes + BODY_SLACK_BYTES
+    # The app's own deadline plus room for encoding, so nginx never cuts an answer the app will give.
+    read_timeout = int(settings.request_timeout_s) + 30
+    temp = {name: run_dir / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
+    user = "user root;" if os.geteuid() == 0 else ""  # as root, nginx would drop its workers to nobody
+    error_pages = []
+    for status, (answer, code, message) in _EDGE_ERRORS.items():
+        error_pages.append(f"    error_page {status} ={answer} /_edge/{status};")
+        error_pages.append(
+            f"    location = /_edge/{status} {{ internal; default_type application/json;"
+            f"{' add_header Retry-After 2 always;' if answer == 503 else ''}"
+            " add_header X-Content-Type-Options nosniff always; add_header Cache-Control no-store always;"
+            f" return {answer} '{{\"error\": {{\"code\": \"{code}\", \"message\": \"{message}\"}}}}\\n'; }}"
+        )
+    error_block = "\n".join(error_pages)
+    return f"""# Rendered by config/edge.py at start; do not edit.
+worker_processes 1;
+daemon off;
+{user}
+pid {run_dir}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections {MAX_CONNECTIONS}; }}
+http {{
+  access_log off;  # the app writes one JSON access line per request
+  server_tokens off;
+  client_body_temp_path {temp['body']};
+  proxy_temp_path {temp['proxy']};
+  fastcgi_temp_path {temp['fastcgi']};
+  uwsgi_temp_path {temp['uwsgi']};
+  scgi_temp_path {temp['scgi']};
+  client_header_timeout {HEADER_TIMEOUT_S}s;
+  client_body_timeout {BODY_TIMEOUT_S}s;
+  send_timeout {SEND_TIMEOUT_S}s;
+  keepalive_timeout {KEEPALIVE_S}s;
+  reset_timedout_connection on;
+  client_max_body_size {max_body};
+  client_body_buffer_size {BODY_BUFFER};
+  client_header_buffer_size 1k;
+  large_client_header_buffers 4 8k;
+  upstream app {{ server unix:{upstream}; }}
+  server {{
+    listen {settings.host}:{settings.port} backlog=1024;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_request_buffering on;  # the whole body first, then the app
+      proxy_buffering on;  # and the whole answer, so slow readers do not hold a thread
+      proxy_connect_timeout 5s;
+      proxy_read_timeout {read_timeout}s;
+      proxy_send_timeout {read_timeout}s;
+    }}
+{error_block}
+  }}
+}}
+"""
+
+
+def _stop(proc: subprocess.Popen, sig: int, timeout_s: float) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+        nginx = nginx_binary()
+    except ConfigError as exc:
+        sys.stderr.write(f"config error: {exc}\n")
+        return 2
+    run_dir = Path(tempfile.mkdtemp(prefix="bgremove-edge-"))
+    upstream = run_dir / "app.sock"
+    conf = run_dir / "nginx.conf"
+    conf.write_text(render_nginx_conf(settings, run_dir, upstream))
+    # The app counts nginx as one more proxy in front of it when reading X-Forwarded-For.
+    env = {**os.environ, "EDGE_PROXY": "1"}
+    app = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "--bind", f"unix:{upstream}",
+         "app:create_app()"],
+        env=env,
+    )
+    edge = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(conf), "-e", "stderr"])
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stopping and app.poll() is None and edge.poll() is None:
+            time.sleep(0.2)
+        # nginx first (SIGQUIT: graceful; it answers every request it has taken), then the app.
+        grace = settings.graceful_timeout_s + 5
+        _stop(edge, signal.SIGQUIT, grace)
+        _stop(app, signal.SIGTERM, grace)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if stopping:
+        return 0
+    return app.returncode or edge.returncode or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
