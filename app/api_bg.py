@@ -86,22 +86,33 @@ def _upload_and_cache():
     return upload, open_request_cache(state.cache, state.cache_model, upload.data)
 
 
+def request_budget() -> pipeline.Budget:
+    """This request's deadline (started when it arrived) and a test of whether its client left."""
+    return pipeline.Budget(g.deadline, pipeline.peer_closed(request.environ.get("gunicorn.socket")))
+
+
 def _compute(upload, rc, render, fmt: str, quality: int) -> bytes:
     """Decode, get the mask (cached, or the model's), ``render(image, alpha)``, encode: holding one
-    inference slot throughout (see pipeline.slot). The output is stored once the response is sent."""
+    inference slot throughout (see pipeline.slot), and stopping between steps when the deadline
+    passes or the client leaves. The output is stored once the response is sent."""
     state = get_state()
-    with pipeline.slot(state.gate, g.deadline):
+    budget = request_budget()
+    with pipeline.slot(state.gate, budget):
+        budget.check()
         with stage("decode"):
             image = pipeline.decode(upload.data, state.settings)
+        budget.check()
 
         def segment():
             with stage("segment"):
                 return pipeline.subject_alpha(image, state.segmenter)
 
         alpha = rc.mask(image, segment)
+        budget.check()
         with stage("compose"):
             result = render(image, alpha)
         del alpha
+        budget.check()
         with stage("encode"):
             data = pipeline.encode(result, fmt, quality, image, state.settings)
     rc.keep_output(data)

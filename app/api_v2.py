@@ -6,10 +6,11 @@ import base64
 import json
 import time
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, jsonify, request
 
 import effects
 from app import pipeline
+from app.api_bg import request_budget
 from app.http_io import processing, read_upload
 from app.observability import add_timings
 from app.options import MAX_EFFECTS, ProcessOptions
@@ -36,11 +37,13 @@ def process():
         def mask_of(img):
             return rc.mask(img, lambda: pipeline.subject_alpha(img, state.segmenter))
 
-        with pipeline.slot(state.gate, g.deadline):  # decoding to encoding, as in pipeline.slot's note
+        budget = request_budget()
+        with pipeline.slot(state.gate, budget):  # decoding to encoding, as in pipeline.slot's note
+            budget.check()
             decoding = time.perf_counter()
             image = pipeline.decode(upload.data, state.settings)
             decode_ms = _ms_since(decoding)
-            processed = pipeline.process(image, opts, mask_of, state.settings)
+            processed = pipeline.process(image, opts, mask_of, state.settings, budget)
             del image
         result = {
             "images": {name: base64.b64encode(data).decode("ascii") for name, data in processed.images.items()},

@@ -13,7 +13,9 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from app.errors import Overloaded
+from app.errors import ClientGone, Overloaded
+
+POLL_S = 0.25  # how often a queued request looks whether its client is still there
 
 
 class InferenceGate:
@@ -36,12 +38,25 @@ class InferenceGate:
     def active(self) -> int:
         return self._active
 
+    def _wait(self, timeout_s: float, cancelled: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._semaphore.acquire(timeout=min(left, POLL_S)):
+                return True
+            if cancelled():
+                raise ClientGone("the client closed the connection while waiting for a slot")
+
     def retry_after_s(self) -> int:
         """Seconds until a slot is likely free for a newcomer: the queue ahead, drained at our pace."""
         return max(1, math.ceil((self._waiting + 1) * self._mean_s / self.slots))
 
     @contextmanager
-    def slot(self, timeout_s: float) -> Iterator[None]:
+    def slot(self, timeout_s: float, cancelled: Callable[[], bool] = lambda: False) -> Iterator[None]:
+        """Hold a slot; wait in the queue for at most ``timeout_s``, leaving it early (with
+        :class:`ClientGone`) when ``cancelled()`` turns true (checked every ``POLL_S``)."""
         with self._lock:
             acquired = self._semaphore.acquire(blocking=False)
             if not acquired:
@@ -54,7 +69,7 @@ class InferenceGate:
                 self._observe(self._active, self._waiting)
         if not acquired:
             try:
-                acquired = timeout_s > 0 and self._semaphore.acquire(timeout=timeout_s)
+                acquired = self._wait(timeout_s, cancelled)
             finally:
                 with self._lock:
                     self._waiting -= 1

@@ -5,6 +5,7 @@ No Flask here: blueprints translate HTTP to these calls and back.
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -14,26 +15,66 @@ from PIL import Image
 
 import effects
 from app import compose
+from app.errors import ClientGone, Overloaded
 from app.gate import InferenceGate
 from app.imaging import DecodedImage, decode_image, encode_image
 from app.options import ProcessOptions
 from adapters import Segmenter
 from config import Settings
 
-__all__ = ["decode", "slot", "subject_alpha", "encode", "process", "Processed"]
+__all__ = ["Budget", "peer_closed", "decode", "slot", "subject_alpha", "encode", "process", "Processed"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one request may still spend: time until ``deadline`` (monotonic), and only while
+    its client is there (``client_gone()``). :meth:`check` runs between the CPU-bound steps:
+    a request past its deadline stops with 503 ``timeout``, one whose client left stops
+    with :class:`ClientGone`, so that nobody's abandoned work holds the slot."""
+
+    deadline: float
+    client_gone: Callable[[], bool] = lambda: False
+
+    def remaining_s(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def check(self) -> None:
+        if self.client_gone():
+            raise ClientGone("the client closed the connection; the work was dropped")
+        if self.remaining_s() <= 0:
+            raise Overloaded("server busy: the request ran past its deadline; retry later", 2, code="timeout")
+
+
+def peer_closed(sock: socket.socket | None) -> Callable[[], bool]:
+    """Whether the peer on ``sock`` has closed its side: a zero-byte peek. The request has been
+    read by then, so readable data can only be a pipelined next request (still there)."""
+    if sock is None:
+        return lambda: False
+
+    def closed() -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+
+    return closed
 
 
 def decode(data: bytes, settings: Settings) -> DecodedImage:
-    return decode_image(data, max_dimension=settings.max_dimension, max_pixels=settings.max_input_pixels)
+    return decode_image(data, max_dimension=settings.max_dimension, max_pixels=settings.max_input_pixels,
+                        max_decode_bytes=int(settings.max_decode_mb * 2**20))
 
 
-def slot(gate: InferenceGate, deadline: float):
-    """``with slot(gate, deadline):`` holds one inference slot, waiting for it until ``deadline``.
+def slot(gate: InferenceGate, budget: Budget):
+    """``with slot(gate, budget):`` holds one inference slot, waiting for it until the budget's
+    deadline, and giving up its place in the queue if the client leaves.
 
     A request holds it from decoding to encoding, not only around inference: those steps hold
     the full-size arrays, so the slots bound the worker's memory as well as the model's use
     (a queued request holds only its upload's bytes)."""
-    return gate.slot(timeout_s=deadline - time.monotonic())
+    return gate.slot(timeout_s=budget.remaining_s(), cancelled=budget.client_gone)
 
 
 def subject_alpha(image: DecodedImage, segmenter: Segmenter) -> np.ndarray:
@@ -62,13 +103,16 @@ class Processed:
 MaskSource = Callable[[DecodedImage], np.ndarray]  # e.g. subject_alpha on the model, or the cached mask
 
 
-def process(image: DecodedImage, opts: ProcessOptions, mask_of: MaskSource, settings: Settings) -> Processed:
+def process(image: DecodedImage, opts: ProcessOptions, mask_of: MaskSource, settings: Settings,
+            budget: Budget | None = None) -> Processed:
     """Cut the subject out (unless ``remove_background`` is off), render each effect on it, encode each.
 
     ``mask_of(image)`` gives the subject's alpha (the model through :func:`subject_alpha`,
     or the result cache's copy of it). Call it holding a slot (:func:`slot`). Effects act
-    on the subject; the background colour (if any) is laid under each result.
+    on the subject; the background colour (if any) is laid under each result. ``budget`` is
+    checked before each effect.
     """
+    check = budget.check if budget is not None else (lambda: None)
     timings: dict[str, float] = {}
     background = opts.effective_background
     if opts.remove_background:
@@ -82,6 +126,7 @@ def process(image: DecodedImage, opts: ProcessOptions, mask_of: MaskSource, sett
     images: dict[str, bytes] = {}
     encoding = 0.0
     for name, params in opts.effects:
+        check()
         with _timed(timings, name):
             result = effects.apply(name, subject, params)
         started = time.perf_counter()

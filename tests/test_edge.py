@@ -1,0 +1,172 @@
+"""The service as deployed (`python -m config.edge`: nginx in front of gunicorn) against hostile
+clients: slow, idle and dripping connections, abandoned requests, malformed HTTP, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from benchmarks import hostile
+from benchmarks.serverkit import fixture_images, post_image, running_server
+from config.edge import HEADER_TIMEOUT_S
+from tests.conftest import photo
+
+PROBE_TIMEOUT_S = 5  # "answers within a few seconds": a hang check, not a speed figure
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory):
+    with running_server(log_dir=tmp_path_factory.mktemp("edge"), edge=True) as srv:
+        yield srv
+
+
+def probe(url: str) -> int:
+    return requests.get(url + "/api/bg/health", timeout=PROBE_TIMEOUT_S).status_code
+
+
+def test_without_the_edge_a_few_slow_clients_take_gunicorn_down(tmp_path):
+    """The attack is real: one connection per gthread thread that sent one byte and waits
+    makes gunicorn alone stop answering health probes (so the next test can fail)."""
+    with running_server({"WEB_THREADS": "3"}, log_dir=tmp_path) as srv:
+        with hostile.slow_connections(srv.port, 3, kinds=("one_byte",)):
+            time.sleep(0.5)
+            with pytest.raises(requests.RequestException):
+                requests.get(srv.url + "/api/bg/health", timeout=3)
+
+
+def test_fifty_slow_connections_leave_health_and_removal_answering(edge):
+    """60 connections that never finish (one byte and wait; headers with a 100 KB body of which
+    5 bytes come; headers dripped a byte a second) and 4 phones uploading 1.5 MB at 200 KB/s,
+    on a worker with 7 threads: every probe and a real removal keep answering, and the honest
+    slow uploads are served."""
+    uploads: list[tuple[int, dict, bytes]] = []
+
+    def phone():
+        uploads.append(hostile.slow_upload(edge.port, photo("plants-1.jpg"), rate_bytes_s=200_000))
+
+    phones = [threading.Thread(target=phone) for _ in range(4)]
+    with hostile.slow_connections(edge.port, 60):
+        for t in phones:
+            t.start()
+        time.sleep(1.0)
+        statuses = [probe(edge.url) for _ in range(10)]
+        removal = post_image(edge.url, fixture_images()[0], timeout=PROBE_TIMEOUT_S * 4)
+        statuses += [probe(edge.url) for _ in range(5)]
+        for t in phones:
+            t.join(timeout=60)
+    assert statuses == [200] * 15
+    assert removal.status_code == 200 and removal.headers["Content-Type"] == "image/png"
+    assert [status for status, _, _ in uploads] == [200] * 4
+    assert all(body[:8] == b"\x89PNG\r\n\x1a\n" for _, _, body in uploads)
+
+
+def test_idle_and_dripping_connections_are_closed_at_the_header_deadline(edge):
+    started = time.monotonic()
+    with hostile.slow_connections(edge.port, 6, kinds=("one_byte", "drip_headers")) as socks:
+        for s in socks:
+            s.settimeout(HEADER_TIMEOUT_S + 10)
+            try:
+                data = s.recv(4096)
+            except ConnectionResetError:  # nginx resets timed-out connections (reset_timedout_connection)
+                data = b""
+            except TimeoutError:
+                pytest.fail("a connection that never finished its headers is still open")
+            assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:100]
+    elapsed = time.monotonic() - started
+    assert elapsed < HEADER_TIMEOUT_S + 10, f"connections still open after {elapsed:.0f} s"
+
+
+def _json_error(status: int, headers: dict, body: bytes, expected_status: int) -> str:
+    assert status == expected_status, (status, body[:200])
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    error = json.loads(body)["error"]
+    assert error["message"]
+    return error["code"]
+
+
+@pytest.mark.parametrize("request_bytes, status, code", [
+    (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+    (b"GET /api/bg/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", 431,
+     "request_header_fields_too_large"),
+    (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", 400, "bad_request"),
+    (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, "bad_request"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage\r\n\r\n", 400, "bad_request"),
+    (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413, "file_too_large"),
+])
+def test_malformed_http_gets_the_json_error_shape(edge, request_bytes, status, code):
+    assert _json_error(*hostile.raw_request(edge.port, request_bytes), status) == code
+    assert probe(edge.url) == 200
+
+
+def test_oversized_chunked_upload_is_refused_while_reading(edge):
+    body = b"x" * (9 * 2**20)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as s:
+        s.sendall(b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+        try:
+            for start in range(0, len(body), 2**20):
+                chunk = body[start:start + 2**20]
+                s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert _json_error(*hostile.read_response(s, 10), 413) == "file_too_large"
+
+
+def test_abandoned_requests_leave_the_queue(edge):
+    """One slot, a request holding it, four uploads sent and abandoned: their work is dropped
+    (logged 499) instead of run, and a normal request sent after them is served."""
+    holder = threading.Thread(target=lambda: post_image(edge.url, fixture_images()[4], "/api/v2/process",
+                                                       {"effects": '["blackwhite", "dither", "popart", "8bit"]'}))
+    holder.start()
+    time.sleep(0.3)
+    body, ctype = hostile.multipart({}, "animal.jpg", photo("animal-1.jpg").read_bytes())
+    abandoned = []
+    for _ in range(4):
+        s = socket.create_connection(("127.0.0.1", edge.port), timeout=5)
+        s.sendall(f"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        abandoned.append(s)
+    time.sleep(0.3)
+    for s in abandoned:
+        s.close()
+    holder.join(timeout=60)
+    assert post_image(edge.url, fixture_images()[0], timeout=30).status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and edge.log().count("POST /api/bg/remove 499") < 4:
+        time.sleep(0.1)
+    assert edge.log().count("POST /api/bg/remove 499") == 4, edge.log()[-3000:]
+
+
+def test_sigterm_answers_every_queued_request(tmp_path):
+    """SIGTERM to the container's process 1 while requests wait in the queue: nginx drains first,
+    then gunicorn, and every request taken is answered."""
+    with running_server(log_dir=tmp_path, edge=True) as srv:
+        results: list[int] = []
+        lock = threading.Lock()
+
+        def one(path):
+            status = post_image(srv.url, path, timeout=60).status_code
+            with lock:
+                results.append(status)
+
+        threads = [threading.Thread(target=one, args=(p,)) for p in fixture_images()[:5]]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            inference = requests.get(srv.url + "/api/bg/status", timeout=5).json()["inference"]
+            if inference["active"] + inference["waiting"] >= 4:
+                break
+            time.sleep(0.02)
+        srv.process.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=90)
+        assert sorted(results) == [200] * 5
+        assert srv.process.wait(timeout=60) == 0
