@@ -40,9 +40,9 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
 model: | $(BIN)/python
 	$(BIN)/python -m adapters.modelfile fetch $(MODEL)
 
-## run: install, fetch the default model, serve it (PORT, default 5000)
+## run: install, fetch the default model, serve it behind the nginx edge (PORT, default 5000), logging as text
 run: setup
-	$(BIN)/gunicorn -c config/gunicorn.conf.py "app:create_app()"
+	PATH="$(CURDIR)/$(BIN):$$PATH" LOG_FORMAT=$${LOG_FORMAT:-text} config/serve
 
 ## test: install everything, run every test
 test: setup-dev

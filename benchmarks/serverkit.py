@@ -62,16 +62,18 @@ class Server:
 @contextmanager
 def running_server(env: dict[str, str] | None = None, boot_timeout_s: float = 60.0, log_dir: Path | None = None,
                    edge: bool = False) -> Iterator[Server]:
-    """gunicorn with ``env`` on a free port; with ``edge``, the service as deployed (``python -m
-    config.edge``: nginx on the port, gunicorn behind it). The result cache is off unless ``env``
+    """gunicorn with ``env`` on a free port; with ``edge``, the service as deployed (``config/serve``:
+    nginx on the port, gunicorn behind it). The result cache is off unless ``env``
     sets CACHE_BACKEND: tests and benchmarks measure the pipeline, not repeated answers."""
     port = free_port()
     full_env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "CACHE_BACKEND": "none", **(env or {})}
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"{'edge' if edge else 'gunicorn'}-{port}.log"
-    command = ["-m", "config.edge"] if edge else ["-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:create_app()"]
+    command = (["config/serve"] if edge else
+               [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:create_app()"])
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=ROOT, env={**full_env, "PYTHON": sys.executable}, stdout=log,
+                                stderr=subprocess.STDOUT)
     server = Server(proc, port, log_path)
     try:
         wait_healthy(server, boot_timeout_s)

@@ -17,7 +17,7 @@ import yaml
 from config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-START = "python -m config.edge"
+START = "config/serve"
 DOCKERFILES = ["Dockerfile.tiny", "Dockerfile.gpu"]
 
 

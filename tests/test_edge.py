@@ -170,3 +170,22 @@ def test_sigterm_answers_every_queued_request(tmp_path):
             t.join(timeout=90)
         assert sorted(results) == [200] * 5
         assert srv.process.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize("env, status, needle", [
+    ({"MAX_QUEUE": "lots"}, 2, "MAX_QUEUE"),  # refused while rendering the edge's config
+    ({"MODEL_PATH": "README.md"}, 4, "MODEL_PATH"),  # the app fails to load: gunicorn halts, nginx is stopped
+])
+def test_a_service_that_cannot_start_stops_the_container(env, status, needle, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.serverkit import ROOT, free_port
+
+    full_env = {**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1", "PYTHON": sys.executable, **env}
+    proc = subprocess.run(["config/serve"], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(ConnectionRefusedError):  # no nginx left behind on the port
+        socket.create_connection(("127.0.0.1", int(full_env["PORT"])), timeout=2)
