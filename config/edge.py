@@ -45,11 +45,16 @@ _EDGE_ERRORS = {
     408: (408, "request_timeout", "the request was not received in time"),
     413: (413, "file_too_large", "the request body is larger than allowed"),
     414: (414, "uri_too_long", "the request line is too long"),
+    405: (405, "method_not_allowed", "the method is not allowed"),
+    411: (411, "length_required", "the request needs a Content-Length"),
+    417: (417, "expectation_failed", "the Expect header cannot be met"),
     494: (431, "request_header_fields_too_large", "the request headers are too large"),
     500: (503, "unavailable", "the service is not answering; retry shortly"),
     502: (503, "unavailable", "the service is starting or restarting; retry shortly"),
     503: (503, "unavailable", "the service is not answering; retry shortly"),
+    501: (501, "not_implemented", "the request uses a transfer coding or method this server does not implement"),
     504: (503, "timeout", "the service did not answer in time; retry shortly"),
+    505: (505, "http_version_not_supported", "the HTTP version is not supported"),
 }
 
 

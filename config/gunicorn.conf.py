@@ -24,7 +24,8 @@ bind = [f"{settings.host}:{settings.port}"]
 # One process per worker, each with its own model; threads share it. On the 512 MB
 # tier that is one worker: a second copy of the model would double the memory.
 workers = settings.web_concurrency
-worker_class = "gthread"
+# gthread, with gunicorn's own error answers (malformed requests) in the API's JSON shape.
+worker_class = "config.worker.ThreadWorker"
 threads = settings.web_threads
 # Not preloaded: each worker loads the model itself, at boot, before it serves.
 preload_app = False

@@ -99,10 +99,38 @@ def _json_error(status: int, headers: dict, body: bytes, expected_status: int) -
     (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, "bad_request"),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage\r\n\r\n", 400, "bad_request"),
     (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413, "file_too_large"),
+    # passed on by nginx, refused by gunicorn itself (config/worker.py)
+    (b"GET /api/bg/health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(300)) + b"\r\n",
+     431, "request_header_fields_too_large"),
+    (b"ABCDEFGHIJKLMNOPQRSTUVWXYZABCD /api/bg/health HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
+    (b"GET /api/bg/health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501,
+     "not_implemented"),
+    (b"GET /api/bg/health HTTP/2.0\r\nHost: x\r\n\r\n", 505, "http_version_not_supported"),
 ])
 def test_malformed_http_gets_the_json_error_shape(edge, request_bytes, status, code):
     assert _json_error(*hostile.raw_request(edge.port, request_bytes), status) == code
     assert probe(edge.url) == 200
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory):
+    with running_server(log_dir=tmp_path_factory.mktemp("bare")) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("request_bytes, status, code", [
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+    (b"GET /api/bg/health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(300)) + b"\r\n",
+     431, "request_header_fields_too_large"),
+    (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", 400, "bad_request"),
+    (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, "bad_request"),
+])
+def test_gunicorn_alone_answers_its_own_errors_as_json(bare, request_bytes, status, code):
+    """Without the edge (e.g. `make` targets that run gunicorn directly), gunicorn's own refusals
+    are JSON too, not its HTML pages."""
+    assert _json_error(*hostile.raw_request(bare.port, request_bytes), status) == code
+    assert probe(bare.url) == 200
 
 
 def test_oversized_chunked_upload_is_refused_while_reading(edge):
