@@ -33,8 +33,11 @@ HEADER_TIMEOUT_S = 10  # the whole request line and headers (nginx: client_heade
 BODY_TIMEOUT_S = 20  # between two reads of the body: a phone uploading slowly is fine, a stalled one is cut
 SEND_TIMEOUT_S = 30  # between two writes of the response
 KEEPALIVE_S = 15
-BODY_BUFFER = "256k"  # larger bodies wait on disk, not in memory, until complete
-MAX_CONNECTIONS = 4096
+# Per connection, nginx holds at most a 1 KB header buffer (4 x 8 KB for long headers) and this
+# much of the body in memory; the rest waits on disk until complete. With MAX_CONNECTIONS, an
+# attacker holding every connection open costs at most ~48 MB, for HEADER_TIMEOUT_S at a time.
+BODY_BUFFER = "16k"
+MAX_CONNECTIONS = 1024
 # Room for the multipart boundaries and small fields around the file (as app/http_io.py).
 BODY_SLACK_BYTES = 64 * 1024
 
