@@ -6,14 +6,26 @@ files there, and ``/metrics`` (served by any one worker) adds them up. Gauges sa
 ``livesum`` (queue depth, memory: the sum over live workers) or ``livemax``. Without
 that variable (tests in one process) the default registry is used.
 
-Labels are bounded: ``endpoint`` is the route's pattern (``/api/bg/remove``), never the raw path.
+Every label takes its values from a fixed set, whatever clients send (each new value would add
+series to every scrape and memory to every worker, for good): ``endpoint`` is the route's
+pattern (``/api/bg/remove``), never the raw path, and ``unmatched`` for any path without a
+route; ``method`` is one of :data:`METHODS` or ``other``; ``status`` is a known HTTP status or
+``other``. Labels filled by the code itself (``stage``, ``event``) are capped as a safeguard.
 """
 
 from __future__ import annotations
 
+import threading
+from http import HTTPStatus
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess,
 )
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER = "other"
+# The statuses HTTP defines, plus 499 (a client that went away, app/errors.py's ClientGone).
+STATUSES = frozenset({str(int(s)) for s in HTTPStatus} | {"499"})
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -36,13 +48,56 @@ GPU_MEMORY = Gauge("bgremove_gpu_memory_allocated_bytes", "GPU memory allocated 
                    multiprocess_mode="livemax")
 
 
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER
+
+
+def status_label(status: int) -> str:
+    text = str(status)
+    return text if text in STATUSES else OTHER
+
+
+class _CappedLabel:
+    """At most ``limit`` distinct values per worker; any further value is counted as ``other``.
+    For labels whose values the code chooses (stage and cache event names): a bug that let a
+    request's data through could then not grow the metrics without bound."""
+
+    def __init__(self, limit: int = 64):
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) < self.limit:
+                self._seen.add(value)
+                return value
+        return OTHER
+
+
+_stage_label = _CappedLabel()
+_cache_event_label = _CappedLabel()
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    labels = (route, method_label(method), status_label(status))
+    REQUESTS.labels(*labels).inc()
+    LATENCY.labels(*labels).observe(seconds)
+
+
+def observe_stage(name: str, seconds: float) -> None:
+    STAGE.labels(_stage_label(name)).observe(seconds)
+
+
 def on_gate_change(active: int, waiting: int) -> None:
     INFERENCE_ACTIVE.set(active)
     QUEUE_DEPTH.set(waiting)
 
 
 def on_cache_event(event: str) -> None:
-    CACHE_EVENTS.labels(event).inc()
+    CACHE_EVENTS.labels(_cache_event_label(event)).inc()
 
 
 def render(multiprocess_dir: str) -> tuple[bytes, str]:

@@ -6,7 +6,8 @@
 - ``Server-Timing``: the pipeline steps the request went through (``stage()`` blocks:
   decode, segment, effects, encode, cache), readable in browsers' network panels.
 - One access log line per request, with Cloud Logging's ``httpRequest`` fields.
-- Metrics: requests and latency by route and status, stage times, requests in flight, RSS.
+- Metrics: requests and latency by route, method and status, stage times, requests in flight, RSS;
+  every label from a fixed set (app/metrics.py), so odd methods and paths cannot grow them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def stage(name: str) -> Iterator[None]:
         yield
     finally:
         elapsed = time.perf_counter() - started
-        metrics.STAGE.labels(name).observe(elapsed)
+        metrics.observe_stage(name, elapsed)
         if has_request_context():
             timings = g.setdefault("server_timing", {})
             timings[name] = timings.get(name, 0.0) + elapsed * 1000
@@ -66,7 +67,7 @@ def stage(name: str) -> Iterator[None]:
 def add_timings(timings_ms: dict[str, float]) -> None:
     """Steps timed elsewhere (e.g. by pipeline.process) into Server-Timing and the stage histogram."""
     for name, ms in timings_ms.items():
-        metrics.STAGE.labels(name).observe(ms / 1000)
+        metrics.observe_stage(name, ms / 1000)
         if has_request_context():
             timings = g.setdefault("server_timing", {})
             timings[name] = timings.get(name, 0.0) + ms
@@ -110,9 +111,8 @@ def register(app: Flask, window: LatencyWindow) -> None:
         timings = g.get("server_timing")
         if timings:
             response.headers["Server-Timing"] = ", ".join(f"{name};dur={ms:.1f}" for name, ms in timings.items())
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        metrics.LATENCY.labels(route, request.method, str(response.status_code)).observe(elapsed)
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"  # bounded labels only
+        metrics.observe_request(route, request.method, response.status_code, elapsed)
         metrics.RSS.set(process.memory_info().rss)
         if getattr(app.view_functions.get(request.endpoint), "processing", False):
             window.add(elapsed)

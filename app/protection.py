@@ -2,13 +2,26 @@
 
 - API keys (``API_KEYS``, comma-separated): when set, every processing endpoint needs
   ``X-API-Key`` with one of them (401 otherwise). Probes, status, docs and metrics stay open.
-- Rate limit (``RATE_LIMIT``, e.g. ``60/minute``) on processing endpoints, per API key, or
-  per client IP without one, through Flask-Limiter: 429 with ``Retry-After``. Counters live
-  in ``RATE_LIMIT_STORAGE_URI``: ``memory://`` counts per worker process, so an instance
-  with N workers allows up to N times the rate; a fleet shares ``redis://…``.
+- Failed key checks (``AUTH_FAILURE_LIMIT``, default ``10/minute``) are counted per client IP;
+  over that budget, requests from that IP that carry a key get 429 with ``Retry-After`` before
+  their key is compared (a right key too: an answer that depended on it would be an oracle).
+  Requests from other clients, with valid keys, are served as usual.
+- Rate limit (``RATE_LIMIT``, e.g. ``60/minute``): one budget per client across the processing
+  endpoints (preflights are free), through Flask-Limiter: 429 with ``Retry-After``. The client is
+  a *validated* API key (hashed, never stored as given), else the client IP: a key that was not
+  checked (no ``API_KEYS``) or failed the check never names a bucket of its own.
+- Counters live in ``RATE_LIMIT_STORAGE_URI``: ``memory://`` counts per worker process, so an
+  instance with N workers allows up to N times the rate; ``redis://…`` is one budget shared by
+  every worker of every instance. Redis is reached with ``RATE_LIMIT_STORAGE_TIMEOUT_S`` socket
+  timeouts and no retry; when it is unreachable each worker counts in its own memory (the limit
+  then holds per worker, as with ``memory://``), never failing or holding up a request, and goes
+  back to Redis once it answers again (Flask-Limiter probes it with an exponential back-off, 1 s
+  doubling to 32 s).
 - ``PROXY_HOPS``: how many proxies in front set ``X-Forwarded-For`` (Cloud Run and Railway: 1),
-  so the client IP is the caller's and not the load balancer's (werkzeug's ProxyFix).
+  so the client IP is the caller's and not the load balancer's (werkzeug's ProxyFix). The edge
+  (nginx in the container, which config/serve announces with ``EDGE_PROXY=1``) is one more.
 - CORS (``CORS_ORIGINS``, comma-separated, or ``*``) through flask-cors, exposing our headers.
+  Only a request whose ``Origin`` is allowed gets CORS headers (none without ``Origin``).
 - Security headers on every response.
 """
 
@@ -16,14 +29,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from flask_cors import CORS
-from flask_limiter import Limiter
+from flask_limiter import Limit, Limiter, RateLimitExceeded, RequestLimit
 from flask_limiter.util import get_remote_address
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.errors import Unauthorized
+from app.errors import Unauthorized, error_response
 from app.http_io import is_processing
 from config import Settings
 
@@ -41,23 +57,49 @@ SECURITY_HEADERS = {
 DOCS_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 
 
+AUTH_FAILURE_SCOPE = "auth-failure"
+KEY_PREFIX = "bgremove"  # of every counter in a shared store
+
+
 def register(app: Flask, settings: Settings) -> None:
-    if settings.proxy_hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops,
+    # The edge (nginx, EDGE_PROXY) appends the peer it saw to X-Forwarded-For but leaves Host and
+    # X-Forwarded-Proto as they came: it counts for the client address only.
+    forwarded_for_hops = settings.proxy_hops + int(settings.edge_proxy)
+    if forwarded_for_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=forwarded_for_hops, x_proto=settings.proxy_hops,
                                 x_host=settings.proxy_hops)
+    # Hook order matters: the failed-auth budget is checked before the key is compared, the
+    # request budget after it (its bucket is the validated key).
     if settings.api_keys:
+        _limiter(app, settings, Limit(
+            settings.auth_failure_limit, key_function=_client_ip, scope=AUTH_FAILURE_SCOPE, shared=True,
+            exempt_when=lambda: not (_counted() and request.headers.get("X-API-Key")),
+            deduct_when=lambda response: bool(g.get("api_key_failed")),  # only failures cost
+            on_breach=_auth_failures_exceeded,
+            error_message="too many failed API key checks from this client; retry later",
+        ), headers=False)
         _require_api_keys(app, settings.api_keys)
     if settings.rate_limit:
-        Limiter(
-            _client_key, app=app, default_limits=[settings.rate_limit],
-            default_limits_exempt_when=lambda: not is_processing(),
-            storage_uri=settings.rate_limit_storage_uri, headers_enabled=True,
-            swallow_errors=True,  # a rate-limit store that is down must not fail requests
-        )
+        _limiter(app, settings, Limit(
+            settings.rate_limit, key_function=_client_key, scope="processing", shared=True,
+            exempt_when=lambda: not _counted(),
+        ), headers=True)
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(exc: RateLimitExceeded):
+        if exc.response is not None:  # built by the limit's on_breach, with its Retry-After
+            return exc.response
+        headers = None
+        if exc.limit.scope == AUTH_FAILURE_SCOPE:  # on_breach failed (the store): a whole window
+            headers = {"Retry-After": str(exc.limit.limit.get_expiry())}
+        # Flask-Limiter adds Retry-After and X-RateLimit-* to the request budget's answer.
+        return error_response(429, "too_many_requests", exc.description or "rate limit exceeded", headers)
+
     if settings.cors_origins:
         origins = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
         CORS(app, origins=origins, expose_headers=EXPOSED_HEADERS, max_age=600,
-             allow_headers=["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"])
+             allow_headers=["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"],
+             always_send=False)  # no CORS headers for a request without an (allowed) Origin
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
@@ -65,7 +107,35 @@ def register(app: Flask, settings: Settings) -> None:
             response.headers.setdefault(name, value)
         if request.endpoint == "docs.page" or (request.endpoint or "").startswith("docs."):
             response.headers["Content-Security-Policy"] = DOCS_CSP
+        if settings.cors_origins:
+            response.vary.add("Origin")  # the CORS headers depend on it: caches keep one answer per origin
         return response
+
+
+def _limiter(app: Flask, settings: Settings, limit: Limit, *, headers: bool) -> Limiter:
+    """A Flask-Limiter for one limit. Each has its own hooks, so each runs where it is registered."""
+    return Limiter(
+        _client_key, app=app, default_limits=[limit], key_prefix=KEY_PREFIX, headers_enabled=headers,
+        storage_uri=settings.rate_limit_storage_uri, storage_options=_storage_options(settings),
+        # A store that is down or slow must neither fail nor hold up requests: count in this
+        # worker's memory meanwhile, and log (never raise) anything else the store does.
+        in_memory_fallback_enabled=True, swallow_errors=True,
+    )
+
+
+def _storage_options(settings: Settings) -> dict:
+    """redis-py's connection options: short timeouts, no retry (its defaults, 5 s timeouts and 3 retries
+    with back-off, would hold each request for 20 s and more while Redis hangs). A pooled connection
+    that Redis closed (a restart) is replaced by the pool itself, without a retry."""
+    if settings.rate_limit_storage_uri.split("://", 1)[0].lower() == "memory":
+        return {}
+    timeout = settings.rate_limit_storage_timeout_s
+    return {"socket_connect_timeout": timeout, "socket_timeout": timeout, "retry": Retry(NoBackoff(), 0)}
+
+
+def _counted() -> bool:
+    """The request counts against the limits: a processing endpoint, not a CORS preflight."""
+    return is_processing() and request.method != "OPTIONS"
 
 
 def _require_api_keys(app: Flask, keys: tuple[str, ...]) -> None:
@@ -80,12 +150,22 @@ def _require_api_keys(app: Flask, keys: tuple[str, ...]) -> None:
             raise Unauthorized("API key required: send it in the X-API-Key header", header='ApiKey header="X-API-Key"')
         digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
         if not any(hmac.compare_digest(digest, known) for known in digests):  # no early exit on a prefix
+            g.api_key_failed = True  # counted against the client's failed-auth budget
             raise Unauthorized("invalid API key", header='ApiKey header="X-API-Key"')
+        g.api_key_bucket = "key:" + digest.hex()[:32]
+
+
+def _auth_failures_exceeded(limit: RequestLimit) -> Response:
+    retry_after = max(1, int(limit.reset_at - time.time()))  # as Flask-Limiter writes it
+    return error_response(429, "too_many_requests", "too many failed API key checks from this client; "
+                          f"retry in {retry_after} s", {"Retry-After": str(retry_after)})
+
+
+def _client_ip() -> str:
+    return "ip:" + (get_remote_address() or "unknown")
 
 
 def _client_key() -> str:
-    """Rate-limit bucket: the API key (hashed, never stored as given), else the client IP."""
-    key = request.headers.get("X-API-Key", "")
-    if key:
-        return "key:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return "ip:" + (get_remote_address() or "unknown")
+    """Rate-limit bucket: the validated API key (hashed), else the client IP. A key that was not
+    validated (none configured, or wrong) names no bucket: anyone could invent a fresh one."""
+    return g.get("api_key_bucket") or _client_ip()

@@ -37,6 +37,9 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
         "MAX_FILE_SIZE_MB": 8.0,
         "MAX_DIMENSION": 1024,
         "MAX_INPUT_PIXELS": 4096 * 4096,
+        # Memory decoding one upload may take (pixels in their own mode, decoder copies): with
+        # the worker's ~110 MB at rest and the inference peak, the tree stays under 350 MB.
+        "MAX_DECODE_MB": 128.0,
         "MAX_CONCURRENT_INFERENCES": 1,
         "MAX_QUEUE": 4,
     },
@@ -46,6 +49,7 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
         "MAX_FILE_SIZE_MB": 50.0,
         "MAX_DIMENSION": 4096,
         "MAX_INPUT_PIXELS": 8192 * 8192,
+        "MAX_DECODE_MB": 2048.0,
         "MAX_CONCURRENT_INFERENCES": 4,
         "MAX_QUEUE": 16,
     },
@@ -58,6 +62,9 @@ LOG_FORMATS = ("json", "text")
 PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
 CACHE_BACKENDS = ("local", "gcs", "none")  # see app/cache/
 MIN_ADMIN_TOKEN_CHARS = 16
+# Rate-limit stores (limits' URI schemes) that work with the synchronous Flask-Limiter and need
+# no package beyond redis-py: per-worker memory, or Redis (TCP, TLS, unix socket).
+RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
 DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "bgremove-cache"
 
 
@@ -71,6 +78,7 @@ class Settings:
     max_file_size_mb: float = 8.0
     max_dimension: int = 1024
     max_input_pixels: int = 4096 * 4096
+    max_decode_mb: float = 128.0
     max_concurrent_inferences: int = 1
     max_queue: int = 4
     request_timeout_s: float = 60.0
@@ -104,8 +112,14 @@ class Settings:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     rate_limit: str = ""  # e.g. "60/minute"; empty = no limit
     rate_limit_storage_uri: str = "memory://"
+    # Socket connect/read timeout of the rate-limit store (Redis): an outage costs a request at most this (x2).
+    rate_limit_storage_timeout_s: float = 0.25
+    # Failed API-key checks allowed per client IP (only with API_KEYS); over it, 429 without checking the key.
+    auth_failure_limit: str = "10/minute"
     cors_origins: tuple[str, ...] = ()
     proxy_hops: int = 0
+    # Set by config/serve: nginx (config/edge.py) is one more proxy in front, appending to X-Forwarded-For.
+    edge_proxy: bool = False
     # Set by gunicorn.conf.py for the workers: prometheus-client's shared directory (multiprocess mode).
     metrics_dir: str = ""
 
@@ -145,7 +159,7 @@ class Settings:
         bucket = read.text("STORAGE_BUCKET", "")
         if cache_backend == "gcs" and not bucket:
             raise ConfigError("STORAGE_BUCKET: required for CACHE_BACKEND=gcs (the bucket's name)")
-        admin_token = read.text("ADMIN_TOKEN", "")
+        admin_token = read.secret("ADMIN_TOKEN")
         if admin_token and len(admin_token) < MIN_ADMIN_TOKEN_CHARS:
             raise ConfigError(f"ADMIN_TOKEN: too short to be secret (at least {MIN_ADMIN_TOKEN_CHARS} characters, "
                               "e.g. `openssl rand -hex 32`)")
@@ -161,6 +175,7 @@ class Settings:
             max_file_size_mb=read.number("MAX_FILE_SIZE_MB", float(tier["MAX_FILE_SIZE_MB"]), lo=0.001, hi=1024),
             max_dimension=read.integer("MAX_DIMENSION", int(tier["MAX_DIMENSION"]), lo=16, hi=16384),
             max_input_pixels=read.integer("MAX_INPUT_PIXELS", int(tier["MAX_INPUT_PIXELS"]), lo=256, hi=1 << 31),
+            max_decode_mb=read.number("MAX_DECODE_MB", float(tier["MAX_DECODE_MB"]), lo=1, hi=1 << 20),
             max_concurrent_inferences=slots,
             max_queue=queue,
             request_timeout_s=read.number("REQUEST_TIMEOUT_S", 60.0, lo=0.1, hi=3600),
@@ -189,11 +204,14 @@ class Settings:
             admin_token=admin_token,
             log_format=read.choice("LOG_FORMAT", "json", LOG_FORMATS),
             gcp_project=read.text("GOOGLE_CLOUD_PROJECT", ""),
-            api_keys=read.words("API_KEYS"),
+            api_keys=read.secret_words("API_KEYS"),
             rate_limit=read.rate("RATE_LIMIT"),
-            rate_limit_storage_uri=read.text("RATE_LIMIT_STORAGE_URI", "memory://"),
+            rate_limit_storage_uri=read.storage_uri("RATE_LIMIT_STORAGE_URI", "memory://"),
+            rate_limit_storage_timeout_s=read.number("RATE_LIMIT_STORAGE_TIMEOUT_S", 0.25, lo=0.01, hi=10),
+            auth_failure_limit=read.rate("AUTH_FAILURE_LIMIT", "10/minute"),
             cors_origins=read.words("CORS_ORIGINS"),
             proxy_hops=read.integer("PROXY_HOPS", 0, lo=0, hi=10),
+            edge_proxy=read.boolean("EDGE_PROXY", False),
             metrics_dir=read.text("PROMETHEUS_MULTIPROC_DIR", ""),
         )
 
@@ -265,14 +283,45 @@ class _Reader:
         """A comma-separated list; blanks dropped."""
         return tuple(w.strip() for w in self.env.get(name, "").split(",") if w.strip())
 
-    def rate(self, name: str) -> str:
+    def secret(self, name: str) -> str:
+        """A token compared with what clients send in a header: printable ASCII only. HTTP clients
+        send other characters in different encodings (UTF-8, Latin-1), so such a token would match
+        some clients and not others. The value is never echoed in the message."""
+        value = self.env.get(name, "").strip()
+        if not (value.isascii() and value.isprintable()):
+            raise ConfigError(f"{name}: must be printable ASCII (HTTP headers carry no other characters "
+                              "reliably), e.g. `openssl rand -hex 32`")
+        return value
+
+    def secret_words(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of secrets (see :meth:`secret`); blanks dropped."""
+        words = self.words(name)
+        for position, word in enumerate(words, 1):
+            if not (word.isascii() and word.isprintable()):
+                raise ConfigError(f"{name}: key {position} of {len(words)} is not printable ASCII (HTTP headers "
+                                  "carry no other characters reliably), e.g. `openssl rand -hex 32`")
+        return words
+
+    def rate(self, name: str, default: str = "") -> str:
         def parse(raw: str) -> str:
             from limits import parse_many  # the rate limiter's own parser, so what boots is what it enforces
 
             parse_many(raw)
             return raw
 
-        return self._get(name, "", parse, 'a rate such as "60/minute" or "10/second;1000/day"')
+        return self._get(name, default, parse, 'a rate such as "60/minute" or "10/second;1000/day"')
+
+    def storage_uri(self, name: str, default: str) -> str:
+        """A rate-limit store's URI. Its value is not echoed: a Redis URI may carry a password."""
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        scheme, sep, rest = raw.partition("://")
+        if not sep or scheme.lower() not in RATE_LIMIT_STORAGE_SCHEMES or (scheme.lower() != "memory" and not rest):
+            got = f"the scheme {scheme.lower()[:20]!r}" if sep else "no scheme"
+            raise ConfigError(f"{name}: expected memory:// or redis://[:password@]host:port[/db] (also rediss://, "
+                              f"redis+unix:///path), got {got}")
+        return raw
 
     def boolean(self, name: str, default: bool) -> bool:
         def parse(raw: str) -> bool:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import requests
 from openapi_spec_validator import validate
 
 from app.options import COMMON_FIELDS
-from benchmarks.serverkit import running_server
+from benchmarks.serverkit import ROOT, running_server
 from tests.conftest import photo, post
 
 DOG = photo("animal-1.jpg").read_bytes()
@@ -33,7 +36,9 @@ def metric_value(text: str, name: str, **labels) -> float:
 # -- ops endpoints ---------------------------------------------------------------------
 
 def test_health_alias_model_info_and_stats(client):
-    assert client.get("/health").get_json() == client.get("/api/bg/health").get_json()
+    alias, health = client.get("/health").get_json(), client.get("/api/bg/health").get_json()
+    assert alias.keys() == health.keys() and alias.pop("memory_mb") > 0 and health.pop("memory_mb") > 0
+    assert alias == health  # the same answer (memory moves by a few KB between two calls)
     info = client.get("/model-info").get_json()
     assert info == {"status": "ready", "adapter": "onnx", "model": "u2netp", "total_parameters": 1125485,
                     "model_size_mb": info["model_size_mb"], "target_size": [320, 320], "device": "cpu",
@@ -270,8 +275,27 @@ def test_cors_only_for_configured_origins(make_app):
                        headers={"Origin": "https://shop.example"})
     assert resp.headers["Access-Control-Allow-Origin"] == "https://shop.example"
     assert "X-Cache" in resp.headers["Access-Control-Expose-Headers"]
+    assert "Origin" in resp.headers["Vary"]  # caches keep one answer per origin
     other = client.get("/api/bg/health", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
+    evil_preflight = client.options("/api/bg/remove", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert not any(h.startswith("Access-Control-") for h in evil_preflight.headers.keys())
+    # No Origin (curl, servers, same-origin navigation): no CORS headers at all, not the allowed origin.
+    for answer in (client.get("/api/bg/health"), client.post("/api/bg/remove"),
+                   client.options("/api/bg/remove", headers={"Access-Control-Request-Method": "POST"})):
+        assert not any(h.startswith("Access-Control-") for h in answer.headers.keys()), dict(answer.headers)
+
+
+def test_cors_wildcard_answers_any_origin_but_only_with_an_origin(make_app):
+    client = make_app(cors_origins=("*",)).test_client()
+    resp = client.post("/api/bg/remove", headers={"Origin": "https://anyone.example"})
+    assert resp.status_code == 400 and resp.headers["Access-Control-Allow-Origin"] in ("*", "https://anyone.example")
+    preflight = client.options("/api/bg/remove", headers={
+        "Origin": "https://anyone.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "X-API-Key"})
+    assert preflight.status_code == 200 and "x-api-key" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert "Access-Control-Allow-Origin" not in client.get("/api/bg/health").headers
 
 
 def test_security_headers_on_every_response(client):
@@ -295,3 +319,32 @@ def test_protection_settings_from_the_environment():
         Settings.from_env({"RATE_LIMIT": "fast"})
     with pytest.raises(ConfigError, match="^LOG_FORMAT:"):
         Settings.from_env({"LOG_FORMAT": "xml"})
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("ADMIN_TOKEN", "caf\u00e9-0123456789abcdef"),  # Latin-1 or UTF-8 on the wire, depending on the client
+    ("ADMIN_TOKEN", "token-\u2603-0123456789abcdef"),
+    ("ADMIN_TOKEN", "tab\there-0123456789abcdef"),  # a control character no header carries
+    ("API_KEYS", f"{KEY},caf\u00e9-key-0123456789"),
+    ("API_KEYS", "\u043a\u043b\u044e\u0447-0123456789"),
+])
+def test_secrets_must_be_printable_ascii(variable, value):
+    """A non-ASCII secret would match only clients that happen to encode it as the server decodes
+    it: refused at boot, naming the variable and never echoing the secret."""
+    from config import ConfigError, Settings
+
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({variable: value})
+    message = str(err.value)
+    assert message.startswith(variable + ":") and "ASCII" in message and "\n" not in message
+    assert not any(part in message for part in value.split(",") if len(part) > 3)
+    assert Settings.from_env({"ADMIN_TOKEN": "ascii-token-0123456789", "API_KEYS": f"{KEY}, x-y_z.0123456789"})
+
+
+def test_non_ascii_admin_token_stops_boot_with_one_line(tmp_path):
+    env = {**os.environ, "PORT": "0", "HOST": "127.0.0.1", "ADMIN_TOKEN": "caf\u00e9-0123456789abcdef"}
+    proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:create_app()"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and "ADMIN_TOKEN:" in lines[0], lines
+    assert "caf" not in lines[0]
