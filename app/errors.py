@@ -64,6 +64,25 @@ class FileTooLarge(ApiError):
     field = "file"
 
 
+class TooManyFields(ApiError):
+    """The multipart form has more parts than any endpoint takes (the file and its options)."""
+
+    status = 413
+    code = "too_many_fields"
+
+
+class FieldTooLarge(ApiError):
+    """A non-file form field (or a part's headers) is larger than a form field may be; only
+    ``file`` may be large. ``field`` names the part when it has a name."""
+
+    status = 413
+    code = "field_too_large"
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
 class ImageTooLarge(ApiError):
     """Too many pixels: refused from the header, before any pixel is decoded."""
 

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
-from typing import Callable, TypeVar
+from typing import IO, Callable, TypeVar
 
+import flask
 from flask import Flask, Response, current_app, g, request
+from werkzeug.datastructures import FileStorage, Headers, MultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser, MultiPartParser
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.utils import secure_filename
 
-from app.errors import FileTooLarge, MissingFile
+from app.errors import FieldTooLarge, FileTooLarge, MissingFile, TooManyFields
 from app.imaging import OUTPUT_FORMATS
 from config import Settings
 
 # Room for the multipart boundaries and the small option fields around the file.
 MULTIPART_SLACK_BYTES = 64 * 1024
+# The most parts a form may have (the file and its option fields; v2 has the most: 8 + use_cache),
+# and the most bytes one non-file field may hold (Flask's default, stated: no option comes near it).
+MAX_FORM_PARTS = 32
+MAX_FIELD_BYTES = 500_000
 
 
 @dataclass(frozen=True)
@@ -92,3 +102,113 @@ def output_name(prefix: str, stem: str, fmt: str) -> str:
 
 def _too_large_message(settings: Settings) -> str:
     return f"file: larger than the {settings.max_file_size_mb:g} MB allowed"
+
+
+# -- multipart parsing ---------------------------------------------------------------------
+#
+# werkzeug's multipart parser, with two differences (werkzeug 3.1, formparser.MultiPartParser.parse):
+# - Part headers that are not UTF-8 are read as Latin-1. werkzeug decodes each header line with
+#   a strict ``bytes.decode()`` (sansio/multipart.py, MultipartDecoder._parse_headers); a raw
+#   0xE9 in ``filename="caf\xe9.jpg"`` (curl, older clients in a Latin-1 locale) raised
+#   UnicodeDecodeError, a ValueError, which FormDataParser.parse swallows (``silent=True``) and
+#   answers with an empty form: the file and every field vanished (400 missing_file).
+# - Its limits raise one RequestEntityTooLarge for three causes (413 file_too_large for all):
+#   here too many parts is TooManyFields (413 too_many_fields) and a large non-file field is
+#   FieldTooLarge (413 field_too_large); a body over MAX_CONTENT_LENGTH stays werkzeug's 413
+#   (file_too_large), and a file over MAX_FILE_SIZE_MB is read_upload's.
+
+_HEADER_LINE = re.compile(rb"[^\r\n]+")
+
+
+def _utf8_line(match: re.Match[bytes]) -> bytes:
+    line = match.group()
+    try:
+        line.decode("utf-8")
+        return line
+    except UnicodeDecodeError:
+        return line.decode("latin-1").encode("utf-8")  # Latin-1 maps every byte: never fails
+
+
+class _Decoder(MultipartDecoder):
+    def _parse_headers(self, data: bytes | bytearray) -> Headers:
+        return super()._parse_headers(_HEADER_LINE.sub(_utf8_line, bytes(data)))
+
+    def receive_data(self, data: bytes | None) -> None:
+        try:
+            super().receive_data(data)
+        except RequestEntityTooLarge:  # unconsumed bytes over the limit: a part's headers, or a preamble
+            raise FieldTooLarge(f"a part's headers (or the text before the first part) exceed the "
+                                f"{_kb(self.max_form_memory_size)} a form field may hold") from None
+
+
+class _MultiPartParser(MultiPartParser):
+    def parse(
+        self, stream: IO[bytes], boundary: bytes, content_length: int | None
+    ) -> tuple[MultiDict[str, str], MultiDict[str, FileStorage]]:
+        decoder = _Decoder(boundary, max_form_memory_size=self.max_form_memory_size)  # parts counted here
+        fields: list[tuple[str, str]] = []
+        files: list[tuple[str, FileStorage]] = []
+        parts = 0
+        current: Field | File | None = None
+        container: list[bytes] | IO[bytes] = []
+        field_size: int | None = None
+        while True:
+            data = stream.read(self.buffer_size)
+            decoder.receive_data(data or None)
+            event = decoder.next_event()
+            while not isinstance(event, (Epilogue, NeedData)):
+                if isinstance(event, (Field, File)):
+                    parts += 1
+                    if self.max_form_parts is not None and parts > self.max_form_parts:
+                        raise TooManyFields(f"the form has more than {self.max_form_parts} parts; send the image "
+                                            "in the field 'file' and only the option fields the endpoint takes")
+                    current = event
+                    if isinstance(event, Field):
+                        field_size, container = 0, []
+                    else:
+                        field_size, container = None, self.start_file_streaming(event, content_length)
+                elif isinstance(event, Data) and current is not None:
+                    if field_size is not None and self.max_form_memory_size is not None:
+                        field_size += len(event.data)
+                        if field_size > self.max_form_memory_size:
+                            name = (current.name or "")[:100]
+                            raise FieldTooLarge(f"{name or 'form field'}: larger than the "
+                                                f"{_kb(self.max_form_memory_size)} a form field may hold; "
+                                                "only the field 'file' may be large", field=name or None)
+                    if isinstance(container, list):
+                        container.append(event.data)
+                    else:
+                        container.write(event.data)
+                    if not event.more_data:
+                        if isinstance(current, Field):
+                            value = b"".join(container).decode(self.get_part_charset(current.headers), "replace")
+                            fields.append((current.name, value))
+                        else:
+                            container.seek(0)
+                            files.append((current.name, FileStorage(container, current.filename, current.name,
+                                                                    headers=current.headers)))
+                event = decoder.next_event()
+            if not data:
+                break
+        return self.cls(fields), self.cls(files)
+
+
+class _FormDataParser(FormDataParser):
+    def _parse_multipart(self, stream, mimetype, content_length, options):
+        parser = _MultiPartParser(stream_factory=self.stream_factory, max_form_memory_size=self.max_form_memory_size,
+                                  max_form_parts=self.max_form_parts, cls=self.cls)
+        boundary = options.get("boundary", "").encode("ascii")
+        if not boundary:
+            raise ValueError("Missing boundary")
+        form, files = parser.parse(stream, boundary, content_length)
+        return stream, form, files
+
+
+class UploadRequest(flask.Request):
+    """Flask's request with the multipart parser above (``app.request_class``)."""
+
+    form_data_parser_class = _FormDataParser
+
+
+def _kb(size: int | None) -> str:
+    return f"{(size or 0) / 1000:g} KB"

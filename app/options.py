@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Mapping
 import effects
 from app.errors import BadOption
 from effects import ParamError
-from effects.colors import parse_color
+from effects.colors import hex_color, parse_color
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -69,7 +69,8 @@ def parse_color_field(form: Mapping[str, str], field: str, default: tuple[int, i
 
 
 def _hex(color: tuple[int, int, int] | None) -> str | None:
-    return None if color is None else "#%02x%02x%02x" % color
+    """The cache key's form of a colour: one-to-one (a channel outside 0-255 is refused, never written)."""
+    return None if color is None else hex_color(color)
 
 
 def _encoding(fmt: str, quality: int) -> dict[str, Any]:

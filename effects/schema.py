@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from effects.colors import FORMS as COLOR_FORMS
-from effects.colors import parse_color
+from effects.colors import hex_color, parse_color
 
 TYPES = ("number", "integer", "boolean", "enum", "color")
 
@@ -61,17 +61,22 @@ class Param:
     def _coerce_number(self, value: Any, path: str) -> int | float:
         kind = "an integer" if self.type == "integer" else "a number"
         expected = f"expected {kind} from {_num(self.minimum)} to {_num(self.maximum)}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamError(path, f"{expected}, got {_show(value)}")
+        # JSON integers are unbounded (4,000 digits parse): compare them exactly, as ints, before any
+        # conversion to float, which would overflow; floats must be finite.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParamError(path, f"{expected}, got {_show(value)}")
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            raise ParamError(path, f"{expected}, got {_show(value) if isinstance(value, int) else _num(value)}")
         if self.type == "integer":
             if isinstance(value, float) and not value.is_integer():
                 raise ParamError(path, f"{expected}, got {_show(value)}")
-            value = int(value)
-        else:
-            value = float(value)
-        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
-            raise ParamError(path, f"{expected}, got {_num(value)}")
-        return value
+            return int(value)
+        try:
+            return float(value)
+        except OverflowError:  # only reachable for a parameter without bounds
+            raise ParamError(path, f"{expected}, got {_show(value)}") from None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type, "default": self.default}
@@ -195,7 +200,7 @@ def _coerce_color(value: Any, path: str) -> tuple[int, int, int]:
 
 
 def _hex(colour: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*colour)
+    return hex_color(colour)  # one-to-one: refuses a channel outside 0-255 instead of writing it
 
 
 def _num(value: float | None) -> str:
@@ -205,5 +210,8 @@ def _num(value: float | None) -> str:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        # repr() of a huge int is long, and refused past 4,300 digits (sys.int_info.str_digits_check_threshold)
+        return f"an integer of about {math.floor(value.bit_length() * math.log10(2)) + 1} digits"
     text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
     return text if len(text) <= 40 else text[:37] + "..."

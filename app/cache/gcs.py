@@ -30,6 +30,9 @@ _USAGE_TTL_S = 60.0
 
 class GCSBackend:
     name = "gcs"
+    # Plain HTTP requests: after a failure the same client is tried again (results.py); a new one
+    # would redo credential discovery and close the connections other threads are using.
+    reopen_after_error = False
 
     def __init__(self, bucket: str, prefix: str, timeout_s: float):
         self.bucket_name = bucket

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from adapters import ModelInfo
 from config import Settings
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: confident masks reach 255 (adapters/onnx.py), decoding scales before converting
 
 
 def upload_digest(data: bytes) -> str:

@@ -6,7 +6,10 @@ A backend (local disk, GCS) only moves bytes. This front adds what must hold for
 - any backend error (down, slow, full, read-only) is counted, logged at most once a
   minute, and the request goes on without the cache;
 - after an error the backend is left alone for a while (2 s, doubling up to a minute),
-  so a dead bucket does not cost every request its timeout;
+  so a dead bucket does not cost every request its timeout; the next try opens it afresh
+  (a local index replaced, repaired or deleted after a fault is found again, with no
+  restart), unless the backend says it holds nothing a fault can spoil
+  (``reopen_after_error = False``: GCS, whose client is plain HTTP);
 - hit/miss counters per kind of entry, for /api/bg/status and /stats.
 """
 
@@ -42,6 +45,8 @@ class Backend(Protocol):
 
     def usage(self) -> dict[str, object]: ...
 
+    # Optional: ``reopen_after_error = False`` keeps the same object after a failure (default: reopen).
+
 
 class CacheUnavailable(Exception):
     """The cache could not do what an admin asked (clearing it); the message says why."""
@@ -66,6 +71,7 @@ class ResultCache:
         self._counts: Counter[str] = Counter()
         self._retry_at = 0.0  # monotonic time before which the backend is not tried
         self._backoff_s = 0.0
+        self._reopen = False  # a failure since the backend was opened: open it afresh at the next try
         self._last_log = -_LOG_INTERVAL_S
         self._unlogged = 0
         if open_backend is not None:
@@ -127,7 +133,7 @@ class ResultCache:
         """Delete every entry; raises :class:`CacheUnavailable` if the backend cannot."""
         if self._open_backend is None:
             return 0
-        backend = self._backend or self._open()
+        backend = self._current()  # an admin's request: tried even while backing off
         if backend is None:
             raise CacheUnavailable(f"the {self.name} cache cannot be opened")
         try:
@@ -176,6 +182,17 @@ class ResultCache:
     def _usable(self) -> Backend | None:
         if self._open_backend is None or time.monotonic() < self._retry_at:
             return None
+        return self._current()
+
+    def _current(self) -> Backend | None:
+        """The backend, opened afresh if it failed since it was opened (and it wants that)."""
+        if self._reopen:  # (read without the lock: at worst one more request sees the old backend)
+            with self._lock:
+                if self._reopen and getattr(self._backend, "reopen_after_error", True):
+                    # Dropped, not closed: other threads may be inside it still; the last one out frees it
+                    # (diskcache's connections are per thread and close when the object goes).
+                    self._backend = None
+                self._reopen = False
         return self._backend or self._open()
 
     def _open(self) -> Backend | None:
@@ -200,6 +217,7 @@ class ResultCache:
     def _failed(self, what: str, exc: Exception) -> None:
         self._count("errors")
         with self._lock:
+            self._reopen = True
             self._backoff_s = min(_BACKOFF_MAX_S, self._backoff_s * 2 or _BACKOFF_FIRST_S)
             self._retry_at = time.monotonic() + self._backoff_s
             backoff = self._backoff_s
