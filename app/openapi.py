@@ -30,11 +30,13 @@ _IMAGE_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 _ERROR_STATUSES = {
     "400": "bad input: a bad option, missing or invalid file (the error names the field)",
     "401": "API key (or admin token) required",
-    "413": "file larger than MAX_FILE_SIZE_MB",
+    "413": "file larger than MAX_FILE_SIZE_MB (file_too_large), more than 32 form parts (too_many_fields), "
+           "a non-file field over 500 KB (field_too_large)",
     "415": "an image format we don't take",
-    "422": "too many pixels (judged from the header)",
+    "422": "too many pixels or too much decoding memory (image_too_large), or a JPEG with too many scans "
+           "(image_too_complex); judged from the file's structure before decoding",
     "429": "rate limit exceeded; see Retry-After",
-    "503": "overloaded or warming up; see Retry-After",
+    "503": "overloaded, past the request's deadline, or warming up; see Retry-After",
 }
 
 
