@@ -102,6 +102,16 @@ def wait_healthy(server: Server, timeout_s: float) -> None:
     raise RuntimeError(f"gunicorn not healthy after {timeout_s}s:\n{server.log()}")
 
 
+def wait_until_busy(server: Server, requests_inside: int, timeout_s: float = 10.0) -> None:
+    """Until at least ``requests_inside`` requests hold or wait for an inference slot (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        inference = requests.get(server.url + "/api/bg/status", timeout=5).json()["inference"]
+        if inference["active"] + inference["waiting"] >= requests_inside:
+            return
+        time.sleep(0.02)
+
+
 @dataclass
 class Emulator:
     """A gcp-storage-emulator process: a real GCS JSON API server, in memory, with one bucket."""

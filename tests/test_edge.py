@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from benchmarks import hostile
-from benchmarks.serverkit import fixture_images, post_image, running_server
+from benchmarks.serverkit import fixture_images, post_image, running_server, wait_until_busy
 from config.edge import HEADER_TIMEOUT_S
 from tests.conftest import photo
 
@@ -187,12 +187,7 @@ def test_sigterm_answers_every_queued_request(tmp_path):
         threads = [threading.Thread(target=one, args=(p,)) for p in fixture_images()[:5]]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            inference = requests.get(srv.url + "/api/bg/status", timeout=5).json()["inference"]
-            if inference["active"] + inference["waiting"] >= 4:
-                break
-            time.sleep(0.02)
+        wait_until_busy(srv, 4)
         srv.process.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(timeout=90)

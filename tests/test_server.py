@@ -16,6 +16,7 @@ import requests
 
 from benchmarks.serverkit import (
     ALL_EFFECTS, ROOT, RssSampler, concurrent_clients, fixture_images, free_port, post_image, running_server,
+    wait_until_busy,
 )
 from tests.test_imaging import bomb_png
 
@@ -137,12 +138,7 @@ def test_sigterm_finishes_in_flight_requests(tmp_path):
                    for p in fixture_images()[:3]]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # wait until the requests are inside the worker
-            status = requests.get(srv.url + "/api/bg/status", timeout=5).json()["inference"]
-            if status["active"] + status["waiting"] >= 2:
-                break
-            time.sleep(0.02)
+        wait_until_busy(srv, 2)  # the requests are inside the worker
         srv.process.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(timeout=60)
