@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
 
 import effects
-from app import compose
+from app import compose, memory
 from app.errors import ClientGone, Overloaded
 from app.gate import InferenceGate
 from app.imaging import DecodedImage, decode_image, encode_image
@@ -67,14 +68,20 @@ def decode(data: bytes, settings: Settings) -> DecodedImage:
                         max_decode_bytes=int(settings.max_decode_mb * 2**20))
 
 
-def slot(gate: InferenceGate, budget: Budget):
+@contextmanager
+def slot(gate: InferenceGate, budget: Budget) -> Iterator[None]:
     """``with slot(gate, budget):`` holds one inference slot, waiting for it until the budget's
     deadline, and giving up its place in the queue if the client leaves.
 
     A request holds it from decoding to encoding, not only around inference: those steps hold
     the full-size arrays, so the slots bound the worker's memory as well as the model's use
-    (a queued request holds only its upload's bytes)."""
-    return gate.slot(timeout_s=budget.remaining_s(), cancelled=budget.client_gone)
+    (a queued request holds only its upload's bytes). When the work is done, the memory it
+    freed goes back to the OS (:func:`app.memory.trim`)."""
+    with gate.slot(timeout_s=budget.remaining_s(), cancelled=budget.client_gone):
+        try:
+            yield
+        finally:
+            memory.trim()
 
 
 def subject_alpha(image: DecodedImage, segmenter: Segmenter) -> np.ndarray:

@@ -77,6 +77,9 @@ def test_memory_bombs_under_eight_clients_stay_within_the_budget(edge):
             with lock:
                 statuses.append((name, status))
 
+    for path in fixture_images():  # the worker at rest after ordinary work
+        assert post_image(edge.url, path).status_code == 200
+    rest_before = edge.tree_rss_mb()
     with RssSampler(edge, interval_s=0.02) as rss:
         threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
         for t in threads:
@@ -88,6 +91,10 @@ def test_memory_bombs_under_eight_clients_stay_within_the_budget(edge):
     print(f"peak process tree RSS, 8 clients of memory bombs: {rss.peak_mb:.0f} MB")
     assert rss.peak_mb <= MEMORY_BUDGET_MB, f"peak {rss.peak_mb:.0f} MB"
     assert post_image(edge.url, fixture_images()[0]).status_code == 200
+    # what the bombs freed went back to the OS (app/memory.py): the worker is back near its rest
+    rest_after = edge.tree_rss_mb()
+    print(f"process tree at rest: {rest_before:.0f} MB before, {rest_after:.0f} MB after")
+    assert rest_after <= rest_before + 12, f"{rest_before:.0f} -> {rest_after:.0f} MB"
 
 
 def test_the_deadline_holds_on_cpu_bound_steps(make_app):
