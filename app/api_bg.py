@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from app import compose, pipeline
 from app.auth import require_admin
 from app.cache import CacheUnavailable
 from app.errors import Overloaded
 from app.observability import stage
-from app.http_io import image_response, output_name, processing, read_upload
+from app.http_io import image_response, output_name, processing, read_upload, request_budget
 from app.imaging import ALLOWED_EXTENSIONS
 from app.options import ChangeColorOptions, RemoveBackgroundOptions, RemoveOptions
 from app.request_cache import open_request_cache
@@ -84,11 +84,6 @@ def _upload_and_cache():
     state = get_state()
     upload = read_upload(state.settings)
     return upload, open_request_cache(state.cache, state.cache_model, upload.data)
-
-
-def request_budget() -> pipeline.Budget:
-    """This request's deadline (started when it arrived) and a test of whether its client left."""
-    return pipeline.Budget(g.deadline, pipeline.peer_closed(request.environ.get("gunicorn.socket")))
 
 
 def _compute(upload, rc, render, fmt: str, quality: int) -> bytes:

@@ -10,8 +10,7 @@ from flask import Blueprint, jsonify, request
 
 import effects
 from app import pipeline
-from app.api_bg import request_budget
-from app.http_io import processing, read_upload
+from app.http_io import processing, read_upload, request_budget
 from app.observability import add_timings
 from app.options import MAX_EFFECTS, ProcessOptions
 from app.request_cache import open_request_cache

@@ -18,6 +18,7 @@ from werkzeug.utils import secure_filename
 
 from app.errors import FieldTooLarge, FileTooLarge, MissingFile, TooManyFields
 from app.imaging import OUTPUT_FORMATS
+from app.pipeline import Budget, peer_closed
 from config import Settings
 
 # Room for the multipart boundaries and the small option fields around the file.
@@ -69,6 +70,11 @@ def start_processing(settings: Settings) -> None:
     length = request.content_length
     if length is not None and length > settings.max_file_size_bytes + MULTIPART_SLACK_BYTES:
         raise FileTooLarge(_too_large_message(settings))
+
+
+def request_budget() -> Budget:
+    """This request's deadline (started when it arrived) and a test of whether its client left."""
+    return Budget(g.deadline, peer_closed(request.environ.get("gunicorn.socket")))
 
 
 def read_upload(settings: Settings) -> Upload:

@@ -46,6 +46,9 @@ class Budget:
             raise Overloaded("server busy: the request ran past its deadline; retry later", 2, code="timeout")
 
 
+UNLIMITED = Budget(float("inf"))  # work outside a request (benchmarks, tools)
+
+
 def peer_closed(sock: socket.socket | None) -> Callable[[], bool]:
     """Whether the peer on ``sock`` has closed its side: a zero-byte peek. The request has been
     read by then, so readable data can only be a pipelined next request (still there)."""
@@ -111,7 +114,7 @@ MaskSource = Callable[[DecodedImage], np.ndarray]  # e.g. subject_alpha on the m
 
 
 def process(image: DecodedImage, opts: ProcessOptions, mask_of: MaskSource, settings: Settings,
-            budget: Budget | None = None) -> Processed:
+            budget: Budget = UNLIMITED) -> Processed:
     """Cut the subject out (unless ``remove_background`` is off), render each effect on it, encode each.
 
     ``mask_of(image)`` gives the subject's alpha (the model through :func:`subject_alpha`,
@@ -119,7 +122,6 @@ def process(image: DecodedImage, opts: ProcessOptions, mask_of: MaskSource, sett
     on the subject; the background colour (if any) is laid under each result. ``budget`` is
     checked before each effect.
     """
-    check = budget.check if budget is not None else (lambda: None)
     timings: dict[str, float] = {}
     background = opts.effective_background
     if opts.remove_background:
@@ -133,7 +135,7 @@ def process(image: DecodedImage, opts: ProcessOptions, mask_of: MaskSource, sett
     images: dict[str, bytes] = {}
     encoding = 0.0
     for name, params in opts.effects:
-        check()
+        budget.check()
         with _timed(timings, name):
             result = effects.apply(name, subject, params)
         started = time.perf_counter()
