@@ -108,7 +108,8 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
         fmt = img.format or "unknown"
         icc = img.info.get("icc_profile") if img.mode in _RGB_PROFILE_MODES else None
         img.load()  # first frame of an animation or multi-page file
-        pixels = _to_rgb_or_rgba(_apply_orientation(_fit(_resizable(img), max_dimension)))
+        top = _full_scale(img)  # of a high-bit-depth image, judged at full size (scaling rings past it)
+        pixels = _to_rgb_or_rgba(_apply_orientation(_fit(_resizable(img, top), max_dimension)), top)
         rgb = np.asarray(pixels.convert("RGB"))
         alpha = np.asarray(pixels.getchannel("A")) if pixels.mode == "RGBA" else None
     except ApiError:
@@ -230,37 +231,43 @@ def _apply_orientation(img: Image.Image) -> Image.Image:
         return img
 
 
-def _resizable(img: Image.Image) -> Image.Image:
+def _resizable(img: Image.Image, top: float) -> Image.Image:
     """``img`` in a mode that can be scaled smoothly without losing what it shows: palette and
     1-bit images (Pillow resizes those by nearest neighbour) and colour-keyed transparency
     (``tRNS``: blending would break the key) become RGB(A)/LA first; other modes stay as they are."""
     keyed = "transparency" in img.info and img.mode not in _ALPHA_MODES
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-        return _high_bit_depth_to_l(img) if keyed else img
+        return _high_bit_depth_to_l(img, top) if keyed else img
     if img.mode in ("P", "PA", "1") or keyed:
         return img.convert("RGBA" if keyed or img.mode != "1" else "L")
     return img
 
 
-def _to_rgb_or_rgba(img: Image.Image) -> Image.Image:
-    """RGB, or RGBA when the image has any transparency at all."""
+def _to_rgb_or_rgba(img: Image.Image, top: float) -> Image.Image:
+    """RGB, or RGBA when the image has any transparency at all (``top``: see :func:`_full_scale`)."""
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-        img = _high_bit_depth_to_l(img)
+        img = _high_bit_depth_to_l(img, top)
     if img.mode not in _ALPHA_MODES and "transparency" not in img.info:
         return img.convert("RGB")
     rgba = img if img.mode == "RGBA" else img.convert("RGBA")
     return rgba.convert("RGB") if rgba.getchannel("A").getextrema() == (255, 255) else rgba
 
 
-def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
-    """16-bit (or 32-bit) greyscale -> 8-bit, by scaling rather than clipping; a ``tRNS``
-    colour key becomes an alpha channel (LA)."""
-    key = img.info.get("transparency")
-    lo, hi = img.getextrema()
+def _full_scale(img: Image.Image) -> float:
+    """The value that is white in a 16- or 32-bit greyscale image: 65535 for 16-bit (or 32-bit
+    values above 255), 1.0 for floats within [0, 1], else 255 (0 for 8-bit modes: unused)."""
+    if not (img.mode.startswith("I;16") or img.mode in ("I", "F")):
+        return 0.0
+    hi = float(img.getextrema()[1])
     if img.mode == "F":
-        top = 1.0 if float(hi) <= 1.0 else 255.0
-    else:
-        top = 65535.0 if img.mode.startswith("I;16") or float(hi) > 255 else 255.0
+        return 1.0 if hi <= 1.0 else 255.0
+    return 65535.0 if img.mode.startswith("I;16") or hi > 255 else 255.0
+
+
+def _high_bit_depth_to_l(img: Image.Image, top: float) -> Image.Image:
+    """16-bit (or 32-bit) greyscale -> 8-bit, by scaling ``top`` to 255 rather than clipping; a
+    ``tRNS`` colour key becomes an alpha channel (LA)."""
+    key = img.info.get("transparency")
     arr = np.asarray(img)
     grey = np.empty(arr.shape, np.uint8)
     for row in range(0, arr.shape[0], 256):  # in strips: no full-size float copy

@@ -297,3 +297,16 @@ def test_memory_bombs_decode_within_their_budget(name, tmp_path):
                          cwd=os.path.dirname(os.path.dirname(__file__)), check=True).stdout.split()
     grown, cost = int(out[0]), int(out[1])
     assert grown <= cost + 16 * 2**20, f"{name}: +{grown / 2**20:.0f} MB for a cost of {cost / 2**20:.0f} MB"
+
+
+@pytest.mark.parametrize("mode, white", [("F", 1.0), ("I;16", 65535)])
+def test_high_bit_depth_scale_is_judged_before_scaling(mode, white):
+    """A large float image in [0, 1] (or 16-bit) with hard edges: Lanczos rings past the white
+    value when it is scaled to fit, which must not change what counts as white (the image
+    would turn black if 1.0 were judged from the scaled pixels)."""
+    blocks = (np.indices((2048, 2048)).sum(axis=0) // 16 % 2).astype(np.float32) * white
+    img = Image.fromarray(blocks if mode == "F" else blocks.astype(np.uint16))
+    data = encode(img, "TIFF") if mode == "F" else png_bytes(img)
+    decoded = decode(data, max_dimension=1024)
+    assert decoded.size == (1024, 1024)
+    assert 110 < decoded.rgb.mean() < 145
