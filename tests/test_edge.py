@@ -212,3 +212,35 @@ def test_a_service_that_cannot_start_stops_the_container(env, status, needle, tm
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     with pytest.raises(ConnectionRefusedError):  # no nginx left behind on the port
         socket.create_connection(("127.0.0.1", int(full_env["PORT"])), timeout=2)
+
+
+def test_edge_without_the_app_answers_503_json_with_retry_after(tmp_path):
+    """While gunicorn boots or restarts, nginx cannot reach it: clients get 503 `unavailable`
+    with Retry-After in the API's shape, not nginx's HTML 502."""
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.serverkit import ROOT, free_port
+    from config.edge import nginx_binary
+
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1"}
+    subprocess.run([sys.executable, "-m", "config.edge", "render", str(tmp_path)], cwd=ROOT, env=env, check=True)
+    nginx = subprocess.Popen([nginx_binary(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr"],
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                resp = requests.get(f"http://127.0.0.1:{port}/api/bg/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.05)
+        assert resp.status_code == 503 and int(resp.headers["Retry-After"]) >= 1
+        assert resp.headers["Content-Type"].startswith("application/json")
+        assert resp.json()["error"]["code"] == "unavailable"
+    finally:
+        nginx.send_signal(signal.SIGQUIT)
+        nginx.wait(timeout=10)
