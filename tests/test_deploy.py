@@ -168,3 +168,17 @@ def test_service_yaml_is_the_service_cloudbuild_deploys():
             assert env[name] == value, name
     assert container["startupProbe"]["httpGet"]["path"] == "/api/bg/health"
     assert container["volumeMounts"][0]["mountPath"] == "/models"
+
+
+def test_the_package_builds_without_setuptools_warnings(tmp_path):
+    """No deprecated or experimental configuration (`project.license` as a table, the
+    ext-modules table): the build prints no BuildBackendWarning, and the wheel has the kernels."""
+    import sys
+    import zipfile
+
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
+                             "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "BuildBackendWarning" not in result.stdout + result.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    assert any(name.startswith("effects/_kernels") and name.endswith(".so") for name in zipfile.ZipFile(wheel).namelist())
