@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
@@ -65,7 +64,19 @@ MIN_ADMIN_TOKEN_CHARS = 16
 # Rate-limit stores (limits' URI schemes) that work with the synchronous Flask-Limiter and need
 # no package beyond redis-py: per-worker memory, or Redis (TCP, TLS, unix socket).
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
-DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "bgremove-cache"
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """The user's cache directory (XDG): ``$XDG_CACHE_HOME/bgremove``, else ``~/.cache/bgremove``.
+    Per user, not one directory in /tmp shared by every checkout and user on the machine."""
+    base = env.get("XDG_CACHE_HOME", "").strip()
+    if base:
+        return Path(base) / "bgremove"
+    home = env.get("HOME", "").strip()
+    return (Path(home) if home else Path.home()) / ".cache" / "bgremove"
+
+
+DEFAULT_CACHE_DIR = default_cache_dir(os.environ)
 
 
 @dataclass(frozen=True)
@@ -195,7 +206,7 @@ class Settings:
             max_batch=read.integer("MAX_BATCH", 4, lo=1, hi=64),
             batch_window_ms=read.number("BATCH_WINDOW_MS", 5.0, lo=0, hi=1000),
             cache_backend=cache_backend,
-            cache_dir=Path(read.text("CACHE_DIR", str(DEFAULT_CACHE_DIR))),
+            cache_dir=Path(read.text("CACHE_DIR", str(default_cache_dir(env)))),
             cache_max_mb=read.number("CACHE_MAX_MB", 1024.0, lo=0.1, hi=10_000_000),
             cache_ttl_s=read.integer("CACHE_TTL", 86400, lo=1, hi=10 * 365 * 86400),
             cache_timeout_s=read.number("CACHE_TIMEOUT_S", 1.0, lo=0.01, hi=60),

@@ -272,3 +272,22 @@ def test_mask_entry_is_the_mask_as_a_png(cached, client, tmp_path):
     stored = next(np.asarray(img) for img in images if img.mode == "L")
     expected = np.asarray(open_response(call(client, "/api/bg/remove", only_mask="true")).convert("L"))
     assert np.array_equal(stored, expected)
+
+
+def test_cache_keys_cover_the_rendering_code(tmp_path):
+    """A new version of the code sharing a bucket with the old one gets other keys, even when
+    KEY_VERSION was not bumped: the key holds a hash of every rendering source file."""
+    import shutil
+
+    from app.cache import keys
+
+    for package in keys.RENDERING_PACKAGES:
+        shutil.copytree(keys._PACKAGE_ROOT / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    assert keys.code_digest(tmp_path) == keys.CODE_SHA256
+    compose = tmp_path / "app" / "compose.py"
+    compose.write_text(compose.read_text() + "\n# a change\n")
+    assert keys.code_digest(tmp_path) != keys.CODE_SHA256
+    model = {"adapter": "onnx"}
+    old = keys.entry_key("remove", "u", {**model, "code": keys.CODE_SHA256}, {})
+    assert keys.entry_key("remove", "u", {**model, "code": keys.code_digest(tmp_path)}, {}) != old

@@ -58,3 +58,12 @@ def test_gpu_tier_settings():
     assert (s.target_size, s.device, s.precision, s.max_batch, s.batch_window_ms) == (384, "cuda:1", "fp32", 8, 2.5)
     d = Settings.from_env({})
     assert (d.target_size, d.device, d.precision, d.max_batch) == (1024, "auto", "auto", 4)
+
+
+def test_default_cache_dir_is_per_user():
+    """Not one /tmp directory shared by every checkout and user: XDG_CACHE_HOME, else ~/.cache."""
+    from pathlib import Path
+
+    assert Settings.from_env({"XDG_CACHE_HOME": "/srv/cache", "HOME": "/home/a"}).cache_dir == Path("/srv/cache/bgremove")
+    assert Settings.from_env({"HOME": "/home/a"}).cache_dir == Path("/home/a/.cache/bgremove")
+    assert Settings.from_env({"HOME": "/home/a", "CACHE_DIR": "/data/c"}).cache_dir == Path("/data/c")

@@ -7,6 +7,9 @@ A key is the sha256 of a canonical JSON document holding
 - the kind of result and the request's output options, already normalised by the
   option classes (``cache_fields()``: parsed colours, resolved effect parameters,
   no quality for PNG...), so equivalent requests share an entry,
+- the sha256 of the rendering code (:data:`CODE_SHA256`: every source file of ``app/``,
+  ``effects/`` and ``adapters/``), so that a new version sharing a bucket with an old one never
+  serves the old code's renderings, even if nobody bumped :data:`KEY_VERSION`,
 - :data:`KEY_VERSION`, bumped whenever the pipeline's output changes for the same inputs.
 """
 
@@ -14,12 +17,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Mapping
 
 from adapters import ModelInfo
 from config import Settings
 
 KEY_VERSION = 2  # 2: confident masks reach 255 (adapters/onnx.py), decoding scales before converting
+
+
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+RENDERING_PACKAGES = ("app", "adapters", "effects")
+
+
+def code_digest(root: Path = _PACKAGE_ROOT, packages: tuple[str, ...] = RENDERING_PACKAGES) -> str:
+    """sha256 over the rendering code's source files (path and bytes, in a fixed order)."""
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*")):
+            if path.suffix in (".py", ".c") and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+CODE_SHA256 = code_digest()  # once, at import (boot)
 
 
 def upload_digest(data: bytes) -> str:
@@ -35,6 +57,7 @@ def fingerprint(info: ModelInfo, settings: Settings) -> dict[str, Any]:
         "input_size": list(info.input_size),
         "max_dimension": settings.max_dimension,
         "png_compress_level": settings.png_compress_level,
+        "code": CODE_SHA256,
     }
 
 
