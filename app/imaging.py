@@ -78,15 +78,17 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
         width, height = source_size
         if width < 1 or height < 1:
             raise InvalidImage(f"file: the image declares an impossible size {width}x{height}")
-        scans = 0
+        multi_scan = False
         if img.format in ("JPEG", "MPO"):
             scans = jpeg_scans(data)
             if scans > MAX_JPEG_SCANS:
                 raise ImageTooComplex(
-                    f"file: the JPEG has {scans if scans <= 10 * MAX_JPEG_SCANS else 'thousands of'} scans; "
-                    f"at most {MAX_JPEG_SCANS} are decoded (a normal progressive JPEG has about 10)"
+                    f"file: the JPEG has more than {MAX_JPEG_SCANS} scans, the most decoded here "
+                    "(a normal progressive JPEG has about 10)"
                 )
-            if scans > 1 and width * height > max_pixels:
+            # no scan found where Pillow found a JPEG: an odd file, judged as the costly kind
+            multi_scan = scans != 1 or bool(img.info.get("progressive") or img.info.get("progression"))
+            if multi_scan and width * height > max_pixels:
                 raise ImageTooLarge(
                     f"file: the progressive JPEG is {width}x{height} pixels; at most {max_pixels:,} pixels "
                     "can be decoded from a progressive (multi-scan) JPEG, which is decoded at full size"
@@ -99,7 +101,7 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
                 f"file: the image is {width}x{height} pixels; at most {max_pixels:,} pixels can be decoded "
                 f"(the longest side is scaled to {max_dimension} anyway)"
             )
-        cost = decode_cost_bytes(img, (width, height), multi_scan=scans > 1)
+        cost = decode_cost_bytes(img, (width, height), multi_scan=multi_scan)
         if max_decode_bytes is not None and cost > max_decode_bytes:
             raise ImageTooLarge(
                 f"file: decoding this {width}x{height} {img.format} ({img.mode}) would take {cost / 2**20:.0f} MB; "
@@ -137,8 +139,10 @@ def decode_cost_bytes(img: Image.Image, full_size: tuple[int, int], multi_scan: 
       greyscale, 4 for everything else, two-band modes included);
     - WebP: libwebp's canvas and the frame's bytes besides the image (Pillow decodes through
       the animation API): three times the pixels;
-    - transparency: an RGBA copy (palette expansion, or the premultiplied copy that smooth
-      scaling of RGBA makes);
+    - the conversion :func:`_resizable` makes before scaling: palette to RGB(A) and 1-bit to L
+      (4 and 1 bytes a pixel), a colour key to RGBA (4), or on 16-bit greyscale to LA through
+      numpy (the samples, the grey and alpha planes, the LA image: 8);
+    - the premultiplied copy that smooth scaling of an image with alpha makes (4);
     - a multi-scan JPEG: libjpeg's whole-image coefficient buffer, 2 bytes per coefficient of
       each component at the file's full size, whatever the draft scale.
     """
@@ -149,7 +153,13 @@ def decode_cost_bytes(img: Image.Image, full_size: tuple[int, int], multi_scan: 
     cost = pixels * per_pixel
     if img.format == "WEBP":
         cost *= 3
-    if mode in _ALPHA_MODES or mode == "P" or "transparency" in img.info:
+    keyed = "transparency" in img.info and mode not in _ALPHA_MODES
+    high_bit_depth = mode.startswith("I;16") or mode in ("I", "F")
+    converted = {"P": 4, "PA": 4, "1": 1}.get(mode, 0)
+    if keyed:
+        converted = 8 if high_bit_depth else 4
+    cost += pixels * converted
+    if mode in _ALPHA_MODES or mode == "PA" or keyed:
         cost += pixels * 4
     if multi_scan:
         layers = getattr(img, "layer", None) or [("", 1, 1, 0)] * len(img.getbands())
@@ -164,15 +174,20 @@ def decode_cost_bytes(img: Image.Image, full_size: tuple[int, int], multi_scan: 
 def jpeg_scans(data: bytes, stop_after: int = MAX_JPEG_SCANS + 1) -> int:
     """The number of scans (SOS markers) of the first image in a JPEG, counting up to ``stop_after``.
 
-    Walks the markers: a segment is skipped by its length (so thumbnails inside EXIF are not
-    counted), a scan's entropy-coded data up to the next real marker. Stops at EOI.
+    Walks the markers as libjpeg reads them: a segment is skipped by its length (so thumbnails
+    inside EXIF are not counted), a scan's entropy-coded data up to the next real marker, and
+    bytes that are not a marker up to the next 0xFF (libjpeg warns and decodes on). Stops at EOI.
+    A file can make this count more than libjpeg would decode, never fewer.
     """
     scans, pos, end = 0, 2, len(data)
     while pos + 4 <= end and scans < stop_after:
-        if data[pos] != 0xFF:
-            break
+        if data[pos] != 0xFF:  # junk between segments: libjpeg skips to the next 0xFF, and so do we
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
+            continue
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
+        if marker in (0xFF, 0x00):  # a fill byte, or 0xFF00 outside a scan: skip on
             pos += 1
             continue
         if marker == 0xD9:  # EOI
@@ -238,8 +253,10 @@ def _resizable(img: Image.Image, top: float) -> Image.Image:
     keyed = "transparency" in img.info and img.mode not in _ALPHA_MODES
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         return _high_bit_depth_to_l(img, top) if keyed else img
-    if img.mode in ("P", "PA", "1") or keyed:
-        return img.convert("RGBA" if keyed or img.mode != "1" else "L")
+    if keyed or img.mode == "PA":
+        return img.convert("RGBA")
+    if img.mode in ("P", "1"):
+        return img.convert("RGB" if img.mode == "P" else "L")
     return img
 
 
@@ -290,7 +307,9 @@ def _fit(img: Image.Image, max_dimension: int) -> Image.Image:
         return img
     scale = max_dimension / longest
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # Pillow's reduce() has no 16-bit greyscale: those are resampled directly (still no full-size copy)
+    gap = None if img.mode.startswith("I;16") else 3.0
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=gap)
 
 
 def encode_image(

@@ -192,6 +192,25 @@ def float_tiff(side: int = 4096) -> bytes:
     return _encode(Image.fromarray(np.full((side, side), 0.5, np.float32), "F"), "TIFF", compression="tiff_deflate")
 
 
+def palette_png(side: int = 4096, transparent: bool = False) -> bytes:
+    img = Image.new("P", (side, side), 1)
+    img.putpalette([0, 0, 0, 250, 120, 30] + [0] * 762)
+    img.paste(0, (0, 0, side // 2, side // 2))
+    return _encode(img, "PNG", **({"transparency": 0} if transparent else {}))
+
+
+def keyed_png16(side: int = 4096) -> bytes:
+    grey = np.full((side, side), 40000, np.uint16)
+    grey[: side // 2, : side // 2] = 7
+    return _encode(Image.fromarray(grey), "PNG", transparency=7)
+
+
+def rgba_png(side: int = 4096) -> bytes:
+    img = Image.new("RGBA", (side, side), (30, 90, 200, 255))
+    img.paste((0, 0, 0, 0), (0, 0, side // 2, side // 2))
+    return _encode(img, "PNG")
+
+
 def memory_bombs() -> dict[str, bytes]:
     """Small uploads that are large once decoded, each within today's pixel limit."""
     return {
@@ -199,4 +218,8 @@ def memory_bombs() -> dict[str, bytes]:
         "tall_4x4194304.png": tall_png(),
         "png16_4096.png": png16(),
         "float_4096.tif": float_tiff(),
+        "palette_4096.png": palette_png(),
+        "palette_transparent_4096.png": palette_png(transparent=True),
+        "png16_keyed_4096.png": keyed_png16(),
+        "rgba_4096.png": rgba_png(),
     }

@@ -232,6 +232,29 @@ def test_jpeg_scans_are_counted_from_the_markers():
     assert jpeg_scans(hostile.scan_bomb_jpeg(256, 500)) == MAX_JPEG_SCANS + 1  # counting stops past the cap
 
 
+def test_junk_between_segments_does_not_hide_scans():
+    """libjpeg skips bytes that are not a marker and decodes on: so does the count. A zero byte
+    before the first scan used to stop it at 0, which let the scan bomb and huge progressive
+    JPEGs through."""
+    for data in (encode(gradient(), "JPEG", progressive=True), hostile.scan_bomb_jpeg(256, 500)):
+        first_scan = data.find(b"\xff\xda")
+        tampered = data[:first_scan] + b"\x00junk\x01" + data[first_scan:]
+        assert jpeg_scans(tampered) == jpeg_scans(data)
+    with pytest.raises(ImageTooComplex):
+        decode(tampered)
+    big = hostile.huge_progressive_jpeg(6000)
+    first_scan = big.find(b"\xff\xda")
+    with pytest.raises(ImageTooLarge):
+        decode(big[:first_scan] + b"\x00" + big[first_scan:], max_pixels=4096 * 4096)
+
+
+def test_long_sixteen_bit_image_is_scaled():
+    """16-bit greyscale scaled down more than 3x (Pillow's reduce() has no such mode)."""
+    tall = np.zeros((16384, 8), np.uint16)
+    tall[:, :4] = 60000
+    assert decode(png_bytes(Image.fromarray(tall))).size == (1, 1024)
+
+
 def test_progressive_scan_bomb_is_refused_before_decoding():
     """A valid 4096² progressive JPEG with one AC scan repeated 2,000 times: refused from its markers."""
     data = hostile.scan_bomb_jpeg(4096, 2000)
@@ -265,12 +288,18 @@ def test_decode_cost_is_budgeted_by_decoded_size():
     assert "MB" in err.value.message
     small = hostile.lossless_webp_rgba(2048)
     assert decode_image(small, max_dimension=1024, max_pixels=4096 * 4096, max_decode_bytes=128 * 2**20).size == (1024, 1024)
+    refused = []
     for name, data in hostile.memory_bombs().items():
         with Image.open(io.BytesIO(data)) as img:
             cost = decode_cost_bytes(img, img.size)
         if cost <= 128 * 2**20:
             decoded = decode_image(data, max_dimension=1024, max_pixels=4096 * 4096, max_decode_bytes=128 * 2**20)
             assert max(decoded.size) == 1024, name
+        else:
+            with pytest.raises(ImageTooLarge):
+                decode_image(data, max_dimension=1024, max_pixels=4096 * 4096, max_decode_bytes=128 * 2**20)
+            refused.append(name)
+    assert "lossless_webp_4096_rgba.webp" in refused and len(refused) < len(hostile.memory_bombs())
 
 
 @pytest.mark.parametrize("name", sorted(hostile.memory_bombs()))
