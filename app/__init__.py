@@ -9,7 +9,7 @@ from flask import Flask
 from adapters import Segmenter, load_segmenter
 from app import api_bg, api_index, api_ops, api_v2, http_io, logs, observability, openapi, protection, request_cache
 from app.errors import register_error_handlers
-from app.http_io import MAX_FIELD_BYTES, MAX_FORM_PARTS, MULTIPART_SLACK_BYTES, UploadRequest
+from app.http_io import MAX_FIELD_BYTES, MAX_FORM_PARTS, UploadRequest
 from app.state import EXTENSION_KEY, ServiceState
 from config import Settings
 
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
     app.request_class = UploadRequest
     app.config.update(
         # werkzeug refuses larger bodies (also chunked ones) while reading them.
-        MAX_CONTENT_LENGTH=settings.max_file_size_bytes + MULTIPART_SLACK_BYTES,
+        MAX_CONTENT_LENGTH=settings.max_request_body_bytes,
         MAX_FORM_PARTS=MAX_FORM_PARTS,  # more: 413 too_many_fields
         MAX_FORM_MEMORY_SIZE=MAX_FIELD_BYTES,  # a larger non-file field: 413 field_too_large
     )

@@ -21,8 +21,6 @@ from app.imaging import OUTPUT_FORMATS
 from app.pipeline import Budget, peer_closed
 from config import Settings
 
-# Room for the multipart boundaries and the small option fields around the file.
-MULTIPART_SLACK_BYTES = 64 * 1024
 # The most parts a form may have (the file and its option fields; v2 has the most: 8 + use_cache),
 # and the most bytes one non-file field may hold (Flask's default, stated: no option comes near it).
 MAX_FORM_PARTS = 32
@@ -68,7 +66,7 @@ def start_processing(settings: Settings) -> None:
     """Before a processing request is read: refuse an oversized body from its header, start the deadline."""
     g.deadline = time.monotonic() + settings.request_timeout_s
     length = request.content_length
-    if length is not None and length > settings.max_file_size_bytes + MULTIPART_SLACK_BYTES:
+    if length is not None and length > settings.max_request_body_bytes:
         raise FileTooLarge(_too_large_message(settings))
 
 

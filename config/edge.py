@@ -33,24 +33,25 @@ HEADER_TIMEOUT_S = 10  # the whole request line and headers (nginx: client_heade
 BODY_TIMEOUT_S = 20  # between two reads of the body: a phone uploading slowly is fine, a stalled one is cut
 SEND_TIMEOUT_S = 30  # between two writes of the response
 KEEPALIVE_S = 15
-# Per connection, nginx holds at most a 1 KB header buffer (4 x 8 KB for long headers) and this
-# much of the body in memory; the rest waits on disk until complete. With MAX_CONNECTIONS, an
-# attacker holding every connection open costs at most ~48 MB, for HEADER_TIMEOUT_S at a time.
+# Per connection, nginx holds at most a 1 KB header buffer (2 x 8 KB for long headers) and this
+# much of the body in memory; the rest waits on disk until complete: every connection held open
+# at once costs at most ~34 MB, for HEADER_TIMEOUT_S at a time.
 BODY_BUFFER = "16k"
-MAX_CONNECTIONS = 1024
-# Room for the multipart boundaries and small fields around the file (as app/http_io.py).
-BODY_SLACK_BYTES = 64 * 1024
+MAX_CONNECTIONS = 2048
+# Connections one client may hold at once (429 past it), so that no single client can take the
+# edge's connections: a browser opens 6, a batch client a few dozen.
+PER_CLIENT_CONNECTIONS = 64
 
 # Errors nginx answers itself, in the API's shape. 502/504: the app is not answering (booting
 # or restarting); the client should retry.
 _EDGE_ERRORS = {
     400: (400, "bad_request", "malformed HTTP request"),
-    408: (408, "request_timeout", "the request was not received in time"),
     413: (413, "file_too_large", "the request body is larger than allowed"),
     414: (414, "uri_too_long", "the request line is too long"),
     405: (405, "method_not_allowed", "the method is not allowed"),
     411: (411, "length_required", "the request needs a Content-Length"),
     417: (417, "expectation_failed", "the Expect header cannot be met"),
+    429: (429, "too_many_connections", "too many connections from this client at once; retry shortly"),
     494: (431, "request_header_fields_too_large", "the request headers are too large"),
     500: (503, "unavailable", "the service is not answering; retry shortly"),
     502: (503, "unavailable", "the service is starting or restarting; retry shortly"),
@@ -70,7 +71,7 @@ def nginx_binary() -> str:
 
 def render_nginx_conf(settings: Settings, run_dir: Path, upstream: Path) -> str:
     """nginx.conf for ``settings``: listen on HOST:PORT, pass complete requests to ``upstream``."""
-    max_body = settings.max_file_size_bytes + BODY_SLACK_BYTES
+    max_body = settings.max_request_body_bytes
     # The app's own deadline plus room for encoding, so nginx never cuts an answer the app will give.
     read_timeout = int(settings.request_timeout_s) + 30
     temp = {name: run_dir / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
@@ -80,13 +81,23 @@ def render_nginx_conf(settings: Settings, run_dir: Path, upstream: Path) -> str:
         error_pages.append(f"    error_page {status} ={answer} /_edge/{status};")
         error_pages.append(
             f"    location = /_edge/{status} {{ internal; default_type application/json;"
-            f"{' add_header Retry-After 2 always;' if answer == 503 else ''}"
+            f"{' add_header Retry-After 2 always;' if answer in (429, 503) else ''}"
             " add_header X-Content-Type-Options nosniff always; add_header Cache-Control no-store always;"
             f" return {answer} '{{\"error\": {{\"code\": \"{code}\", \"message\": \"{message}\"}}}}\\n'; }}"
         )
     error_block = "\n".join(error_pages)
+    # The client a connection belongs to: the peer, or behind PROXY_HOPS proxies the address the
+    # outermost trusted one appended to X-Forwarded-For (the app's ProxyFix reads the same one).
+    if settings.proxy_hops:
+        last = r"(?:,[^,]*)" + "{%d}" % (settings.proxy_hops - 1) if settings.proxy_hops > 1 else ""
+        client = ("map $http_x_forwarded_for $edge_client {\n"
+                  f'    "~(?<addr>[^,\\s]+)\\s*{last}$" $addr;\n    default $remote_addr;\n  }}\n'
+                  "  limit_conn_zone $edge_client zone=per_client:2m;")
+    else:
+        client = "limit_conn_zone $binary_remote_addr zone=per_client:2m;"
     return f"""# Rendered by config/edge.py at start; do not edit.
 worker_processes 1;
+worker_rlimit_nofile {4 * MAX_CONNECTIONS};  # a client connection and its upstream socket each
 daemon off;
 {user}
 pid {run_dir}/nginx.pid;
@@ -109,20 +120,28 @@ http {{
   client_max_body_size {max_body};
   client_body_buffer_size {BODY_BUFFER};
   client_header_buffer_size 1k;
-  large_client_header_buffers 4 8k;
+  large_client_header_buffers 2 8k;
+  {client}
+  limit_conn_status 429;
+  limit_conn_log_level warn;
   upstream app {{ server unix:{upstream}; }}
   server {{
     listen {settings.host}:{settings.port} backlog=1024;
+    proxy_http_version 1.1;
+    proxy_set_header Host $http_host;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_request_buffering on;  # the whole body first, then the app
+    proxy_buffering on;  # and the whole answer, so slow readers do not hold a thread
+    proxy_connect_timeout 5s;
+    proxy_read_timeout {read_timeout}s;
+    proxy_send_timeout {read_timeout}s;
     location / {{
+      limit_conn per_client {PER_CLIENT_CONNECTIONS};
       proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_request_buffering on;  # the whole body first, then the app
-      proxy_buffering on;  # and the whole answer, so slow readers do not hold a thread
-      proxy_connect_timeout 5s;
-      proxy_read_timeout {read_timeout}s;
-      proxy_send_timeout {read_timeout}s;
+    }}
+    # the platform's probes are never refused for the connections their address holds
+    location ~ ^/(api/bg/)?health$ {{
+      proxy_pass http://app;
     }}
 {error_block}
   }}

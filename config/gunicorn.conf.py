@@ -67,6 +67,9 @@ if settings.metrics_dir:
 else:
     _metrics_dir = tempfile.mkdtemp(prefix="bgremove-metrics-")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir  # read by prometheus-client in the workers
+# The scheme comes from ProxyFix with PROXY_HOPS (app/protection.py), never from gunicorn: it
+# trusts any peer on a unix socket (nginx's, which passes clients' X-Forwarded-Proto through).
+secure_scheme_headers = {}
 # Bound what one connection can make us hold before the app sees it.
 limit_request_line = 8190
 limit_request_fields = 100

@@ -61,6 +61,7 @@ LOG_FORMATS = ("json", "text")
 PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
 CACHE_BACKENDS = ("local", "gcs", "none")  # see app/cache/
 MIN_ADMIN_TOKEN_CHARS = 16
+MULTIPART_SLACK_BYTES = 64 * 1024  # see Settings.max_request_body_bytes
 # Rate-limit stores (limits' URI schemes) that work with the synchronous Flask-Limiter and need
 # no package beyond redis-py: per-worker memory, or Redis (TCP, TLS, unix socket).
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
@@ -137,6 +138,12 @@ class Settings:
     @property
     def max_file_size_bytes(self) -> int:
         return int(self.max_file_size_mb * 1024 * 1024)
+
+    @property
+    def max_request_body_bytes(self) -> int:
+        """The largest request body: the file plus room for the multipart boundaries and the small
+        option fields around it. nginx (config/edge.py) and werkzeug both refuse larger bodies."""
+        return self.max_file_size_bytes + MULTIPART_SLACK_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

@@ -14,7 +14,7 @@ import requests
 
 from benchmarks import hostile
 from benchmarks.serverkit import fixture_images, post_image, running_server, wait_until_busy
-from config.edge import HEADER_TIMEOUT_S
+from config.edge import HEADER_TIMEOUT_S, PER_CLIENT_CONNECTIONS
 from tests.conftest import photo
 
 PROBE_TIMEOUT_S = 5  # "answers within a few seconds": a hang check, not a speed figure
@@ -64,6 +64,39 @@ def test_fifty_slow_connections_leave_health_and_removal_answering(edge):
     assert removal.status_code == 200 and removal.headers["Content-Type"] == "image/png"
     assert [status for status, _, _ in uploads] == [200] * 4
     assert all(body[:8] == b"\x89PNG\r\n\x1a\n" for _, _, body in uploads)
+
+
+def test_one_client_cannot_hold_every_connection(edge):
+    """Requests whose body never finishes count against their client's connections: past
+    PER_CLIENT_CONNECTIONS it gets 429 JSON with Retry-After (the disk and the edge's connections
+    stay for everybody else); health probes are never refused; closing them frees the client."""
+    head = (b"POST /api/bg/remove HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\nhello")
+    held = [socket.create_connection(("127.0.0.1", edge.port), timeout=5) for _ in range(PER_CLIENT_CONNECTIONS)]
+    try:
+        for s in held:
+            s.sendall(head)
+        time.sleep(0.5)
+        status, headers, body = hostile.raw_request(edge.port, head.replace(b"100000", b"5"))
+        assert _json_error(status, headers, body, 429) == "too_many_connections"
+        assert int(headers["retry-after"]) >= 1
+        assert probe(edge.url) == 200
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 5
+    while hostile.raw_request(edge.port, head.replace(b"100000", b"5"))[0] == 429:
+        assert time.monotonic() < deadline, "the client's connections were not freed"
+        time.sleep(0.1)
+
+
+def test_a_client_cannot_choose_its_address_behind_the_edge(tmp_path):
+    """With no proxy in front (PROXY_HOPS=0), X-Forwarded-For from the client is not believed:
+    a new forged address per request buys no fresh rate-limit budget."""
+    with running_server({"RATE_LIMIT": "3/minute"}, log_dir=tmp_path, edge=True) as srv:
+        statuses = [requests.post(srv.url + "/api/bg/remove", headers={"X-Forwarded-For": f"10.0.0.{i}"},
+                                  timeout=10).status_code for i in range(6)]
+    assert statuses == [400, 400, 400, 429, 429, 429]
 
 
 def test_idle_and_dripping_connections_are_closed_at_the_header_deadline(edge):
