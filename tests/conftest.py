@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,14 @@ def app(make_app):
 @pytest.fixture()
 def client(app):
     return app.test_client()
+
+
+def wait_for(condition, timeout_s: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``condition()`` until it is true; fail the test after ``timeout_s`` (never spin forever)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.005)
 
 
 def photo(name: str) -> Path:

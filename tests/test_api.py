@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import encode, open_response, photo, post, png_bytes
+from tests.conftest import encode, open_response, photo, post, png_bytes, wait_for
 from tests.test_imaging import bomb_png
 
 ANIMAL = photo("animal-2.jpg").read_bytes()  # 610x700
@@ -241,14 +241,12 @@ def test_queue_admits_up_to_its_bound(make_app):
 
     holder = threading.Thread(target=hold)
     holder.start()
-    while gate.active == 0:
-        pass
+    wait_for(lambda: gate.active == 1, what="the holder's slot")
     waiters = [threading.Thread(target=lambda: results.append(post(app.test_client(), "/api/bg/remove", ANIMAL).status_code))
                for _ in range(2)]
     for t in waiters:
         t.start()
-    while gate.waiting < 2:
-        pass
+    wait_for(lambda: gate.waiting == 2, what="two waiters")
     shed = post(client, "/api/bg/remove", ANIMAL)  # a third waiter is over the bound
     release.set()
     for t in (holder, *waiters):
