@@ -16,8 +16,9 @@ from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.utils import secure_filename
 
-from app.errors import FieldTooLarge, FileTooLarge, MissingFile, TooManyFields
+from app.errors import BadOption, FieldTooLarge, FileTooLarge, MissingFile, TooManyFields
 from app.imaging import OUTPUT_FORMATS
+from app.options import COMMON_FIELDS
 from app.pipeline import Budget, peer_closed
 from config import Settings
 
@@ -60,6 +61,7 @@ def register(app: Flask, settings: Settings) -> None:
     def _before_processing() -> None:
         if is_processing():
             start_processing(settings)
+            refuse_unknown_fields(current_app.view_functions[request.endpoint].form)
 
 
 def start_processing(settings: Settings) -> None:
@@ -68,6 +70,18 @@ def start_processing(settings: Settings) -> None:
     length = request.content_length
     if length is not None and length > settings.max_request_body_bytes:
         raise FileTooLarge(_too_large_message(settings))
+
+
+def refuse_unknown_fields(form: type) -> None:
+    """A form field the endpoint does not take is a 400 naming it, not silently ignored: someone
+    migrating from another API (``crop=true``, ``bg_image=@x.jpg``) must learn it had no effect."""
+    allowed = {*COMMON_FIELDS, *form.FIELDS}
+    given = dict.fromkeys([*request.form.keys(), *request.files.keys()])
+    unknown = [name for name in given if name not in allowed]
+    if unknown:
+        listed = ", ".join(repr(name[:40]) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise BadOption(unknown[0][:100], f"unknown field{'s' if len(unknown) > 1 else ''} {listed}; "
+                                          f"{request.path} takes {', '.join(sorted(allowed))}")
 
 
 def request_budget() -> Budget:

@@ -253,3 +253,32 @@ def test_queue_admits_up_to_its_bound(make_app):
         t.join()
     assert shed.status_code == 503
     assert results == [200, 200]
+
+
+@pytest.mark.parametrize("endpoint, fields, files, unknown", [
+    ("/api/bg/remove", {"crop": "true"}, {}, "crop"),
+    ("/api/bg/change_color", {"bg_color": "red"}, {}, "bg_color"),
+    ("/api/bg/remove", {}, {"bg_image": ("bg.jpg", b"\xff\xd8 not needed")}, "bg_image"),
+    ("/remove-background", {"size": "auto"}, {}, "size"),
+    ("/api/v2/process", {"effects": '["dither"]', "effect": "dither"}, {}, "effect"),
+])
+def test_unknown_fields_are_refused_by_name(client, endpoint, fields, files, unknown):
+    """A field the endpoint does not take is a 400 naming it (it used to be ignored with a 200,
+    which misleads anyone migrating from another API); the message lists what the endpoint takes."""
+    form = {**fields, "file": (io.BytesIO(ANIMAL), "photo.jpg"), **{k: (io.BytesIO(v), n) for k, (n, v) in files.items()}}
+    resp = client.post(endpoint, data=form, content_type="multipart/form-data")
+    error = assert_json_error(resp, 400, field=unknown)
+    assert "unknown field" in error["message"] and "takes" in error["message"]
+
+
+def test_every_documented_field_is_accepted(client):
+    """The other side: each endpoint's own fields (its options class's FIELDS) never count as unknown."""
+    from app.options import COMMON_FIELDS, ChangeColorOptions, ProcessOptions, RemoveBackgroundOptions, RemoveOptions
+
+    valid = {"format": "png", "only_mask": "false", "quality": "90", "refine_foreground": "false", "color": "white",
+             "output_format": "png", "effects": '["8bit"]', "effect_params": "{}", "remove_background": "true",
+             "background": "transparent", "use_cache": "true"}
+    for endpoint, options in (("/api/bg/remove", RemoveOptions), ("/api/bg/change_color", ChangeColorOptions),
+                              ("/remove-background", RemoveBackgroundOptions), ("/api/v2/process", ProcessOptions)):
+        fields = {name: valid[name] for name in [*options.FIELDS, *COMMON_FIELDS] if name != "file"}
+        assert post(client, endpoint, ANIMAL, **fields).status_code == 200, endpoint
