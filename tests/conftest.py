@@ -47,8 +47,9 @@ def make_app(settings, segmenter):
     return build
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture()
 def app(make_app):
+    """A fresh app per test (its counters, gate and cache state start at zero); the model is shared."""
     return make_app()
 
 
