@@ -7,10 +7,12 @@ import logging
 from flask import Flask
 
 from adapters import Segmenter, load_segmenter
-from app import api_bg, api_index, api_ops, api_v2, http_io, logs, observability, openapi, protection, request_cache
-from app.errors import register_error_handlers
-from app.http_io import MAX_FIELD_BYTES, MAX_FORM_PARTS, UploadRequest
-from app.state import EXTENSION_KEY, ServiceState
+from app.ops import logs, observability
+from app.pipeline import request_cache
+from app.web import bg as api_bg, index as api_index, ops as api_ops, openapi, protection, upload as http_io, v2 as api_v2
+from app.web.errors import register_error_handlers
+from app.web.upload import MAX_FIELD_BYTES, MAX_FORM_PARTS, UploadRequest
+from app.service import EXTENSION_KEY, ServiceState
 from config import Settings
 
 

@@ -26,8 +26,9 @@ os.environ.setdefault("U2NET_HOME", str(ROOT / "models"))
 import psutil  # noqa: E402
 
 from adapters import load_segmenter  # noqa: E402
-from app import compose, pipeline  # noqa: E402
-from app.gate import InferenceGate  # noqa: E402
+from app.pipeline import compose
+from app import pipeline  # noqa: E402
+from app.pipeline.gate import InferenceGate  # noqa: E402
 from config import Settings  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "images"

@@ -46,7 +46,7 @@ if settings.log_format == "json":
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        # The formatter by its library's name: naming app.logs here would import the whole app into the master.
+        # The formatter by its library's name: naming app.ops.logs here would import the whole app into the master.
         "formatters": {"json": {"()": "pythonjsonlogger.json.JsonFormatter", **JSON_FORMATTER_KWARGS}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         # The root logger is the app's (app/logs.py adds its handler in each worker).

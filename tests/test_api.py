@@ -273,7 +273,7 @@ def test_unknown_fields_are_refused_by_name(client, endpoint, fields, files, unk
 
 def test_every_documented_field_is_accepted(client):
     """The other side: each endpoint's own fields (its options class's FIELDS) never count as unknown."""
-    from app.options import COMMON_FIELDS, ChangeColorOptions, ProcessOptions, RemoveBackgroundOptions, RemoveOptions
+    from app.pipeline.options import COMMON_FIELDS, ChangeColorOptions, ProcessOptions, RemoveBackgroundOptions, RemoveOptions
 
     valid = {"format": "png", "only_mask": "false", "quality": "90", "refine_foreground": "false", "color": "white",
              "output_format": "png", "effects": '["8bit"]', "effect_params": "{}", "remove_background": "true",

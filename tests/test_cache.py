@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.cache import entry
-from app.cache.keys import entry_key, fingerprint
-from app.options import ChangeColorOptions, ProcessOptions, RemoveOptions
+from app.pipeline.cache import entry
+from app.pipeline.cache.keys import entry_key, fingerprint
+from app.pipeline.options import ChangeColorOptions, ProcessOptions, RemoveOptions
 from config import ConfigError, Settings
 from tests.conftest import open_response, photo, post
 
@@ -279,13 +279,13 @@ def test_cache_keys_cover_the_rendering_code(tmp_path):
     KEY_VERSION was not bumped: the key holds a hash of every rendering source file."""
     import shutil
 
-    from app.cache import keys
+    from app.pipeline.cache import keys
 
     for package in keys.RENDERING_PACKAGES:
         shutil.copytree(keys._PACKAGE_ROOT / package, tmp_path / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     assert keys.code_digest(tmp_path) == keys.CODE_SHA256
-    compose = tmp_path / "app" / "compose.py"
+    compose = tmp_path / "app" / "pipeline" / "compose.py"
     compose.write_text(compose.read_text() + "\n# a change\n")
     assert keys.code_digest(tmp_path) != keys.CODE_SHA256
     model = {"adapter": "onnx"}

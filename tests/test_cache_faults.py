@@ -27,8 +27,8 @@ import pytest
 import requests
 from PIL import Image
 
-from app.cache import ResultCache
-from app.cache.local import JOURNAL_MODE, LocalBackend
+from app.pipeline.cache import ResultCache
+from app.pipeline.cache.local import JOURNAL_MODE, LocalBackend
 from benchmarks.serverkit import running_server
 from tests.conftest import photo, post
 
@@ -123,8 +123,8 @@ def test_a_wal_index_held_open_elsewhere_is_refused_at_once(tmp_path):
 LIVE = r"""
 import json, sys
 from pathlib import Path
-from app.cache import ResultCache
-from app.cache.local import LocalBackend
+from app.pipeline.cache import ResultCache
+from app.pipeline.cache.local import LocalBackend
 cache = ResultCache("local", lambda: LocalBackend(Path(sys.argv[1]), 2**30), ttl_s=3600)
 for i in range(20):
     cache.store(f"k{i}", bytes([i]) * (1000 if i % 2 else 100_000))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cache import ResultCache
-from app.cache.local import LocalBackend
+from app.pipeline.cache import ResultCache
+from app.pipeline.cache.local import LocalBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = r"""
 import hashlib, json, random, sys
 from pathlib import Path
-from app.cache import ResultCache
-from app.cache.local import LocalBackend
+from app.pipeline.cache import ResultCache
+from app.pipeline.cache.local import LocalBackend
 
 def payload(key):
     size = 1_000 if int(key[1:]) % 2 else 200_000   # small ones live in SQLite, large ones in files
@@ -100,7 +100,7 @@ def test_several_processes_keep_the_size_bound(tmp_path):
 KILLED_WRITER = r"""
 import sys
 from pathlib import Path
-from app.cache.local import LocalBackend
+from app.pipeline.cache.local import LocalBackend
 backend = LocalBackend(Path(sys.argv[1]), 2**31)
 print("ready", flush=True)
 i = 0

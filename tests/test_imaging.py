@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from app.errors import ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
-from app.imaging import MAX_JPEG_SCANS, decode_cost_bytes, decode_image, encode_image, jpeg_scans
+from app.web.errors import ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
+from app.pipeline.imaging import MAX_JPEG_SCANS, decode_cost_bytes, decode_image, encode_image, jpeg_scans
 from benchmarks import hostile
 from tests.conftest import encode, photo, png_bytes
 
@@ -191,8 +191,7 @@ def test_large_jpeg_is_decoded_at_reduced_scale():
 
 def test_refine_foreground_recovers_the_subject_colour_at_soft_edges():
     """A known composite I = aF + (1-a)B: the estimate is closer to F than I is, and opaque pixels are untouched."""
-    from app import compose
-
+    from app.pipeline import compose
     h, w = 300, 400
     yy, xx = np.mgrid[0:h, 0:w]
     fg = np.dstack([200 + 40 * np.sin(xx / 7), 90 + 30 * np.cos(yy / 5), 40 + 0 * xx]).clip(0, 255)
@@ -314,7 +313,7 @@ def test_memory_bombs_decode_within_their_budget(name, tmp_path):
     script = (
         "import resource, sys\n"
         "from PIL import Image\n"
-        "from app.imaging import decode_image, decode_cost_bytes\n"
+        "from app.pipeline.imaging import decode_image, decode_cost_bytes\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "img = Image.open(sys.argv[1]); cost = decode_cost_bytes(img, img.size); img.close()\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

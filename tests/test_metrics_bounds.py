@@ -16,7 +16,7 @@ import threading
 import psutil
 import requests
 
-from app import metrics
+from app.ops import metrics
 from benchmarks.serverkit import running_server
 from tests.test_ops import metric_value
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from app.options import COMMON_FIELDS
+from app.pipeline.options import COMMON_FIELDS
 from benchmarks.serverkit import ROOT, running_server
 from tests.conftest import photo, post
 

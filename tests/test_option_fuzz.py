@@ -4,7 +4,7 @@ Every field of every options class (app/options.py), and every parameter of ever
 inside ``effect_params``, gets arbitrary text, JSON, huge integers and out-of-range colour
 forms (hypothesis, derandomized, bounded example counts). A value is either parsed into
 something the service can use (its cache key can be built) or refused with
-:class:`app.errors.BadOption` naming that field; any other exception is a 500 in production.
+:class:`app.web.errors.BadOption` naming that field; any other exception is a 500 in production.
 A small set of the worst values then goes over HTTP to every endpoint: 400 JSON or 200, never 500.
 """
 
@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
 
 import effects
-from app.cache.keys import entry_key
-from app.errors import BadOption
-from app.options import COMMON_FIELDS, ChangeColorOptions, ProcessOptions, RemoveBackgroundOptions, RemoveOptions
-from app.options import _hex as options_hex
-from app.options import parse_bool
+from app.pipeline.cache.keys import entry_key
+from app.web.errors import BadOption
+from app.pipeline.options import COMMON_FIELDS, ChangeColorOptions, ProcessOptions, RemoveBackgroundOptions, RemoveOptions
+from app.pipeline.options import _hex as options_hex
+from app.pipeline.options import parse_bool
 from effects.colors import hex_color, parse_color
 from effects.schema import _hex as schema_hex
 from tests.conftest import photo, post

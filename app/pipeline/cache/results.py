@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from typing import Callable, NamedTuple, Protocol
 
-from app.cache import entry
+from app.pipeline.cache import entry
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from app.errors import ApiError, ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
+from app.web.errors import ApiError, ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
 
 # Pillow format -> file extensions a client may use for it.
 SUPPORTED_FORMATS: dict[str, tuple[str, ...]] = {

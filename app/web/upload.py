@@ -16,9 +16,9 @@ from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.utils import secure_filename
 
-from app.errors import BadOption, FieldTooLarge, FileTooLarge, MissingFile, TooManyFields
-from app.imaging import OUTPUT_FORMATS
-from app.options import COMMON_FIELDS
+from app.web.errors import BadOption, FieldTooLarge, FileTooLarge, MissingFile, TooManyFields
+from app.pipeline.imaging import OUTPUT_FORMATS
+from app.pipeline.options import COMMON_FIELDS
 from app.pipeline import Budget, peer_closed
 from config import Settings
 

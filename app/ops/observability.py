@@ -24,8 +24,7 @@ from typing import Iterator
 import psutil
 from flask import Flask, Response, g, has_request_context, request
 
-from app import metrics
-
+from app.ops import metrics
 log = logging.getLogger("app.access")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")

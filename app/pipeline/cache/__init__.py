@@ -10,8 +10,8 @@ is ``app/request_cache.py``.
 
 from __future__ import annotations
 
-from app.cache.keys import entry_key, fingerprint, upload_digest
-from app.cache.results import BYPASS, HIT, MISS, Backend, CacheUnavailable, Lookup, ResultCache
+from app.pipeline.cache.keys import entry_key, fingerprint, upload_digest
+from app.pipeline.cache.results import BYPASS, HIT, MISS, Backend, CacheUnavailable, Lookup, ResultCache
 from typing import Callable
 
 from config import ConfigError, Settings
@@ -22,14 +22,14 @@ def open_cache(settings: Settings, observe: Callable[[str], None] | None = None)
     if settings.cache_backend == "none":
         return ResultCache("none", None, settings.cache_ttl_s)
     if settings.cache_backend == "local":
-        from app.cache.local import LocalBackend
+        from app.pipeline.cache.local import LocalBackend
 
         def open_local() -> Backend:
             return LocalBackend(settings.cache_dir, int(settings.cache_max_mb * 2**20))
 
         return ResultCache("local", open_local, settings.cache_ttl_s, observe=observe)
     try:
-        from app.cache.gcs import GCSBackend
+        from app.pipeline.cache.gcs import GCSBackend
     except ImportError as exc:
         raise ConfigError(f"CACHE_BACKEND: gcs needs the `gcs` extra (pip install '.[gcs]'): {exc}") from None
 

@@ -10,11 +10,11 @@ from flask import Blueprint, jsonify, request
 
 import effects
 from app import pipeline
-from app.http_io import processing, read_upload, request_budget
-from app.observability import add_timings
-from app.options import MAX_EFFECTS, ProcessOptions
-from app.request_cache import open_request_cache
-from app.state import get_state
+from app.web.upload import processing, read_upload, request_budget
+from app.ops.observability import add_timings
+from app.pipeline.options import MAX_EFFECTS, ProcessOptions
+from app.pipeline.request_cache import open_request_cache
+from app.service import get_state
 
 bp = Blueprint("v2", __name__, url_prefix="/api/v2")
 

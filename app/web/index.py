@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from app.imaging import ALLOWED_EXTENSIONS
-from app.state import get_state
+from app.pipeline.imaging import ALLOWED_EXTENSIONS
+from app.service import get_state
 
 bp = Blueprint("index", __name__)
 

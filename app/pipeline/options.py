@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 import effects
-from app.errors import BadOption
+from app.web.errors import BadOption
 from effects import ParamError
 from effects.colors import hex_color, parse_color
 

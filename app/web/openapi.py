@@ -21,7 +21,7 @@ import swagger_ui_bundle
 from flask import Blueprint, Flask, Response, current_app, jsonify, url_for
 
 import effects
-from app.options import COMMON_FIELDS
+from app.pipeline.options import COMMON_FIELDS
 
 bp = Blueprint("docs", __name__, static_folder=swagger_ui_bundle.swagger_ui_path, static_url_path="/docs/static")
 

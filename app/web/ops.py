@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from app import api_bg, metrics
-from app.state import get_state
+from app.web import bg as api_bg
+
+from app.ops import metrics
+from app.service import get_state
 
 bp = Blueprint("ops", __name__)
 

@@ -39,8 +39,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.errors import Unauthorized, error_response
-from app.http_io import is_processing
+from app.web.errors import Unauthorized, error_response
+from app.web.upload import is_processing
 from config import Settings
 
 EXPOSED_HEADERS = ["X-Cache", "X-Cache-Mask", "X-Request-ID", "Server-Timing", "Retry-After", "Content-Disposition",

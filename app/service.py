@@ -15,10 +15,10 @@ import effects
 from flask import current_app
 
 from adapters import Segmenter
-from app import metrics
-from app.cache import ResultCache, fingerprint, open_cache
-from app.gate import InferenceGate
-from app.observability import LatencyWindow
+from app.ops import metrics
+from app.pipeline.cache import ResultCache, fingerprint, open_cache
+from app.pipeline.gate import InferenceGate
+from app.ops.observability import LatencyWindow
 from config import Settings
 
 EXTENSION_KEY = "bgremove"

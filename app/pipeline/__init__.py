@@ -15,11 +15,12 @@ import numpy as np
 from PIL import Image
 
 import effects
-from app import compose, memory
-from app.errors import ClientGone, Overloaded
-from app.gate import InferenceGate
-from app.imaging import DecodedImage, decode_image, encode_image
-from app.options import ProcessOptions
+from app.pipeline import compose
+from app.ops import memory
+from app.web.errors import ClientGone, Overloaded
+from app.pipeline.gate import InferenceGate
+from app.pipeline.imaging import DecodedImage, decode_image, encode_image
+from app.pipeline.options import ProcessOptions
 from adapters import Segmenter
 from config import Settings
 
@@ -79,7 +80,7 @@ def slot(gate: InferenceGate, budget: Budget) -> Iterator[None]:
     A request holds it from decoding to encoding, not only around inference: those steps hold
     the full-size arrays, so the slots bound the worker's memory as well as the model's use
     (a queued request holds only its upload's bytes). When the work is done, the memory it
-    freed goes back to the OS (:func:`app.memory.trim`)."""
+    freed goes back to the OS (:func:`app.ops.memory.trim`)."""
     with gate.slot(timeout_s=budget.remaining_s(), cancelled=budget.client_gone):
         try:
             yield

@@ -26,7 +26,7 @@ from config import Settings
 KEY_VERSION = 2  # 2: confident masks reach 255 (adapters/onnx.py), decoding scales before converting
 
 
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 RENDERING_PACKAGES = ("app", "adapters", "effects")
 
 

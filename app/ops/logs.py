@@ -27,7 +27,7 @@ class RequestContext(logging.Filter):
         self.project = project
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from app.observability import current_request_id, current_trace  # Flask-dependent, imported late
+        from app.ops.observability import current_request_id, current_trace  # Flask-dependent, imported late
 
         record.request_id = current_request_id() or "-"
         trace = current_trace()

@@ -6,16 +6,18 @@ import os
 
 from flask import Blueprint, jsonify, request
 
-from app import compose, pipeline
-from app.auth import require_admin
-from app.cache import CacheUnavailable
-from app.errors import Overloaded
-from app.observability import stage
-from app.http_io import image_response, output_name, processing, read_upload, request_budget
-from app.imaging import ALLOWED_EXTENSIONS
-from app.options import ChangeColorOptions, RemoveBackgroundOptions, RemoveOptions
-from app.request_cache import open_request_cache
-from app.state import get_state
+from app.pipeline import compose
+
+from app import pipeline
+from app.web.auth import require_admin
+from app.pipeline.cache import CacheUnavailable
+from app.web.errors import Overloaded
+from app.ops.observability import stage
+from app.web.upload import image_response, output_name, processing, read_upload, request_budget
+from app.pipeline.imaging import ALLOWED_EXTENSIONS
+from app.pipeline.options import ChangeColorOptions, RemoveBackgroundOptions, RemoveOptions
+from app.pipeline.request_cache import open_request_cache
+from app.service import get_state
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 # The probe's body stays small: the device and its memory, if the adapter has them.

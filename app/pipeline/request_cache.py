@@ -21,9 +21,9 @@ import numpy as np
 from flask import Flask, Response, g, request
 from PIL import Image
 
-from app.cache import BYPASS, HIT, ResultCache, entry_key, upload_digest
-from app.imaging import DecodedImage
-from app.options import parse_bool
+from app.pipeline.cache import BYPASS, HIT, ResultCache, entry_key, upload_digest
+from app.pipeline.imaging import DecodedImage
+from app.pipeline.options import parse_bool
 
 log = logging.getLogger(__name__)
 

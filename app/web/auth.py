@@ -11,7 +11,7 @@ import hmac
 
 from flask import request
 
-from app.errors import Forbidden, Unauthorized
+from app.web.errors import Forbidden, Unauthorized
 from config import Settings
 
 

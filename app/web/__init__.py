@@ -1,0 +1,1 @@
+"""The HTTP edge: blueprints, forms and uploads, errors as JSON, auth and protection, OpenAPI."""
