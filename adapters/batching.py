@@ -93,11 +93,6 @@ class MicroBatcher(Generic[T, R]):
                     self._announced -= 1
                     self._cond.notify_all()
 
-    def __call__(self, item: T) -> R:
-        """Submit one prepared item and wait for its result."""
-        with self.announce() as submit:
-            return submit(item)
-
     def _take(self) -> list[_Job[T]]:
         with self._cond:
             while not self._queue:

@@ -169,16 +169,16 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class InSPyReNetSegmenter:
     """Preprocess in the caller's thread, infer in batches, postprocess in the caller's thread."""
 
-    def __init__(self, model: StaticInSPyReNet, device: torch.device, size: int, fp16: bool,
+    def __init__(self, model: StaticInSPyReNet, device: torch.device, size: int, precision: str,
                  max_batch: int, window_s: float, info: ModelInfo):
         self.model = model
         self.device = device
         self.size = size
-        self.fp16 = fp16
         self.info = info
         self.precision_check: dict[str, float] = {}
         self._mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+        self.fp16 = self._choose_fp16(precision)
         self.batcher: MicroBatcher[torch.Tensor, torch.Tensor] = MicroBatcher(
             self._run_batch, max_batch, window_s, name="inspyrenet-batcher")
 
@@ -253,6 +253,25 @@ class InSPyReNetSegmenter:
 
     # -- boot and figures
 
+    def _choose_fp16(self, requested: str) -> bool:
+        """fp16 or fp32 for PRECISION ``requested`` (see the module's docstring); records the check in ``precision_check``."""
+        if self.device.type != "cuda":
+            if requested == "fp16":
+                raise ModelLoadError("PRECISION: fp16 needs a CUDA device; InSPyReNet is running on CPU")
+            return False
+        if requested == "fp32":
+            return False
+        x = self.preprocess(check_image(self.size))
+        reference = self.infer(x, fp16=False)
+        diff = (self.infer(x, fp16=True) - reference).abs()
+        self.precision_check = {"mean_abs": round(float(diff.mean()), 5), "max_abs": round(float(diff.max()), 5)}
+        within = self.precision_check["mean_abs"] <= FP16_TOLERANCE
+        if requested == "fp16" and not within:
+            log.warning("PRECISION=fp16 although the check map moved by %s (mean abs)", self.precision_check)
+        elif not within:
+            log.warning("fp16 moved the check map by %s (mean abs > %s): running fp32", self.precision_check, FP16_TOLERANCE)
+        return requested == "fp16" or within
+
     def warm_up(self, max_batch: int) -> None:
         """Run every batch size once: cuDNN picks its kernels now, and a batch that does not
         fit fails the boot instead of a request. (The app's own warm-up then runs one
@@ -285,39 +304,9 @@ def check_image(size: int) -> np.ndarray:
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def choose_precision(segmenter: InSPyReNetSegmenter, requested: str) -> None:
-    """Decide fp16 vs fp32 (see the module's docstring); records the check in ``precision_check``."""
-    if segmenter.device.type != "cuda":
-        if requested == "fp16":
-            raise ModelLoadError("PRECISION: fp16 needs a CUDA device; InSPyReNet is running on CPU")
-        segmenter.fp16 = False
-        return
-    if requested == "fp32":
-        segmenter.fp16 = False
-        return
-    x = segmenter.preprocess(check_image(segmenter.size))
-    reference = segmenter.infer(x, fp16=False)
-    half = segmenter.infer(x, fp16=True)
-    diff = (half - reference).abs()
-    segmenter.precision_check = {"mean_abs": round(float(diff.mean()), 5), "max_abs": round(float(diff.max()), 5)}
-    within = segmenter.precision_check["mean_abs"] <= FP16_TOLERANCE
-    if requested == "fp16" or within:
-        segmenter.fp16 = True
-        if not within:
-            log.warning("PRECISION=fp16 although the check map moved by %s (mean abs)", segmenter.precision_check)
-    else:
-        segmenter.fp16 = False
-        log.warning("fp16 moved the check map by %s (mean abs > %s): running fp32",
-                    segmenter.precision_check, FP16_TOLERANCE)
-
-
 def load(settings: Settings) -> InSPyReNetSegmenter:
-    path = Path(settings.model_path)
-    if not path.is_file():
-        raise ModelLoadError(f"MODEL_PATH: no such model file: {path}")
-    device = pick_device(settings.device)
-    if device.type == "cpu":
-        torch.set_num_threads(settings.inference_threads)
+    path = Path(settings.model_path)  # config.Settings checked that it is a file
+    device = pick_device(settings.device)  # on CPU, app.ops.process.configure sized torch's threads
     size = settings.target_size
     state_dict = read_checkpoint(path)
     try:
@@ -338,9 +327,8 @@ def load(settings: Settings) -> InSPyReNetSegmenter:
         file_sha256=file_digest(path),
         file_size_bytes=path.stat().st_size,
     )
-    segmenter = InSPyReNetSegmenter(model, device, size, False, settings.max_batch,
+    segmenter = InSPyReNetSegmenter(model, device, size, settings.precision, settings.max_batch,
                                     settings.batch_window_ms / 1000, info)
-    choose_precision(segmenter, settings.precision)
     if settings.warmup and device.type == "cuda":  # on CPU a batch of 8 would add a minute to the boot
         segmenter.warm_up(settings.max_batch)
     return segmenter

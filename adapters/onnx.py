@@ -11,7 +11,6 @@ rembg's truncation leaves the subject at 254 (``postprocess``).
 
 from __future__ import annotations
 
-import ctypes
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,14 +44,12 @@ PROFILES = {
 }
 
 
-# onnxruntime memory modes (ONNX_MEMORY_MODE), measured by ``benchmarks/ort_options.py``
-# and ``benchmarks/server_memory.py`` (figures in README):
+# onnxruntime memory modes (ONNX_MEMORY_MODE, config.settings.ONNX_MEMORY_MODES), measured by
+# ``benchmarks/ort_options.py`` and ``benchmarks/server_memory.py`` (figures in README):
 #   lean      no arena, no memory pattern, 'extended' graph optimisation: lowest peak
 #   balanced  no arena, no memory pattern, 'all' (NCHWc layouts): ~25% faster, ~75 MB more
 #   fast      CPU arena kept between runs, 'all': fastest, holds its peak for good
-MEMORY_MODES = ("lean", "balanced", "fast")
-
-
+# Without the arena, the malloc policy of app.ops.process.configure returns freed activations to the OS.
 def session_options(threads: int, memory_mode: str) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -65,23 +62,6 @@ def session_options(threads: int, memory_mode: str) -> ort.SessionOptions:
     )
     # Thread spinning stays on (onnxruntime's default): turning it off cost 16% in 'lean'.
     return so
-
-
-def return_freed_memory_to_os() -> None:
-    """Without its arena, onnxruntime mallocs and frees ~200 MB of activations per run.
-
-    glibc's dynamic mmap threshold would soon serve those from the heap, where freed
-    blocks stay resident and fragment; a fixed threshold keeps every large block an
-    mmap that goes back to the OS on free, and two malloc arenas stop each request
-    thread from growing its own. (No-op where glibc's mallopt is absent.)
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_mmap_threshold, m_arena_max = -3, -8
-    libc.mallopt(m_mmap_threshold, 128 * 1024)
-    libc.mallopt(m_arena_max, 2)
 
 
 # The share of the normalised output's range, at each end, that counts as certain: at or above
@@ -145,11 +125,7 @@ class OnnxSegmenter:
 
 
 def load(settings: Settings) -> OnnxSegmenter:
-    path = Path(settings.model_path)
-    if not path.is_file():
-        raise ModelLoadError(f"MODEL_PATH: no such model file: {path}")
-    if settings.onnx_memory_mode != "fast":
-        return_freed_memory_to_os()
+    path = Path(settings.model_path)  # config.Settings checked that it is a file
     try:
         session = ort.InferenceSession(
             str(path),

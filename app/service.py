@@ -1,4 +1,4 @@
-"""What one worker process holds: settings, the loaded model, its gate, the result cache, counters.
+"""What one worker process holds, built once at boot by ``create_app`` (the composition root).
 
 Capacity and counters only; no per-user state (instances scale horizontally).
 """
@@ -7,57 +7,70 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
-import psutil
-
-import effects
 from flask import current_app
 
-from adapters import Segmenter
-from app.ops import metrics
-from app.pipeline.cache import ResultCache, fingerprint, open_cache
+import effects
+from adapters import Segmenter, load_segmenter
+from app.ops import metrics, process
+from app.pipeline.cache import CacheUse, ResultCache, fingerprint, open_cache
 from app.pipeline.gate import InferenceGate
-from app.ops.observability import LatencyWindow
+from app.pipeline.options import Options
 from config import Settings
 
 EXTENSION_KEY = "bgremove"
 
 
-class ServiceState:
-    def __init__(self, settings: Settings, segmenter: Segmenter):
-        self.settings = settings
-        self.segmenter = segmenter
-        self.gate = InferenceGate(settings.max_concurrent_inferences, settings.max_queue, metrics.on_gate_change)
-        self.cache: ResultCache = open_cache(settings, metrics.on_cache_event)
-        self.latency = LatencyWindow()
-        self.cache_model = fingerprint(segmenter.info, settings)  # the model part of every cache key
+class Activity:
+    """This worker's counters: requests served, whether the model has run, uptime."""
+
+    def __init__(self) -> None:
         self.started = time.monotonic()
-        self.ready = False  # true once the model has produced a mask
-        self._served = 0
+        self.model_loaded = False  # true once the model has produced a mask (warm-up or a request)
+        self.requests_served = 0
         self._lock = threading.Lock()
-        self._process = psutil.Process()
+
+    def model_ran(self) -> None:
+        self.model_loaded = True
+
+    def served(self) -> None:
+        with self._lock:
+            self.requests_served += 1
+
+    @property
+    def ready(self) -> bool:
+        """Serving: the model has run, or a request was answered (from the cache, say)."""
+        return self.model_loaded or self.requests_served > 0
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass
+class Service:
+    settings: Settings
+    segmenter: Segmenter
+    gate: InferenceGate
+    cache: ResultCache
+    cache_model: dict[str, Any]  # the model part of every cache key (app.pipeline.cache.fingerprint)
+    observe_stage: Callable[[str, float], None] | None = None  # each pipeline stage's seconds (metrics)
+    activity: Activity = field(default_factory=Activity)
+
+    def cache_use(self, upload: bytes, options: Options) -> CacheUse:
+        """One request's use of the result cache (``use_cache`` off: none)."""
+        return CacheUse(self.cache, options.use_cache, upload, self.cache_model)
 
     def warm_up(self) -> None:
         """One inference and one run of each effect at boot: the first request is not the slow
         one, and a model that cannot run stops the boot."""
         self.segmenter.mask(np.full((64, 64, 3), 128, np.uint8))
+        self.activity.model_ran()
         sample = np.full((64, 64, 4), 128, np.uint8)
         for name in effects.EFFECTS:  # builds the palettes' lookup tables now, not on a request
             effects.apply(name, sample, effects.resolve(name))
-        self.ready = True
-
-    def record_served(self) -> None:
-        with self._lock:
-            self._served += 1
-        self.ready = True
-
-    @property
-    def requests_served(self) -> int:
-        return self._served
-
-    def uptime_s(self) -> float:
-        return time.monotonic() - self.started
 
     def inference(self) -> dict[str, object]:
         """The inference slots and their queue, now (for /api/bg/status and /stats)."""
@@ -65,13 +78,23 @@ class ServiceState:
         return {"max_concurrent": s.max_concurrent_inferences, "max_queue": s.max_queue, "active": self.gate.active,
                 "waiting": self.gate.waiting, "request_timeout_s": s.request_timeout_s}
 
-    def model_memory_mb(self) -> float:
-        """The weights' memory: float32 parameters (activations come and go with requests)."""
-        return round(self.segmenter.info.parameters * 4 / 2**20, 1)
 
-    def rss_mb(self) -> float:
-        return self._process.memory_info().rss / 2**20
+def build_service(settings: Settings, segmenter: Segmenter | None = None) -> Service:
+    """The composition root: the process's runtime policy, the model (loaded here, at boot, never on a
+    request; run once with WARMUP), its gate, the result cache, each wired to the metrics."""
+    process.configure(settings)  # before the model loads: the malloc policy and thread pools it runs under
+    segmenter = segmenter or load_segmenter(settings)
+    service = Service(
+        settings, segmenter,
+        gate=InferenceGate(settings.max_concurrent_inferences, settings.max_queue, metrics.on_gate_change),
+        cache=open_cache(settings, metrics.on_cache_event),
+        cache_model=fingerprint(segmenter.info, settings),
+        observe_stage=metrics.observe_stage,
+    )
+    if settings.warmup:
+        service.warm_up()
+    return service
 
 
-def get_state() -> ServiceState:
+def get_service() -> Service:
     return current_app.extensions[EXTENSION_KEY]

@@ -22,7 +22,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.serverkit import fixture_images, post_image, running_emulator, running_server  # noqa: E402
+from tests.serverkit import fixture_images, post_image, running_emulator, running_server  # noqa: E402
 
 TOKEN = "bench-admin-token-0123456789"
 

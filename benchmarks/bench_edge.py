@@ -21,7 +21,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import hostile  # noqa: E402
-from benchmarks.serverkit import fixture_images, post_image, running_server  # noqa: E402
+from tests.serverkit import fixture_images, post_image, running_server  # noqa: E402
 
 
 def measure(edge: bool, rounds: int) -> dict[str, float]:

@@ -25,10 +25,9 @@ os.environ.setdefault("U2NET_HOME", str(ROOT / "models"))
 
 import psutil  # noqa: E402
 
-from adapters import load_segmenter  # noqa: E402
-from app.pipeline import compose
-from app import pipeline  # noqa: E402
-from app.pipeline.gate import InferenceGate  # noqa: E402
+from app.pipeline import IMAGE, Job  # noqa: E402
+from app.pipeline.options import RemoveOptions  # noqa: E402
+from app.service import build_service  # noqa: E402
 from config import Settings  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "images"
@@ -73,15 +72,13 @@ def time_each(fn, images, repeat):
 
 
 def ours(memory_mode: str):
-    settings = Settings.from_env({"ONNX_MEMORY_MODE": memory_mode})
-    segmenter = load_segmenter(settings)
-    gate = InferenceGate(1, 0)
+    """The service's own pipeline (app.pipeline.Job), as a request to /api/bg/remove runs it, without the cache."""
+    service = build_service(Settings.from_env({"ONNX_MEMORY_MODE": memory_mode, "CACHE_BACKEND": "none",
+                                               "WARMUP": "false"}))
+    options = RemoveOptions(use_cache=False)
 
     def run(data: bytes) -> bytes:
-        image = pipeline.decode(data, settings)
-        with pipeline.slot(gate, time.monotonic() + 60):
-            alpha = pipeline.subject_alpha(image, segmenter)
-        return pipeline.encode(compose.cutout(image.rgb, alpha), "png", 90, image, settings)
+        return Job(service, options, data).run().images[IMAGE]
 
     return run
 

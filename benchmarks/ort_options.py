@@ -34,11 +34,17 @@ import json, resource, sys, time, glob
 import numpy as np, onnxruntime as ort
 from PIL import Image
 sys.path.insert(0, ROOT)
-from adapters.onnx import OnnxSegmenter, PROFILES, return_freed_memory_to_os
+import importlib.util
+from adapters.onnx import OnnxSegmenter, PROFILES
+from config import Settings
+# app/ops/process.py by path: importing the app package would add the whole app (~30 MB) to the RSS measured here
+spec = importlib.util.spec_from_file_location("process", ROOT + "/app/ops/process.py")
+process = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(process)
 from adapters.base import ModelInfo
 arena, pattern, level, shared, spin = CFG
 if not arena:
-    return_freed_memory_to_os()  # as the adapter does in lean and balanced modes
+    process.configure(Settings())  # the malloc policy of the lean and balanced modes, as at boot
 so = ort.SessionOptions()
 so.intra_op_num_threads = THREADS
 so.inter_op_num_threads = 1

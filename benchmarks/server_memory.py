@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.serverkit import ALL_EFFECTS, RssSampler, concurrent_clients, fixture_images, running_server  # noqa: E402
+from tests.serverkit import ALL_EFFECTS, RssSampler, concurrent_clients, fixture_images, running_server  # noqa: E402
 
 
 def main() -> None:

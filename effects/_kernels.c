@@ -2,42 +2,54 @@
  * The compiled kernels of the effects: the loops over pixels that numpy cannot
  * express, or can only express through full-size temporary arrays.
  *
- * diffuse(values, width, height, threshold, serpentine) -> bytes
+ * Every kernel takes its sizes from its arrays, never from separate arguments:
+ * each array must be C-contiguous and expose its shape and format (numpy arrays
+ * do); its number of dimensions, channel count and dtype are checked, and so is
+ * that the arrays agree with one another, with overflow-safe products. Anything
+ * else raises (TypeError: not an array, wrong dtype, read-only output; ValueError:
+ * wrong shape, not C-contiguous, empty) before a pixel is touched.
+ *
+ * diffuse(values, threshold, serpentine) -> bytes
  *   Floyd–Steinberg error diffusion to two levels, with a free threshold and an
  *   optional serpentine scan. Error diffusion is sequential by nature (every pixel
  *   depends on the errors of the pixels before it).
- *   values:     a C-contiguous buffer of width*height float32 levels (0..255)
+ *   values:     height x width float32 levels (0..255)
  *   threshold:  a pixel (plus the error it received) at or above it becomes 255
  *   serpentine: odd rows are scanned right to left, with the kernel mirrored
  *   Returns width*height bytes, each 0 (ink) or 255 (paper).
  *   Errors are carried in doubles, in a fixed order, so that the plain-Python
  *   definition in tests/test_effects.py reproduces the result bit for bit.
  *
- * tone_sums(rgba, width, height, shares, tone, low_width, low_height) -> (sums, squares)
- * film_print(rgba, width, height, shares, tone, amplitude, k1, k2, low_width, low_height, seed) -> bytes
+ * tone_sums(rgba, shares, tone, sums, squares)
+ * film_print(rgba, shares, tone, gauss, amplitude, k1, k2, seed, out)
  *   The full-resolution passes of the blackwhite effect (effects/blackwhite.py
- *   holds their definition in numpy, and the tests compare the two). Per pixel:
- *   index = shares[0][R] + shares[1][G] + shares[2][B] (panchromatic grey in
- *   linear light, fixed point), t = tone[index].
- *   tone_sums box-sums t and t*t into a low_height x low_width grid (pixel x goes
- *   to cell x*low_width/width, likewise rows); two float64 buffers.
- *   film_print writes RGBA: grey = t*K1 + K2 + grain, clipped to 0..1 and rounded
- *   to a byte, alpha copied from the input. K1 and K2 are low-resolution
- *   float32 planes upsampled bilinearly (centre-aligned, edges clamped, as
- *   Pillow's BILINEAR resize). grain = GAUSS[byte] * amplitude[index], where byte
- *   is the top 8 bits of splitmix64(seed, pixel number): deterministic, and the
- *   same on every machine. amplitude may be None (no grain).
+ *   holds their definition in numpy, and the tests compare the two).
+ *   rgba: height x width x 4 uint8; shares: 3 x 256 uint16; tone: 1-D float32.
+ *   Per pixel: index = shares[0][R] + shares[1][G] + shares[2][B] (panchromatic
+ *   grey in linear light, fixed point), t = tone[index].
+ *   tone_sums box-sums t and t*t into sums and squares, two zeroed
+ *   low_height x low_width float64 grids no larger than the image (pixel x goes
+ *   to cell x*low_width/width, likewise rows).
+ *   film_print writes out (height x width x 4 uint8): grey = t*K1 + K2 + grain,
+ *   clipped to 0..1 and rounded to a byte, alpha copied from the input. K1 and K2
+ *   are low_height x low_width float32 planes upsampled bilinearly
+ *   (centre-aligned, edges clamped, as Pillow's BILINEAR resize). grain =
+ *   gauss[byte] * amplitude[index] (gauss: 256 float32; amplitude: float32 as long
+ *   as tone, or None for no grain), where byte is the top 8 bits of
+ *   splitmix64(seed, pixel number): deterministic, and the same on every machine.
  *   One pass, no temporaries beyond two rows: at 2048x2048 numpy needed eight
  *   16 MB planes, whose page faults cost more than the arithmetic.
  *
- * luma(rgba, width, height, wr, wg, wb, out)
- *   out (float32 plane) = R*wr + G*wg + B*wb in float32, in numpy's order of
- *   operations, without numpy's three channel copies and two temporaries.
+ * luma(rgba, wr, wg, wb, out)
+ *   out (height x width float32) = R*wr + G*wg + B*wb in float32, in numpy's
+ *   order of operations, without numpy's three channel copies and two temporaries.
  *
- * paint(indices, width, height, colours, rgba, out)
- *   out (RGBA) = colours[index] with the alpha of rgba: a palette image and the
- *   subject's alpha in one pass (Pillow's palette conversion, then numpy's dstack
- *   of the alpha, wrote the image twice). An index past the colours raises.
+ * paint(indices, colours, rgba, out)
+ *   out (height x width x 4 uint8) = colours[index] with the alpha of rgba
+ *   (height x width x 4 uint8): a palette image (indices: height x width uint8,
+ *   colours: n x 3 uint8, 1 <= n <= 256) and the subject's alpha in one pass
+ *   (Pillow's palette conversion, then numpy's dstack of the alpha, wrote the
+ *   image twice). An index past the colours raises.
  *
  * The GIL is released while the loops run.
  */
@@ -47,6 +59,133 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ------------------------------------------------------------------ arrays */
+
+/* a * b for non-negative sizes; 0 when the product would overflow Py_ssize_t. */
+static int mul_size(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *product)
+{
+    if (a < 0 || b < 0 || (a != 0 && b > PY_SSIZE_T_MAX / a))
+        return 0;
+    *product = a * b;
+    return 1;
+}
+
+/* malloc(n * size), or NULL if that product overflows. */
+static void *alloc_n(Py_ssize_t n, size_t size)
+{
+    if (n < 0 || (size_t)n > (size_t)PY_SSIZE_T_MAX / size)
+        return NULL;
+    size_t bytes = (size_t)n * size;
+    return malloc(bytes ? bytes : 1);
+}
+
+/* Whether a buffer's format string is the one-character struct code `code` in
+   native byte order (a leading '@' or '=', or the machine's own '<' / '>'). */
+static int format_is(const char *format, char code)
+{
+    if (format == NULL)
+        return code == 'B';
+    const uint16_t one = 1;
+    int little = *(const unsigned char *)&one == 1;
+    if (*format == '@' || *format == '=' || (little && *format == '<') || (!little && (*format == '>' || *format == '!')))
+        format++;
+    return format[0] == code && format[1] == '\0';
+}
+
+/* Gets `obj`'s buffer into `view`: C-contiguous, `ndim` dimensions, elements of
+   struct code `code` and `itemsize` bytes, none of its dimensions empty, its
+   length the product of its shape (checked without overflow), writable if asked.
+   Returns 0, or -1 with an exception set and `view` released. */
+static int get_array(PyObject *obj, Py_buffer *view, const char *name, const char *dtype, char code,
+                     Py_ssize_t itemsize, int ndim, int writable)
+{
+    view->obj = NULL;
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %s array, not %.200s", name, dtype,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO | (writable ? PyBUF_WRITABLE : 0)) < 0) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *cause = PyErr_GetRaisedException();
+#else
+        PyObject *type, *cause, *tb;
+        PyErr_Fetch(&type, &cause, &tb);
+        PyErr_NormalizeException(&type, &cause, &tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+#endif
+        PyErr_Format(PyExc_TypeError, "%s must be a %sC-contiguous %s array: %S", name,
+                     writable ? "writable, " : "", dtype, cause ? cause : Py_None);
+        Py_XDECREF(cause);
+        view->obj = NULL;
+        return -1;
+    }
+    Py_ssize_t n = view->itemsize;
+    if (!format_is(view->format, code) || view->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s must be %s (buffer format '%c', %zd bytes), got format '%s' (%zd bytes)",
+                     name, dtype, code, itemsize, view->format ? view->format : "B", view->itemsize);
+        goto fail;
+    }
+    if (!PyBuffer_IsContiguous(view, 'C')) {
+        PyErr_Format(PyExc_ValueError, "%s must be C-contiguous (numpy.ascontiguousarray)", name);
+        goto fail;
+    }
+    if (view->ndim != ndim || view->shape == NULL) {
+        PyErr_Format(PyExc_ValueError, "%s must have %d dimensions, got %d", name, ndim, view->ndim);
+        goto fail;
+    }
+    for (int i = 0; i < ndim; i++) {
+        if (view->shape[i] <= 0) {
+            PyErr_Format(PyExc_ValueError, "%s must not be empty (dimension %d is %zd)", name, i, view->shape[i]);
+            goto fail;
+        }
+        if (!mul_size(n, view->shape[i], &n)) {
+            PyErr_Format(PyExc_ValueError, "%s is too large (its size overflows)", name);
+            goto fail;
+        }
+    }
+    if (n != view->len) {
+        PyErr_Format(PyExc_ValueError, "%s claims %zd bytes for its shape but its buffer holds %zd", name, n, view->len);
+        goto fail;
+    }
+    return 0;
+fail:
+    PyBuffer_Release(view);
+    view->obj = NULL;
+    return -1;
+}
+
+#define GET_U8(obj, view, name, ndim, wr) get_array(obj, view, name, "uint8", 'B', 1, ndim, wr)
+#define GET_U16(obj, view, name, ndim) get_array(obj, view, name, "uint16", 'H', 2, ndim, 0)
+#define GET_F32(obj, view, name, ndim, wr) get_array(obj, view, name, "float32", 'f', 4, ndim, wr)
+#define GET_F64(obj, view, name, ndim, wr) get_array(obj, view, name, "float64", 'd', 8, ndim, wr)
+
+/* An image buffer: height x width x 4 uint8. */
+static int get_rgba(PyObject *obj, Py_buffer *view, const char *name, int writable)
+{
+    if (GET_U8(obj, view, name, 3, writable) < 0)
+        return -1;
+    if (view->shape[2] != 4) {
+        PyErr_Format(PyExc_ValueError, "%s must be height x width x 4 (RGBA), got %zd channels", name, view->shape[2]);
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether two buffers' first two dimensions (height, width) agree; sets ValueError if not. */
+static int same_plane(const Py_buffer *a, const char *a_name, const Py_buffer *b, const char *b_name)
+{
+    if (a->shape[0] == b->shape[0] && a->shape[1] == b->shape[1])
+        return 1;
+    PyErr_Format(PyExc_ValueError, "%s is %zdx%zd (height x width) but %s is %zdx%zd", b_name, b->shape[0],
+                 b->shape[1], a_name, a->shape[0], a->shape[1]);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ diffuse */
 static void fs_run(const float *in, unsigned char *out, Py_ssize_t w, Py_ssize_t h,
                    double threshold, int serpentine, double *cur, double *next)
 {
@@ -78,19 +217,17 @@ static void fs_run(const float *in, unsigned char *out, Py_ssize_t w, Py_ssize_t
 
 static PyObject *diffuse(PyObject *self, PyObject *args)
 {
-    Py_buffer view;
-    Py_ssize_t w, h;
+    PyObject *values;
     double threshold;
     int serpentine;
-    if (!PyArg_ParseTuple(args, "y*nndp", &view, &w, &h, &threshold, &serpentine))
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "Odp:diffuse", &values, &threshold, &serpentine))
         return NULL;
-    if (w <= 0 || h <= 0 || view.len != w * h * (Py_ssize_t)sizeof(float)) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "values must hold width*height float32 levels");
+    if (GET_F32(values, &view, "values", 2, 0) < 0)
         return NULL;
-    }
+    Py_ssize_t h = view.shape[0], w = view.shape[1]; /* w*h*4 is the buffer's checked length */
     PyObject *result = PyBytes_FromStringAndSize(NULL, w * h);
-    double *rows = malloc((size_t)(w + 2) * 2 * sizeof(double));
+    double *rows = alloc_n(w + 2, 2 * sizeof(double));
     if (result == NULL || rows == NULL) {
         Py_XDECREF(result);
         free(rows);
@@ -143,18 +280,22 @@ typedef struct {
     Py_ssize_t w, h, tone_len;
 } grey_source;
 
-/* Checks the buffers shared by both passes. Returns 0, or -1 with an exception set. */
-static int check_source(grey_source *src)
+/* Gets and checks the buffers shared by both passes. Returns 0, or -1 with an
+   exception set; release_source() releases what was got either way. */
+static int get_source(PyObject *rgba, PyObject *shares, PyObject *tone, grey_source *src)
 {
-    if (src->w <= 0 || src->h <= 0 || src->rgba.len != src->w * src->h * 4) {
-        PyErr_SetString(PyExc_ValueError, "rgba must hold width*height*4 bytes");
+    src->rgba.obj = src->shares.obj = src->tone.obj = NULL;
+    if (get_rgba(rgba, &src->rgba, "rgba", 0) < 0 || GET_U16(shares, &src->shares, "shares", 2) < 0 ||
+        GET_F32(tone, &src->tone, "tone", 1, 0) < 0)
+        return -1;
+    if (src->shares.shape[0] != 3 || src->shares.shape[1] != 256) {
+        PyErr_Format(PyExc_ValueError, "shares must be 3 x 256 uint16, got %zd x %zd", src->shares.shape[0],
+                     src->shares.shape[1]);
         return -1;
     }
-    if (src->shares.len != 3 * 256 * (Py_ssize_t)sizeof(uint16_t)) {
-        PyErr_SetString(PyExc_ValueError, "shares must hold 3x256 uint16");
-        return -1;
-    }
-    src->tone_len = src->tone.len / (Py_ssize_t)sizeof(float);
+    src->h = src->rgba.shape[0];
+    src->w = src->rgba.shape[1];
+    src->tone_len = src->tone.shape[0];
     const uint16_t *sh = (const uint16_t *)src->shares.buf;
     Py_ssize_t top = 0;
     for (int c = 0; c < 3; c++) {
@@ -180,24 +321,29 @@ static void release_source(grey_source *src)
 
 static PyObject *tone_sums(PyObject *self, PyObject *args)
 {
-    grey_source src;
-    Py_buffer sums, squares;
-    Py_ssize_t lw, lh;
-    if (!PyArg_ParseTuple(args, "y*nny*y*nnw*w*", &src.rgba, &src.w, &src.h, &src.shares, &src.tone,
-                          &lw, &lh, &sums, &squares))
+    PyObject *rgba_obj, *shares_obj, *tone_obj, *sums_obj, *squares_obj;
+    if (!PyArg_ParseTuple(args, "OOOOO:tone_sums", &rgba_obj, &shares_obj, &tone_obj, &sums_obj, &squares_obj))
         return NULL;
+    grey_source src;
+    Py_buffer sums = {NULL}, squares = {NULL};
     PyObject *result = NULL;
     Py_ssize_t *cell = NULL;
     double *row = NULL;
-    if (check_source(&src) < 0)
+    if (get_source(rgba_obj, shares_obj, tone_obj, &src) < 0 || GET_F64(sums_obj, &sums, "sums", 2, 1) < 0 ||
+        GET_F64(squares_obj, &squares, "squares", 2, 1) < 0 || !same_plane(&sums, "sums", &squares, "squares"))
         goto done;
-    if (lw <= 0 || lh <= 0 || lw > src.w || lh > src.h ||
-        sums.len != lw * lh * (Py_ssize_t)sizeof(double) || squares.len != sums.len) {
-        PyErr_SetString(PyExc_ValueError, "sums and squares must be low_height*low_width float64, no larger than the image");
+    Py_ssize_t lh = sums.shape[0], lw = sums.shape[1], unused;
+    if (lw > src.w || lh > src.h) {
+        PyErr_Format(PyExc_ValueError, "sums and squares (%zdx%zd) must be no larger than the image (%zdx%zd)", lh, lw,
+                     src.h, src.w);
         goto done;
     }
-    cell = malloc((size_t)src.w * sizeof(Py_ssize_t));
-    row = malloc((size_t)lw * 2 * sizeof(double));
+    if (!mul_size(src.w, lw, &unused) || !mul_size(src.h, lh, &unused)) { /* x*lw and y*lh below */
+        PyErr_SetString(PyExc_ValueError, "image and grid too large");
+        goto done;
+    }
+    cell = alloc_n(src.w, sizeof(Py_ssize_t));
+    row = alloc_n(lw, 2 * sizeof(double));
     if (cell == NULL || row == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -235,43 +381,39 @@ done:
 
 static PyObject *film_print(PyObject *self, PyObject *args)
 {
-    grey_source src;
-    Py_buffer gauss, k1b, k2b, outb, ampb = {0};
-    PyObject *amp_obj;
-    Py_ssize_t lw, lh;
+    PyObject *rgba_obj, *shares_obj, *tone_obj, *gauss_obj, *amp_obj, *k1_obj, *k2_obj, *out_obj;
     unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "y*nny*y*y*Oy*y*nnKw*", &src.rgba, &src.w, &src.h, &src.shares, &src.tone,
-                          &gauss, &amp_obj, &k1b, &k2b, &lw, &lh, &seed, &outb))
+    if (!PyArg_ParseTuple(args, "OOOOOOOKO:film_print", &rgba_obj, &shares_obj, &tone_obj, &gauss_obj, &amp_obj,
+                          &k1_obj, &k2_obj, &seed, &out_obj))
         return NULL;
+    grey_source src;
+    Py_buffer gauss = {NULL}, k1b = {NULL}, k2b = {NULL}, outb = {NULL}, ampb = {NULL};
     PyObject *result = NULL;
     int have_amp = amp_obj != Py_None;
     Py_ssize_t *x0 = NULL, *x1 = NULL, *ylo = NULL, *yhi = NULL;
     float *fx = NULL, *fyv = NULL, *rows = NULL;
-    if (have_amp && PyObject_GetBuffer(amp_obj, &ampb, PyBUF_SIMPLE) < 0) {
-        have_amp = 0;
+    if (get_source(rgba_obj, shares_obj, tone_obj, &src) < 0 || GET_F32(gauss_obj, &gauss, "gauss", 1, 0) < 0 ||
+        (have_amp && GET_F32(amp_obj, &ampb, "amplitude", 1, 0) < 0) || GET_F32(k1_obj, &k1b, "k1", 2, 0) < 0 ||
+        GET_F32(k2_obj, &k2b, "k2", 2, 0) < 0 || get_rgba(out_obj, &outb, "out", 1) < 0)
+        goto done;
+    if (gauss.shape[0] != 256) {
+        PyErr_Format(PyExc_ValueError, "gauss must be 256 float32, got %zd", gauss.shape[0]);
         goto done;
     }
-    if (check_source(&src) < 0)
-        goto done;
-    if (gauss.len != 256 * (Py_ssize_t)sizeof(float) || (have_amp && ampb.len != src.tone.len)) {
-        PyErr_SetString(PyExc_ValueError, "gauss must be 256 float32 and amplitude as long as tone");
+    if (have_amp && ampb.shape[0] != src.tone_len) {
+        PyErr_Format(PyExc_ValueError, "amplitude must be as long as tone (%zd), got %zd", src.tone_len, ampb.shape[0]);
         goto done;
     }
-    if (lw <= 0 || lh <= 0 || k1b.len != lw * lh * (Py_ssize_t)sizeof(float) || k2b.len != k1b.len) {
-        PyErr_SetString(PyExc_ValueError, "k1 and k2 must be low_height*low_width float32");
+    if (!same_plane(&k1b, "k1", &k2b, "k2") || !same_plane(&src.rgba, "rgba", &outb, "out"))
         goto done;
-    }
-    if (outb.len != src.rgba.len) {
-        PyErr_SetString(PyExc_ValueError, "out must be as large as rgba");
-        goto done;
-    }
-    x0 = malloc((size_t)src.w * sizeof(Py_ssize_t));
-    x1 = malloc((size_t)src.w * sizeof(Py_ssize_t));
-    fx = malloc((size_t)src.w * sizeof(float));
-    ylo = malloc((size_t)src.h * sizeof(Py_ssize_t));
-    yhi = malloc((size_t)src.h * sizeof(Py_ssize_t));
-    fyv = malloc((size_t)src.h * sizeof(float));
-    rows = malloc((size_t)lw * 2 * sizeof(float));
+    Py_ssize_t lh = k1b.shape[0], lw = k1b.shape[1];
+    x0 = alloc_n(src.w, sizeof(Py_ssize_t));
+    x1 = alloc_n(src.w, sizeof(Py_ssize_t));
+    fx = alloc_n(src.w, sizeof(float));
+    ylo = alloc_n(src.h, sizeof(Py_ssize_t));
+    yhi = alloc_n(src.h, sizeof(Py_ssize_t));
+    fyv = alloc_n(src.h, sizeof(float));
+    rows = alloc_n(lw, 2 * sizeof(float));
     if (x0 == NULL || x1 == NULL || fx == NULL || ylo == NULL || yhi == NULL || fyv == NULL || rows == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -320,8 +462,7 @@ done:
     free(rows);
     release_source(&src);
     PyBuffer_Release(&gauss);
-    if (have_amp)
-        PyBuffer_Release(&ampb);
+    PyBuffer_Release(&ampb);
     PyBuffer_Release(&k1b);
     PyBuffer_Release(&k2b);
     PyBuffer_Release(&outb);
@@ -332,20 +473,20 @@ done:
 
 static PyObject *luma(PyObject *self, PyObject *args)
 {
-    Py_buffer rgba, outb;
-    Py_ssize_t w, h;
+    PyObject *rgba_obj, *out_obj;
     float wr, wg, wb;
-    if (!PyArg_ParseTuple(args, "y*nnfffw*", &rgba, &w, &h, &wr, &wg, &wb, &outb))
+    if (!PyArg_ParseTuple(args, "OfffO:luma", &rgba_obj, &wr, &wg, &wb, &out_obj))
         return NULL;
+    Py_buffer rgba = {NULL}, outb = {NULL};
     PyObject *result = NULL;
-    if (w <= 0 || h <= 0 || rgba.len != w * h * 4 || outb.len != w * h * (Py_ssize_t)sizeof(float)) {
-        PyErr_SetString(PyExc_ValueError, "rgba must hold width*height*4 bytes and out width*height float32");
+    if (get_rgba(rgba_obj, &rgba, "rgba", 0) < 0 || GET_F32(out_obj, &outb, "out", 2, 1) < 0 ||
+        !same_plane(&rgba, "rgba", &outb, "out"))
         goto done;
-    }
+    Py_ssize_t n = rgba.shape[0] * rgba.shape[1]; /* a quarter of rgba's checked length */
     Py_BEGIN_ALLOW_THREADS
     const unsigned char *px = (const unsigned char *)rgba.buf;
     float *dst = (float *)outb.buf;
-    for (Py_ssize_t i = 0, n = w * h; i < n; i++, px += 4) {
+    for (Py_ssize_t i = 0; i < n; i++, px += 4) {
         float v = (float)px[0] * wr;
         v += (float)px[1] * wg;
         v += (float)px[2] * wb;
@@ -361,24 +502,29 @@ done:
 
 static PyObject *paint(PyObject *self, PyObject *args)
 {
-    Py_buffer idx, colours, rgba, outb;
-    Py_ssize_t w, h;
-    if (!PyArg_ParseTuple(args, "y*nny*y*w*", &idx, &w, &h, &colours, &rgba, &outb))
+    PyObject *idx_obj, *colours_obj, *rgba_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOOO:paint", &idx_obj, &colours_obj, &rgba_obj, &out_obj))
         return NULL;
+    Py_buffer idx = {NULL}, colours = {NULL}, rgba = {NULL}, outb = {NULL};
     PyObject *result = NULL;
-    Py_ssize_t n_colours = colours.len / 3;
-    if (w <= 0 || h <= 0 || idx.len != w * h || rgba.len != w * h * 4 || outb.len != w * h * 4 ||
-        colours.len % 3 != 0 || n_colours < 1 || n_colours > 256) {
-        PyErr_SetString(PyExc_ValueError, "indices must be width*height bytes, colours 1..256 RGB triplets, "
-                                          "rgba and out width*height*4 bytes");
+    if (GET_U8(idx_obj, &idx, "indices", 2, 0) < 0 || GET_U8(colours_obj, &colours, "colours", 2, 0) < 0 ||
+        get_rgba(rgba_obj, &rgba, "rgba", 0) < 0 || get_rgba(out_obj, &outb, "out", 1) < 0)
+        goto done;
+    Py_ssize_t n_colours = colours.shape[0];
+    if (colours.shape[1] != 3 || n_colours > 256) {
+        PyErr_Format(PyExc_ValueError, "colours must be 1..256 RGB triplets (n x 3 uint8), got %zd x %zd", n_colours,
+                     colours.shape[1]);
         goto done;
     }
+    if (!same_plane(&idx, "indices", &rgba, "rgba") || !same_plane(&idx, "indices", &outb, "out"))
+        goto done;
     int bad = 0;
+    Py_ssize_t n = idx.shape[0] * idx.shape[1]; /* indices' checked length */
     Py_BEGIN_ALLOW_THREADS
     const unsigned char *in = (const unsigned char *)idx.buf, *pal = (const unsigned char *)colours.buf;
     const unsigned char *a = (const unsigned char *)rgba.buf;
     unsigned char *dst = (unsigned char *)outb.buf;
-    for (Py_ssize_t i = 0, n = w * h; i < n; i++, dst += 4, a += 4) {
+    for (Py_ssize_t i = 0; i < n; i++, dst += 4, a += 4) {
         Py_ssize_t k = in[i];
         if (k >= n_colours) {
             bad = 1;
@@ -405,17 +551,17 @@ done:
 
 static PyMethodDef methods[] = {
     {"diffuse", diffuse, METH_VARARGS,
-     "diffuse(values, width, height, threshold, serpentine) -> bytes of 0/255"},
+     "diffuse(values, threshold, serpentine) -> bytes of 0/255; values: HxW float32"},
     {"tone_sums", tone_sums, METH_VARARGS,
-     "tone_sums(rgba, width, height, shares, tone, low_width, low_height, sums, squares): "
-     "box sums of the tone and its square into two zeroed float64 grids"},
+     "tone_sums(rgba, shares, tone, sums, squares): box sums of the tone and its square into two zeroed "
+     "float64 grids (low_height x low_width, no larger than the HxWx4 uint8 image)"},
     {"film_print", film_print, METH_VARARGS,
-     "film_print(rgba, width, height, shares, tone, gauss, amplitude, k1, k2, low_width, low_height, seed, out): "
-     "grey = tone*K1 + K2 + grain into out (RGBA uint8), alpha copied"},
+     "film_print(rgba, shares, tone, gauss, amplitude, k1, k2, seed, out): "
+     "grey = tone*K1 + K2 + grain into out (HxWx4 uint8), alpha copied"},
     {"luma", luma, METH_VARARGS,
-     "luma(rgba, width, height, wr, wg, wb, out): out (float32) = R*wr + G*wg + B*wb"},
+     "luma(rgba, wr, wg, wb, out): out (HxW float32) = R*wr + G*wg + B*wb"},
     {"paint", paint, METH_VARARGS,
-     "paint(indices, width, height, colours, rgba, out): out (RGBA) = colours[index], alpha from rgba"},
+     "paint(indices, colours, rgba, out): out (HxWx4 uint8) = colours[index], alpha from rgba"},
     {NULL, NULL, 0, NULL},
 };
 

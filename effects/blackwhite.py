@@ -43,7 +43,6 @@ GAUSSIAN_BYTES = np.array([NormalDist().inv_cdf((i + 0.5) / 256) for i in range(
 
 def render(rgba: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
     rgba = np.ascontiguousarray(rgba)
-    height, width = rgba.shape[:2]
     shares = pixels.share_tables(TRI_X_WEIGHTS)
     table = tone_table(p["gamma_correction"], p["contrast_boost"])
     if p["edge_strength"] > 0 or p["halation_strength"] > 0:
@@ -53,8 +52,7 @@ def render(rgba: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
         k1, k2 = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
     amplitude = grain_amplitude(table, p["grain_strength"]) if p["grain_strength"] > 0 else None
     out = np.empty_like(rgba)
-    _kernels.film_print(rgba, width, height, shares, table, GAUSSIAN_BYTES, amplitude,
-                        k1, k2, k1.shape[1], k1.shape[0], p["seed"], out)
+    _kernels.film_print(rgba, shares, table, GAUSSIAN_BYTES, amplitude, k1, k2, p["seed"], out)
     return out
 
 
@@ -114,7 +112,7 @@ def tone_moments(rgba: np.ndarray, shares: np.ndarray, table: np.ndarray) -> tup
     low_w, low_h = low_resolution(rgba.shape)
     sums = np.zeros((low_h, low_w), np.float64)
     squares = np.zeros((low_h, low_w), np.float64)
-    _kernels.tone_sums(rgba, width, height, shares, table, low_w, low_h, sums, squares)
+    _kernels.tone_sums(rgba, shares, table, sums, squares)
     counts = np.outer(cell_sizes(height, low_h), cell_sizes(width, low_w))
     return pixels.soften((sums / counts).astype(np.float32)), pixels.soften((squares / counts).astype(np.float32))
 

@@ -52,7 +52,7 @@ def error_diffusion(levels: np.ndarray, threshold: float, serpentine: bool) -> n
     """Floyd–Steinberg: HxW levels (0..255) -> HxW uint8 of 0 (below threshold) and 255."""
     levels = np.ascontiguousarray(levels, dtype=np.float32)
     height, width = levels.shape
-    out = diffuse(levels, width, height, float(threshold), bool(serpentine))
+    out = diffuse(levels, float(threshold), bool(serpentine))
     return np.frombuffer(out, dtype=np.uint8).reshape(height, width)
 
 

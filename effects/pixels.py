@@ -47,9 +47,8 @@ def _share_table(weight: float) -> np.ndarray:
 def luma709(rgba: np.ndarray) -> np.ndarray:
     """ITU-R BT.709 luma of the (gamma-encoded) RGB values: HxW float32, 0..255 (compiled, one pass)."""
     rgba = np.ascontiguousarray(rgba)
-    height, width = rgba.shape[:2]
-    out = np.empty((height, width), np.float32)
-    _kernels.luma(rgba, width, height, *BT709, out)
+    out = np.empty(rgba.shape[:2], np.float32)
+    _kernels.luma(rgba, *BT709, out)
     return out
 
 
@@ -108,7 +107,7 @@ def paint_rgba(indices: np.ndarray, colours: np.ndarray, alpha_of: np.ndarray) -
     if alpha_of.shape != (height, width, 4):
         raise ValueError(f"alpha_of must be {height}x{width}x4, got {alpha_of.shape}")
     out = np.empty((height, width, 4), np.uint8)
-    _kernels.paint(indices, width, height, np.ascontiguousarray(colours, dtype=np.uint8), alpha_of, out)
+    _kernels.paint(indices, np.ascontiguousarray(colours, dtype=np.uint8), alpha_of, out)
     return out
 
 

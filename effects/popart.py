@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from effects import pixels
+from effects.colors import parse_color
 from effects.schema import Effect, Param
 
 # Eight colours per palette, dark to light; `levels` of them are picked evenly.
@@ -62,7 +63,7 @@ def palette_colours(name: str, levels: int) -> np.ndarray:
     """``levels`` colours (levels x 3 uint8) of palette ``name``, evenly picked, dark to light."""
     ramp = PALETTES[name]
     picks = np.round(np.linspace(0, len(ramp) - 1, levels)).astype(int)
-    return np.array([_hex(ramp[i]) for i in picks], dtype=np.uint8)
+    return np.array([parse_color(ramp[i]) for i in picks], dtype=np.uint8)
 
 
 def grid(rgba: np.ndarray, levels: int, first: str) -> np.ndarray:
@@ -81,10 +82,6 @@ def grid(rgba: np.ndarray, levels: int, first: str) -> np.ndarray:
         out[y:y + ph, x:x + pw, :3] = pixels.paint(band[:ph, :pw], palette_colours(name, levels))
         out[y:y + ph, x:x + pw, 3] = small[:ph, :pw, 3]
     return out
-
-
-def _hex(colour: str) -> tuple[int, int, int]:
-    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
 
 EFFECT = Effect(

@@ -85,7 +85,7 @@ class Param:
         if self.type == "enum":
             out["choices"] = list(self.choices)
         if self.type == "color":
-            out["default"] = _hex(self.default)
+            out["default"] = hex_color(self.default)
             out["format"] = COLOR_FORMS
         out["description"] = self.description
         return out
@@ -173,7 +173,7 @@ class Effect:
 
     def public(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Resolved parameters as JSON values (colours as #rrggbb), e.g. to report what was applied."""
-        return {key: _hex(value) if isinstance(value, tuple) else value for key, value in params.items()}
+        return {key: hex_color(value) if isinstance(value, tuple) else value for key, value in params.items()}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -197,10 +197,6 @@ def _coerce_color(value: Any, path: str) -> tuple[int, int, int]:
     ):
         return int(value[0]), int(value[1]), int(value[2])
     raise ParamError(path, f"expected a colour ({COLOR_FORMS}, or [R, G, B]), got {_show(value)}")
-
-
-def _hex(colour: tuple[int, int, int]) -> str:
-    return hex_color(colour)  # one-to-one: refuses a channel outside 0-255 instead of writing it
 
 
 def _num(value: float | None) -> str:

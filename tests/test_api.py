@@ -272,13 +272,13 @@ def test_unknown_fields_are_refused_by_name(client, endpoint, fields, files, unk
 
 
 def test_every_documented_field_is_accepted(client):
-    """The other side: each endpoint's own fields (its options class's FIELDS) never count as unknown."""
-    from app.pipeline.options import COMMON_FIELDS, ChangeColorOptions, ProcessOptions, RemoveBackgroundOptions, RemoveOptions
+    """The other side: each endpoint's own fields (its options class's declared fields) never count as unknown."""
+    from app.pipeline.options import ChangeColorOptions, ProcessOptions, RemoveBackgroundOptions, RemoveOptions
 
     valid = {"format": "png", "only_mask": "false", "quality": "90", "refine_foreground": "false", "color": "white",
              "output_format": "png", "effects": '["8bit"]', "effect_params": "{}", "remove_background": "true",
              "background": "transparent", "use_cache": "true"}
     for endpoint, options in (("/api/bg/remove", RemoveOptions), ("/api/bg/change_color", ChangeColorOptions),
                               ("/remove-background", RemoveBackgroundOptions), ("/api/v2/process", ProcessOptions)):
-        fields = {name: valid[name] for name in [*options.FIELDS, *COMMON_FIELDS] if name != "file"}
+        fields = {name: valid[name] for name in options.field_names()}
         assert post(client, endpoint, ANIMAL, **fields).status_code == 200, endpoint

@@ -6,10 +6,12 @@ import io
 import time
 
 import diskcache
+import msgspec
 import numpy as np
 import pytest
 from PIL import Image
 
+from app.pipeline import Rendered
 from app.pipeline.cache import entry
 from app.pipeline.cache.keys import entry_key, fingerprint
 from app.pipeline.options import ChangeColorOptions, ProcessOptions, RemoveOptions
@@ -264,12 +266,15 @@ def test_bad_cache_settings_name_the_variable(env, name):
         Settings.from_env(env)
 
 
-def test_mask_entry_is_the_mask_as_a_png(cached, client, tmp_path):
-    call(cached, "/api/bg/remove")  # stores the cut-out (RGBA) and the mask
+def test_entries_are_the_mask_as_a_png_and_the_encoded_output(cached, client, tmp_path):
+    """The mask is stored as a PNG; an output as its encoded images themselves (MessagePack, no base64)."""
+    first = call(cached, "/api/bg/remove")  # stores the cut-out (RGBA) and the mask
     with diskcache.Cache(str(tmp_path / "cache")) as raw:
-        images = [Image.open(io.BytesIO(entry.unpack(raw[key]).payload)) for key in raw]
-    assert sorted(img.mode for img in images) == ["L", "RGBA"]
-    stored = next(np.asarray(img) for img in images if img.mode == "L")
+        payloads = [entry.unpack(raw[key]).payload for key in raw]
+    outputs = [msgspec.msgpack.decode(p, type=Rendered) for p in payloads if not p.startswith(b"\x89PNG")]
+    assert len(payloads) == 2 and len(outputs) == 1 and outputs[0].images == {"image": first.data}
+    stored = next(np.asarray(Image.open(io.BytesIO(p))) for p in payloads if p.startswith(b"\x89PNG"))
+    assert Image.open(io.BytesIO(first.data)).mode == "RGBA" and stored.ndim == 2
     expected = np.asarray(open_response(call(client, "/api/bg/remove", only_mask="true")).convert("L"))
     assert np.array_equal(stored, expected)
 

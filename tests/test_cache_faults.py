@@ -29,7 +29,7 @@ from PIL import Image
 
 from app.pipeline.cache import ResultCache
 from app.pipeline.cache.local import JOURNAL_MODE, LocalBackend
-from benchmarks.serverkit import running_server
+from tests.serverkit import running_server
 from tests.conftest import photo, post
 
 ROOT = Path(__file__).resolve().parent.parent

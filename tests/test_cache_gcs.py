@@ -11,7 +11,7 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from benchmarks.serverkit import fixture_images, post_image, running_emulator, running_server, start_emulator
+from tests.serverkit import fixture_images, post_image, running_emulator, running_server, start_emulator
 from PIL import Image
 
 from tests.conftest import png_bytes, post, wait_for

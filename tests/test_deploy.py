@@ -4,6 +4,7 @@ hadolint passes."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import shutil
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from config import Settings
+from config.settings import TIER_DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 START = "config/serve"
@@ -22,11 +24,10 @@ DOCKERFILES = ["Dockerfile.tiny", "Dockerfile.gpu"]
 
 
 def known_variables() -> set[str]:
-    """Every environment variable the settings read (from config/settings.py's reader calls)."""
-    source = (ROOT / "config" / "settings.py").read_text()
-    names = set(re.findall(r'read\.\w+\(\s*"([A-Z0-9_]+)"', source))
-    names |= {"MAX_CONCURRENT_REQUESTS", "PROMETHEUS_MULTIPROC_DIR"}
-    assert {"SEGMENTER", "MODEL_PATH", "CACHE_BACKEND", "API_KEYS"} <= names
+    """Every environment variable the settings read: each field's, and the aliases read by name in from_env."""
+    names = {f.metadata["env"] for f in dataclasses.fields(Settings)}
+    names |= set(re.findall(r'read\.\w+\(\s*"([A-Z0-9_]+)"', (ROOT / "config" / "settings.py").read_text()))
+    assert {"SEGMENTER", "MODEL_PATH", "CACHE_BACKEND", "API_KEYS", "MAX_CONCURRENT_REQUESTS"} <= names
     return names
 
 
@@ -40,6 +41,17 @@ def dockerfile(name: str) -> list[tuple[str, str]]:
             instruction, _, args = line.partition(" ")
             out.append((instruction.upper(), args.strip()))
     return out
+
+
+def dockerfile_env(name: str) -> dict[str, str]:
+    """The final stage's ENV: the environment the service starts with."""
+    steps = dockerfile(name)
+    final = steps[max(n for n, (i, _) in enumerate(steps) if i == "FROM"):]
+    return dict(pair.split("=", 1) for i, args in final if i == "ENV" for pair in args.split())
+
+
+def default_model() -> Path:
+    return Settings.from_env({}).model_path
 
 
 def exec_form(args: str) -> list[str]:
@@ -73,6 +85,11 @@ def test_dockerfile_references_start_command_user_and_health(name):
     assert "USER" in final_stage and "HEALTHCHECK" in final_stage
     (health,) = [args for i, args in steps if i == "HEALTHCHECK"]
     assert "/api/bg/health" in health
+    # The image's environment is valid settings (the default model stands in for the image's), and the
+    # port the service then listens on is the one exposed and the health check's fallback.
+    settings = Settings.from_env({**dockerfile_env(name), "MODEL_PATH": str(default_model())})
+    assert [args for i, args in steps if i == "EXPOSE"] == [str(settings.port)]
+    assert f"os.environ.get('PORT', '{settings.port}')" in health
     env = " ".join(args for i, args in steps if i == "ENV")
     for variable in re.findall(r"\b([A-Z][A-Z0-9_]+)=", env):
         assert variable in known_variables() | {"PATH", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR",
@@ -84,16 +101,24 @@ def test_tiny_image_has_no_torch_and_bakes_the_model_like_make_setup():
     assert "[gpu]" not in text and "torch" not in text.lower().replace("no torch", "")
     assert "pip install --no-cache-dir ." in text
     makefile = (ROOT / "Makefile").read_text()
-    assert "-m adapters.modelfile fetch" in makefile and "-m adapters.modelfile fetch" in text
-    assert "MODEL_PATH=/opt/models/u2netp.onnx" in text and "/opt/models/u2netp.onnx" in text.split("fetch", 1)[1]
+    assert "-m adapters.modelfile fetch $(MODEL)" in makefile
+    assert ROOT / re.search(r"^MODEL \?= (\S+)", makefile, re.M).group(1) == default_model()  # make setup fetches the default
+    (fetch,) = [args for i, args in dockerfile("Dockerfile.tiny") if i == "RUN" and "-m adapters.modelfile fetch" in args]
+    baked = Path(fetch.split()[-1])
+    assert dockerfile_env("Dockerfile.tiny")["MODEL_PATH"] == str(baked)  # it serves the model it fetched
+    assert baked.name == default_model().name
 
 
 def test_gpu_image_matches_the_pinned_torch():
     text = (ROOT / "Dockerfile.gpu").read_text()
     assert "'.[gpu,gcs]'" in text
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "torch==2.14.1" in pyproject["project"]["optional-dependencies"]["gpu"]
-    assert re.search(r"nvidia/cuda:13\.0\.\d+-runtime", text)  # torch 2.14.1's wheels are built for CUDA 13.0
+    gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    (pin,) = [requirement.split("==", 1)[1] for requirement in gpu_extra if requirement.startswith("torch==")]
+    cuda_image = re.search(r"nvidia/cuda:(\d+\.\d+)\.\d+-runtime", text).group(1)
+    torch = pytest.importorskip("torch", reason="the GPU tier's extras are not installed")
+    if torch.__version__.split("+")[0] != pin:
+        pytest.skip(f"torch {torch.__version__} is installed, not the pinned {pin}")
+    assert torch.version.cuda == cuda_image  # the image's CUDA release is the one the pinned torch's wheels are built for
 
 
 @pytest.mark.skipif(shutil.which("hadolint") is None and not (ROOT / ".venv/bin/hadolint").exists(),
@@ -131,20 +156,28 @@ def test_cloudbuild_builds_pushes_and_deploys_on_an_l4():
     assert "Dockerfile.gpu" in build["steps"][0]["args"] and (ROOT / "Dockerfile.gpu").is_file()
     assert "docker.pkg.dev" in build["substitutions"]["_IMAGE"]  # Artifact Registry
     flags = deploy_flags()
-    assert {k: flags[k] for k in ("--gpu", "--gpu-type", "--cpu", "--memory", "--concurrency", "--min-instances",
-                                  "--max-instances")} == {
-        "--gpu": "1", "--gpu-type": "nvidia-l4", "--cpu": "4", "--memory": "16Gi", "--concurrency": "4",
-        "--min-instances": "1", "--max-instances": "10"}
+    assert flags["--gpu"] == "1" and flags["--gpu-type"] == "nvidia-l4"
+    # Cloud Run's floor for an instance with a GPU: 4 CPUs and 16 GiB.
+    assert int(flags["--cpu"]) >= 4 and flags["--memory"].endswith("Gi") and int(flags["--memory"][:-2]) >= 16
+    assert 1 <= int(flags["--min-instances"]) <= int(flags["--max-instances"])
     env = dict(pair.split("=", 1) for pair in flags["--set-env-vars"].split(","))
     secrets = dict(pair.split("=", 1) for pair in flags["--set-secrets"].split(","))
     assert set(env) | set(secrets) <= known_variables()
-    assert env["SEGMENTER"] == "inspyrenet" and env["CACHE_BACKEND"] == "gcs" and env["MAX_CONCURRENT_REQUESTS"] == "4"
     assert "/api/bg/health" in flags["--startup-probe"]
     # The service's own settings accept these values (a bucket and a model file stand in for the real ones).
     placeholder = {k: v for k, v in env.items() if "${" not in v and k not in ("MODEL_PATH",)}
-    settings = Settings.from_env({**placeholder, "MODEL_PATH": str(ROOT / "models" / "u2netp.onnx"),
-                                  "STORAGE_BUCKET": "bucket"})
-    assert settings.segmenter == "inspyrenet" and settings.max_concurrent_inferences == 4
+    settings = Settings.from_env({**placeholder, "MODEL_PATH": str(default_model()), "STORAGE_BUCKET": "bucket"})
+    assert (settings.segmenter, settings.device, settings.cache_backend) == ("inspyrenet", "cuda", "gcs")
+    # Cloud Run sends an instance as many requests at once as the service admits: the GPU tier's own
+    # default, and enough for a full batch.
+    concurrency = int(flags["--concurrency"])
+    assert concurrency == settings.max_concurrent_inferences == TIER_DEFAULTS["inspyrenet"]["max_concurrent_inferences"]
+    assert settings.max_batch <= concurrency
+    assert int(flags["--timeout"]) >= settings.request_timeout_s  # Cloud Run does not cut a request the service still serves
+    # The image's own environment agrees with the deployment's, and it listens on the port Cloud Run sends to.
+    image_env = dockerfile_env("Dockerfile.gpu")
+    assert {k: image_env[k] for k in set(image_env) & set(env)} == {k: env[k] for k in set(image_env) & set(env)}
+    assert image_env["PORT"] == flags["--port"]
 
 
 def test_service_yaml_is_the_service_cloudbuild_deploys():

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from benchmarks import hostile
-from benchmarks.serverkit import fixture_images, post_image, running_server, wait_until_busy
+from tests.serverkit import fixture_images, post_image, running_server, wait_until_busy
 from config.edge import HEADER_TIMEOUT_S, PER_CLIENT_CONNECTIONS
 from tests.conftest import photo
 
@@ -237,7 +237,7 @@ def test_a_service_that_cannot_start_stops_the_container(env, status, needle, tm
     import subprocess
     import sys
 
-    from benchmarks.serverkit import ROOT, free_port
+    from tests.serverkit import ROOT, free_port
 
     full_env = {**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1", "PYTHON": sys.executable, **env}
     proc = subprocess.run(["config/serve"], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=90)
@@ -254,7 +254,7 @@ def test_edge_without_the_app_answers_503_json_with_retry_after(tmp_path):
     import subprocess
     import sys
 
-    from benchmarks.serverkit import ROOT, free_port
+    from tests.serverkit import ROOT, free_port
     from config.edge import nginx_binary
 
     port = free_port()

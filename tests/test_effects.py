@@ -275,11 +275,10 @@ def test_blackwhite_compiled_passes_match_their_numpy_definition(params):
     rgba = rgba_photo("girl-1.jpg", size=300)  # not square, not a multiple of the cell size
     p = effects.resolve("blackwhite", params)
     sums, grey = numpy_film_print(rgba, p)
-    h, w = rgba.shape[:2]
     low_w, low_h = blackwhite.low_resolution(rgba.shape)
     c_sums, c_squares = np.zeros((low_h, low_w)), np.zeros((low_h, low_w))
     table = blackwhite.tone_table(p["gamma_correction"], p["contrast_boost"])
-    _kernels.tone_sums(rgba, w, h, pixels.share_tables(blackwhite.TRI_X_WEIGHTS), table, low_w, low_h, c_sums, c_squares)
+    _kernels.tone_sums(rgba, pixels.share_tables(blackwhite.TRI_X_WEIGHTS), table, c_sums, c_squares)
     assert np.allclose(c_sums, sums, rtol=1e-9, atol=0)
     out = run("blackwhite", rgba, **params)
     diff = np.abs(out[..., 0].astype(int) - grey)
@@ -294,10 +293,11 @@ def test_blackwhite_kernels_refuse_inconsistent_buffers():
     table = blackwhite.tone_table(1.0, 1.0)
     one, zero = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
     out = np.empty_like(rgba)
-    args = dict(rgba=rgba, w=w, h=h, shares=shares, tone=table, gauss=blackwhite.GAUSSIAN_BYTES, amp=None, k1=one, k2=zero, lw=1, lh=1, seed=0, out=out)
+    args = dict(rgba=rgba, shares=shares, tone=table, gauss=blackwhite.GAUSSIAN_BYTES, amp=None, k1=one, k2=zero, seed=0, out=out)
     _kernels.film_print(*args.values())
-    for bad in ({"h": h + 1}, {"tone": table[:100]}, {"amp": table[:-1]}, {"k2": np.zeros((2, 1), np.float32)},
-                {"out": np.empty((h, w, 3), np.uint8)}, {"gauss": blackwhite.GAUSSIAN_BYTES[:255]}):
+    for bad in ({"rgba": rgba[1:]}, {"tone": table[:100]}, {"amp": table[:-1]}, {"k2": np.zeros((2, 1), np.float32)},
+                {"out": np.empty((h, w, 3), np.uint8)}, {"out": np.empty((h, w + 1, 4), np.uint8)},
+                {"gauss": blackwhite.GAUSSIAN_BYTES[:255]}):
         with pytest.raises(ValueError):
             _kernels.film_print(*{**args, **bad}.values())
     with pytest.raises(TypeError):  # the output must be writable

@@ -18,7 +18,7 @@ import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from benchmarks.serverkit import fixture_images, running_server
+from tests.serverkit import fixture_images, running_server
 
 ENDPOINTS = [
     ("/api/bg/remove", {}),

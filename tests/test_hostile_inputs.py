@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from benchmarks import hostile
-from benchmarks.serverkit import RssSampler, fixture_images, post_image, running_server
+from tests.serverkit import RssSampler, fixture_images, post_image, running_server
 from tests.conftest import photo, post
 
 MEMORY_BUDGET_MB = 350  # the 512 MB tier's process tree, edge included

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from app.web.errors import ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
+from app.pipeline.errors import ImageTooComplex, ImageTooLarge, InvalidImage, UnsupportedImage
 from app.pipeline.imaging import MAX_JPEG_SCANS, decode_cost_bytes, decode_image, encode_image, jpeg_scans
 from benchmarks import hostile
 from tests.conftest import encode, photo, png_bytes
@@ -132,8 +132,10 @@ def test_broken_or_oversized_icc_profile_is_dropped(profile):
     assert len(out) < 100_000 and "icc_profile" not in Image.open(io.BytesIO(out)).info
 
 
-def test_empty_upload():
-    with pytest.raises(MissingFile):
+def test_empty_bytes_are_not_an_image():
+    """The pipeline refuses an empty upload before it is decoded (missing_file, tests/test_api.py);
+    decoding alone says what empty bytes are."""
+    with pytest.raises(InvalidImage):
         decode(b"")
 
 

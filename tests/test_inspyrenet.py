@@ -22,7 +22,8 @@ from PIL import Image
 
 from adapters import ModelLoadError, inspyrenet, load_segmenter
 from adapters.batching import MicroBatcher
-from benchmarks.serverkit import fixture_images, post_image, running_server
+from app.ops import process
+from tests.serverkit import fixture_images, post_image, running_server
 from config import Settings
 from tests.conftest import FIXTURES
 
@@ -52,6 +53,7 @@ def cpu_settings(checkpoint):
 
 @pytest.fixture(scope="module")
 def segmenter(cpu_settings):
+    process.configure(cpu_settings)  # as create_app does at boot: torch's threads on CPU
     return load_segmenter(cpu_settings)
 
 
@@ -131,6 +133,25 @@ def test_fp16_without_cuda_is_a_boot_error(checkpoint):
                                   "DEVICE": "cpu", "PRECISION": "fp16", "WARMUP": "0"})
     with pytest.raises(ModelLoadError, match="PRECISION: fp16 needs a CUDA device"):
         load_segmenter(settings)
+
+
+def test_precision_is_decided_by_the_load(segmenter):
+    """On CPU, PRECISION=auto is fp32 without a check; on CUDA the check image decides, and is reported."""
+    assert segmenter.fp16 is False and segmenter.precision_check == {}
+    assert segmenter.runtime()["precision"] == "fp32" and "fp16_check" not in segmenter.runtime()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fp16 check runs on CUDA only")
+def test_fp16_check_on_cuda_decides_the_precision(checkpoint):
+    env = {"SEGMENTER": "inspyrenet", "MODEL_PATH": str(checkpoint), "TARGET_SIZE": str(SIZE), "DEVICE": "cuda",
+           "WARMUP": "0"}
+    auto = load_segmenter(Settings.from_env(env))
+    assert set(auto.precision_check) == {"mean_abs", "max_abs"}
+    assert auto.fp16 == (auto.precision_check["mean_abs"] <= inspyrenet.FP16_TOLERANCE)
+    assert auto.runtime()["fp16_check"] == auto.precision_check
+    fp32 = load_segmenter(Settings.from_env({**env, "PRECISION": "fp32"}))
+    assert fp32.fp16 is False and fp32.precision_check == {}
+    assert load_segmenter(Settings.from_env({**env, "PRECISION": "fp16"})).fp16 is True
 
 
 # ---------------------------------------------------------------- 2. serving: the segmenter, batching
@@ -235,7 +256,8 @@ def test_batcher_does_not_hold_a_lone_request_or_wait_for_a_caller_that_failed()
         with pytest.raises(OSError):
             with batcher.announce():
                 raise OSError("decode failed before submit")
-        assert batcher(7) == 70
+        with batcher.announce() as submit:  # as the adapter's mask() submits
+            assert submit(7) == 70
         done.set()
 
     threading.Thread(target=failing_then_lone, daemon=True).start()

@@ -17,7 +17,7 @@ import psutil
 import requests
 
 from app.ops import metrics
-from benchmarks.serverkit import running_server
+from tests.serverkit import running_server
 from tests.test_ops import metric_value
 
 STANDARD_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")

@@ -14,8 +14,7 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from app.pipeline.options import COMMON_FIELDS
-from benchmarks.serverkit import ROOT, running_server
+from tests.serverkit import ROOT, running_server
 from tests.conftest import photo, post
 
 DOG = photo("animal-1.jpg").read_bytes()
@@ -185,7 +184,7 @@ def processing_forms(app):
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
         if getattr(view, "processing", False):
-            yield rule.rule, view.form
+            yield rule.rule, view.processing.options
 
 
 def test_every_documented_form_field_is_the_one_parsed(app, client):
@@ -194,10 +193,8 @@ def test_every_documented_form_field_is_the_one_parsed(app, client):
     checked = 0
     for path, form in processing_forms(app):
         base = {"effects": '["dither"]'} if path == "/api/v2/process" else {}
-        for field, schema in {**COMMON_FIELDS, **form.FIELDS}.items():
-            if field == "file":
-                continue
-            bad = {"boolean": "maybe", "integer": "999"}.get(schema["type"]) or ("nope" if "enum" in schema else "{[")
+        for field, schema in form.form_schema().items():
+            bad = {"boolean": "maybe", "integer": "999"}.get(schema.get("type")) or ("nope" if "enum" in schema else "{[")
             if field in ("color", "background"):
                 bad = "not-a-colour"
             resp = post(client, path, DOG, **{**base, field: bad})
@@ -343,7 +340,9 @@ def test_secrets_must_be_printable_ascii(variable, value):
 
 
 def test_non_ascii_admin_token_stops_boot_with_one_line(tmp_path):
-    env = {**os.environ, "PORT": "0", "HOST": "127.0.0.1", "ADMIN_TOKEN": "caf\u00e9-0123456789abcdef"}
+    from tests.serverkit import free_port
+
+    env = {**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1", "ADMIN_TOKEN": "caf\u00e9-0123456789abcdef"}
     proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:create_app()"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]

@@ -1,10 +1,10 @@
 """The option parsers under hostile values: a parsed result or a 400 naming the field, never anything else.
 
-Every field of every options class (app/options.py), and every parameter of every effect
+Every field of every options class (app/pipeline/options.py), and every parameter of every effect
 inside ``effect_params``, gets arbitrary text, JSON, huge integers and out-of-range colour
 forms (hypothesis, derandomized, bounded example counts). A value is either parsed into
 something the service can use (its cache key can be built) or refused with
-:class:`app.web.errors.BadOption` naming that field; any other exception is a 500 in production.
+:class:`app.pipeline.errors.BadOption` naming that field; any other exception is a 500 in production.
 A small set of the worst values then goes over HTTP to every endpoint: 400 JSON or 200, never 500.
 """
 
@@ -20,13 +20,16 @@ from PIL import Image
 
 import effects
 from app.pipeline.cache.keys import entry_key
-from app.web.errors import BadOption
-from app.pipeline.options import COMMON_FIELDS, ChangeColorOptions, ProcessOptions, RemoveBackgroundOptions, RemoveOptions
-from app.pipeline.options import _hex as options_hex
-from app.pipeline.options import parse_bool
+from app.pipeline.errors import BadOption
+from app.pipeline.options import ChangeColorOptions, Color, Options, ProcessOptions, RemoveBackgroundOptions, RemoveOptions
+from app.web.errors import status_of
 from effects.colors import hex_color, parse_color
-from effects.schema import _hex as schema_hex
 from tests.conftest import photo, post
+
+
+def options_hex(colour) -> str:
+    """The cache key's and the API's form of a colour option."""
+    return str(Color(colour))
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -98,7 +101,7 @@ def check_parsed(opts) -> None:
         colour = getattr(opts, name, None)
         if colour is not None:
             assert len(colour) == 3 and all(type(c) is int and 0 <= c <= 255 for c in colour), colour
-    for name, params in getattr(opts, "effects", ()):
+    for name, params in getattr(opts, "effect_params", {}).items():
         effect = effects.get(name)
         for param in effect.params:
             value = params[param.name]
@@ -121,7 +124,7 @@ def parse_or_refuse(cls, form: dict[str, str], allowed_fields: set[str]):
     except BadOption as exc:
         named = exc.field in allowed_fields or ("effect_params" in allowed_fields and nested(exc.field))
         assert named, (exc.field, allowed_fields, str(exc)[:200])
-        assert exc.message.startswith(exc.field + ":") and exc.status == 400
+        assert exc.message.startswith(exc.field + ":") and status_of(exc) == 400
         return None
     check_parsed(opts)
     return opts
@@ -129,7 +132,7 @@ def parse_or_refuse(cls, form: dict[str, str], allowed_fields: set[str]):
 
 # -- every field of every class, one at a time ------------------------------------------
 
-FIELD_CASES = [(cls, name) for cls in CLASSES for name in cls.FIELDS]
+FIELD_CASES = [(cls, name) for cls in CLASSES for name in cls.field_names() if name not in Options.field_names()]
 
 
 @pytest.mark.parametrize("cls, field", FIELD_CASES, ids=[f"{c.__name__}.{f}" for c, f in FIELD_CASES])
@@ -144,12 +147,12 @@ def test_every_field_parses_or_names_itself(cls, field, value):
     parse_or_refuse(cls, form, {field})
 
 
-@pytest.mark.parametrize("field", list(COMMON_FIELDS.keys() - {"file"}))
+@pytest.mark.parametrize("field", Options.field_names())
 @FEW
 @given(value=texts)
 def test_common_fields_parse_or_name_themselves(field, value):
     try:
-        assert isinstance(parse_bool({field: value}, field, True), bool)
+        assert isinstance(getattr(RemoveOptions.from_form({field: value}), field), bool)
     except BadOption as exc:
         assert exc.field == field
 
@@ -183,7 +186,7 @@ def test_every_effect_parameter_parses_or_names_itself(effect, param, data):
         allowed.add("effect_params.dither.ink")  # dither's cross-parameter rule: ink and paper must differ
     opts = parse_or_refuse(ProcessOptions, form, allowed)
     if opts is not None and not (param.type == "color" and isinstance(value, str)):
-        resolved = dict(opts.effects)[effect][param.name]
+        resolved = opts.effect_params[effect][param.name]
         if param.type in ("number", "integer"):
             assert resolved == value
         elif param.type == "color":
@@ -259,7 +262,7 @@ def test_the_reported_collision_is_gone():
         with pytest.raises(BadOption):
             ProcessOptions.from_form({"effects": '["8bit"]', "background": text})
     # and the normalisation itself refuses such values rather than writing ambiguous text
-    for to_hex in (options_hex, schema_hex, hex_color):
+    for to_hex in (options_hex, hex_color):
         for colour in ((300, 0, 0), (18, 3072, 0), (-1, 0, 0), (1, 2), (1.0, 2, 3), (True, 0, 0)):
             with pytest.raises(ValueError):
                 to_hex(colour)
@@ -269,7 +272,7 @@ def test_the_reported_collision_is_gone():
 @given(a=st.tuples(*[st.integers(0, 255)] * 3), b=st.tuples(*[st.integers(0, 255)] * 3))
 def test_colour_normalisation_is_one_to_one(a, b):
     """The cache key form decodes back to the colour it came from, so two colours never share one."""
-    for to_hex in (options_hex, schema_hex):
+    for to_hex in (options_hex,):
         assert parse_color(to_hex(a)) == a
         assert len(to_hex(a)) == 7
         assert (to_hex(a) == to_hex(b)) == (a == b)
@@ -292,7 +295,7 @@ def test_any_accepted_colour_has_channels_in_range(text):
 @FUZZ
 @given(data=st.data())
 def test_whole_forms_parse_or_name_one_of_their_fields(cls, data):
-    names = list(cls.FIELDS)
+    names = list(cls.field_names())
     form = data.draw(st.dictionaries(st.sampled_from(names + ["unknown", "use_cache"]), texts, max_size=len(names)))
     # without `effects` a process form is refused naming it, whatever else it holds
     parse_or_refuse(cls, form, set(form) | ({"effects"} if cls is ProcessOptions else set()))
@@ -312,11 +315,10 @@ SMALL = small_jpeg()
 WORST = ["9" * 4000, "-" + "9" * 4000, "rgb(300,0,0)", "rgb(18,3072,0)", "hsl(0,200%,50%)", "1e999", "NaN",
          "[" * 5000, "\x00", "x" * 50_000]
 HTTP_CASES = (
-    [("/api/bg/remove", {}, f) for f in RemoveOptions.FIELDS]
-    + [("/api/bg/change_color", {}, f) for f in ChangeColorOptions.FIELDS]
-    + [("/remove-background", {}, f) for f in RemoveBackgroundOptions.FIELDS]
-    + [("/api/v2/process", {"effects": '["8bit"]'}, f) for f in ProcessOptions.FIELDS]
-    + [("/api/bg/remove", {}, "use_cache")]
+    [("/api/bg/remove", {}, f) for f in RemoveOptions.field_names()]
+    + [("/api/bg/change_color", {}, f) for f in ChangeColorOptions.field_names()]
+    + [("/remove-background", {}, f) for f in RemoveBackgroundOptions.field_names()]
+    + [("/api/v2/process", {"effects": '["8bit"]'}, f) for f in ProcessOptions.field_names()]
 )
 
 

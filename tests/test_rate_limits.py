@@ -31,7 +31,7 @@ import pytest
 import redis
 import requests
 
-from benchmarks.serverkit import free_port, running_server
+from tests.serverkit import free_port, running_server
 
 N = 6  # the shared budget: RATE_LIMIT=6/minute
 KEY = "client-key-0123456789"

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import requests
 
-from benchmarks.serverkit import (
+from tests.serverkit import (
     ALL_EFFECTS, ROOT, RssSampler, concurrent_clients, fixture_images, free_port, post_image, running_server,
     wait_until_busy,
 )

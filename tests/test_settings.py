@@ -1,7 +1,10 @@
+import dataclasses
+import os
+
 import pytest
 
 from config import ConfigError, Settings
-from config.settings import PROJECT_ROOT
+from config.settings import PROJECT_ROOT, TIER_DEFAULTS
 
 
 def test_cpu_tier_defaults():
@@ -67,3 +70,17 @@ def test_default_cache_dir_is_per_user():
     assert Settings.from_env({"XDG_CACHE_HOME": "/srv/cache", "HOME": "/home/a"}).cache_dir == Path("/srv/cache/bgremove")
     assert Settings.from_env({"HOME": "/home/a"}).cache_dir == Path("/home/a/.cache/bgremove")
     assert Settings.from_env({"HOME": "/home/a", "CACHE_DIR": "/data/c"}).cache_dir == Path("/data/c")
+
+
+def test_each_default_is_stated_once_in_the_fields_and_the_tier_table():
+    """from_env's defaults are the fields' own (the CPU tier), the GPU tier's are its table's."""
+    home = {k: os.environ[k] for k in ("HOME", "XDG_CACHE_HOME") if k in os.environ}
+    cpu = Settings.from_env(home)
+    assert cpu == Settings()
+    names = {f.name for f in dataclasses.fields(Settings)}
+    assert all(set(tier) <= names for tier in TIER_DEFAULTS.values())
+    gpu = Settings.from_env({**home, "SEGMENTER": "inspyrenet", "MODEL_PATH": str(cpu.model_path)})
+    changed = {f.name for f in dataclasses.fields(Settings) if getattr(gpu, f.name) != getattr(cpu, f.name)}
+    assert changed == set(TIER_DEFAULTS["inspyrenet"]) - {"model_path"} | {"segmenter", "web_threads"}
+    assert all(getattr(gpu, k) == v for k, v in TIER_DEFAULTS["inspyrenet"].items() if k != "model_path")
+    assert gpu.web_threads == gpu.max_concurrent_inferences + gpu.max_queue + 2

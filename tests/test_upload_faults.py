@@ -23,7 +23,7 @@ from PIL import Image
 from scipy import ndimage
 
 from app import pipeline
-from benchmarks.serverkit import running_server
+from tests.serverkit import running_server
 from tests.conftest import IMAGES, open_response, photo, post
 
 BOUNDARY = b"x-test-boundary-8f2c"

@@ -1,16 +1,5 @@
-"""Prometheus metrics through prometheus-client, correct across gunicorn workers.
-
-gunicorn.conf.py points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the
-workers fork; prometheus-client then keeps every worker's values in memory-mapped
-files there, and ``/metrics`` (served by any one worker) adds them up. Gauges say how:
-``livesum`` (queue depth, memory: the sum over live workers) or ``livemax``. Without
-that variable (tests in one process) the default registry is used.
-
-Every label takes its values from a fixed set, whatever clients send (each new value would add
-series to every scrape and memory to every worker, for good): ``endpoint`` is the route's
-pattern (``/api/bg/remove``), never the raw path, and ``unmatched`` for any path without a
-route; ``method`` is one of :data:`METHODS` or ``other``; ``status`` is a known HTTP status or
-``other``. Labels filled by the code itself (``stage``, ``event``) are capped as a safeguard.
+"""Prometheus metrics through prometheus-client, summed across gunicorn workers (multiprocess mode),
+every label from a fixed set; the details: docs/operations.md ("Metrics").
 """
 
 from __future__ import annotations

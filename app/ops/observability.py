@@ -1,13 +1,6 @@
-"""Per-request telemetry: request id, Server-Timing, the access log line, Prometheus metrics.
-
-- Request id: ``X-Request-ID`` if the client sent a sane one, else the trace id of Cloud
-  Run's ``X-Cloud-Trace-Context``, else a new one; echoed in ``X-Request-ID`` and put on
-  every log line written while the request runs.
-- ``Server-Timing``: the pipeline steps the request went through (``stage()`` blocks:
-  decode, segment, effects, encode, cache), readable in browsers' network panels.
-- One access log line per request, with Cloud Logging's ``httpRequest`` fields.
-- Metrics: requests and latency by route, method and status, stage times, requests in flight, RSS;
-  every label from a fixed set (app/metrics.py), so odd methods and paths cannot grow them.
+"""Per-request telemetry: the request id (``X-Request-ID``, else Cloud Run's trace id, else a new one),
+the access log line with Cloud Logging's ``httpRequest`` fields, and the request metrics; the
+details: docs/operations.md ("Telemetry").
 """
 
 from __future__ import annotations
@@ -18,14 +11,19 @@ import threading
 import time
 import uuid
 from collections import deque
-from contextlib import contextmanager
-from typing import Iterator
 
 import psutil
 from flask import Flask, Response, g, has_request_context, request
 
 from app.ops import metrics
 log = logging.getLogger("app.access")
+LATENCY_KEY = "bgremove.latency"  # app.extensions: this worker's LatencyWindow
+_PROCESS = psutil.Process()
+
+
+def rss_mb() -> float:
+    """This worker's resident memory."""
+    return _PROCESS.memory_info().rss / 2**20
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 _TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d+))?")
@@ -49,29 +47,6 @@ def current_trace() -> str | None:
     return g.get("trace") if has_request_context() else None
 
 
-@contextmanager
-def stage(name: str) -> Iterator[None]:
-    """Time a step of the pipeline: it goes into Server-Timing and the stage histogram."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        elapsed = time.perf_counter() - started
-        metrics.observe_stage(name, elapsed)
-        if has_request_context():
-            timings = g.setdefault("server_timing", {})
-            timings[name] = timings.get(name, 0.0) + elapsed * 1000
-
-
-def add_timings(timings_ms: dict[str, float]) -> None:
-    """Steps timed elsewhere (e.g. by pipeline.process) into Server-Timing and the stage histogram."""
-    for name, ms in timings_ms.items():
-        metrics.observe_stage(name, ms / 1000)
-        if has_request_context():
-            timings = g.setdefault("server_timing", {})
-            timings[name] = timings.get(name, 0.0) + ms
-
-
 class LatencyWindow:
     """The last ``size`` request latencies of this worker, for /stats' p50/p95 (capacity, not per-user state)."""
 
@@ -92,9 +67,9 @@ class LatencyWindow:
         return {"p50": pick(0.50), "p95": pick(0.95)}
 
 
-def register(app: Flask, window: LatencyWindow) -> None:
-    process = psutil.Process()
-    metrics.RSS.set(process.memory_info().rss)  # every worker counts from its boot, not its first request
+def register(app: Flask) -> None:
+    window = app.extensions[LATENCY_KEY] = LatencyWindow()
+    metrics.RSS.set(_PROCESS.memory_info().rss)  # every worker counts from its boot, not its first request
 
     @app.before_request
     def _start() -> None:
@@ -107,12 +82,9 @@ def register(app: Flask, window: LatencyWindow) -> None:
     def _finish(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        timings = g.get("server_timing")
-        if timings:
-            response.headers["Server-Timing"] = ", ".join(f"{name};dur={ms:.1f}" for name, ms in timings.items())
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"  # bounded labels only
         metrics.observe_request(route, request.method, response.status_code, elapsed)
-        metrics.RSS.set(process.memory_info().rss)
+        metrics.RSS.set(_PROCESS.memory_info().rss)
         if getattr(app.view_functions.get(request.endpoint), "processing", False):
             window.add(elapsed)
         _access_log(response, elapsed)

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from app.web.errors import ClientGone, Overloaded
+from app.pipeline.errors import ClientGone, Overloaded
 
 POLL_S = 0.25  # how often a queued request looks whether its client is still there
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from app.web.errors import ApiError, ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, UnsupportedImage
+from app.pipeline.errors import ImageTooComplex, ImageTooLarge, InvalidImage, ServiceError, UnsupportedImage
 
 # Pillow format -> file extensions a client may use for it.
 SUPPORTED_FORMATS: dict[str, tuple[str, ...]] = {
@@ -46,7 +46,6 @@ class DecodedImage:
     rgb: np.ndarray  # HxWx3 uint8, orientation applied, fitted into the size limit
     alpha: np.ndarray | None  # HxW uint8 if the input had any transparency
     source_format: str  # e.g. "JPEG"
-    source_size: tuple[int, int]  # (width, height) as stored in the file
     icc_profile: bytes | None  # kept so that output colours match the input's
 
     @property
@@ -55,7 +54,7 @@ class DecodedImage:
 
 
 def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode_bytes: int | None = None) -> DecodedImage:
-    """Bytes of an upload -> :class:`DecodedImage`, or an :class:`ApiError` saying what is wrong.
+    """Bytes of an upload -> :class:`DecodedImage`, or a :class:`ServiceError` saying what is wrong.
 
     The cost is judged before a pixel is decoded, from the file's structure:
     - dimensions from the header; JPEGs larger than needed are decoded at a reduced DCT scale
@@ -70,12 +69,9 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
     rotation, so that no second full-size copy is made (a high-bit-depth or RGBA image is
     several times its file's size); then it is rotated and converted at the working size.
     """
-    if not data:
-        raise MissingFile("file: the uploaded file is empty")
     img = _open(data)
     try:
-        source_size = img.size
-        width, height = source_size
+        width, height = img.size
         if width < 1 or height < 1:
             raise InvalidImage(f"file: the image declares an impossible size {width}x{height}")
         multi_scan = False
@@ -114,7 +110,7 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
         pixels = _to_rgb_or_rgba(_apply_orientation(_fit(_resizable(img, top), max_dimension)), top)
         rgb = np.asarray(pixels.convert("RGB"))
         alpha = np.asarray(pixels.getchannel("A")) if pixels.mode == "RGBA" else None
-    except ApiError:
+    except ServiceError:
         raise
     except Image.DecompressionBombError:
         raise ImageTooLarge("file: the image declares too many pixels") from None
@@ -122,7 +118,7 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
         raise InvalidImage("file: the image data is truncated or corrupt") from None
     finally:
         img.close()
-    return DecodedImage(rgb, alpha, fmt, source_size, valid_icc_profile(icc))
+    return DecodedImage(rgb, alpha, fmt, valid_icc_profile(icc))
 
 
 # A legitimate progressive JPEG has about 10 scans (libjpeg's default script), rarely more than 20.

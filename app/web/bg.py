@@ -1,23 +1,18 @@
-"""/api/bg/*: background removal, background colour, health and status."""
+"""/api/bg/*: background removal, background colour, health and status; the original service's route."""
 
 from __future__ import annotations
 
 import os
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
-from app.pipeline import compose
-
-from app import pipeline
-from app.web.auth import require_admin
-from app.pipeline.cache import CacheUnavailable
-from app.web.errors import Overloaded
-from app.ops.observability import stage
-from app.web.upload import image_response, output_name, processing, read_upload, request_budget
+from app.ops.observability import rss_mb
 from app.pipeline.imaging import ALLOWED_EXTENSIONS
 from app.pipeline.options import ChangeColorOptions, RemoveBackgroundOptions, RemoveOptions
-from app.pipeline.request_cache import open_request_cache
-from app.service import get_state
+from app.service import get_service
+from app.web.auth import admin_required
+from app.web.forms import image_response, processing
+from app.web.openapi import responds
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 # The probe's body stays small: the device and its memory, if the adapter has them.
@@ -30,138 +25,66 @@ compat = Blueprint("compat", __name__)
 
 @bp.post("/remove")
 @processing(RemoveOptions)
-def remove():
+def remove(job, upload):
     """Subject on a transparent background (PNG/WebP), or the mask alone."""
-    return _remove(RemoveOptions.from_form(request.form))
+    return image_response(job.run(), job, upload)
 
 
 @bp.post("/change_color")
 @processing(ChangeColorOptions)
-def change_color():
+def change_color(job, upload):
     """Subject over a solid colour."""
-    return _change_color(ChangeColorOptions.from_form(request.form))
+    return image_response(job.run(), job, upload)
 
 
 @compat.post("/remove-background")
 @processing(RemoveBackgroundOptions)
-def remove_background():
+def remove_background(job, upload):
     """The original service's route: `output_format` png/webp (transparent) or jpeg (over white), `quality`.
     Shares cache entries with the equivalent /api/bg/remove and /api/bg/change_color requests."""
-    opts = RemoveBackgroundOptions.from_form(request.form)
-    if opts.output_format == "jpeg":
-        return _change_color(ChangeColorOptions((255, 255, 255), "jpeg", opts.quality, False))
-    return _remove(RemoveOptions(opts.output_format, False, opts.quality, False))
-
-
-def _remove(opts: RemoveOptions):
-    upload, rc = _upload_and_cache()
-    with stage("cache"):
-        cached = rc.cached_output("remove", opts.cache_fields())
-    prefix = "mask" if opts.only_mask else "nobg"
-    if cached is None:
-        def render(image, alpha):
-            if opts.only_mask:
-                return compose.mask_image(alpha)
-            rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
-            return compose.cutout(rgb, alpha)
-
-        cached = _compute(upload, rc, render, opts.format, opts.quality)
-    return _respond(cached, opts.format, output_name(prefix, upload.stem, opts.format))
-
-
-def _change_color(opts: ChangeColorOptions):
-    upload, rc = _upload_and_cache()
-    with stage("cache"):
-        cached = rc.cached_output("change_color", opts.cache_fields())
-    if cached is None:
-        def render(image, alpha):
-            rgb = compose.refine_foreground(image.rgb, alpha) if opts.refine_foreground else image.rgb
-            return compose.over_color(rgb, alpha, opts.color)
-
-        cached = _compute(upload, rc, render, opts.format, opts.quality)
-    return _respond(cached, opts.format, output_name("nobg", upload.stem, opts.format))
-
-
-def _upload_and_cache():
-    state = get_state()
-    upload = read_upload(state.settings)
-    return upload, open_request_cache(state.cache, state.cache_model, upload.data)
-
-
-def _compute(upload, rc, render, fmt: str, quality: int) -> bytes:
-    """Decode, get the mask (cached, or the model's), ``render(image, alpha)``, encode: holding one
-    inference slot throughout (see pipeline.slot), and stopping between steps when the deadline
-    passes or the client leaves. The output is stored once the response is sent."""
-    state = get_state()
-    budget = request_budget()
-    with pipeline.slot(state.gate, budget):
-        budget.check()
-        with stage("decode"):
-            image = pipeline.decode(upload.data, state.settings)
-        budget.check()
-
-        def segment():
-            with stage("segment"):
-                return pipeline.subject_alpha(image, state.segmenter)
-
-        alpha = rc.mask(image, segment)
-        budget.check()
-        with stage("compose"):
-            result = render(image, alpha)
-        del alpha
-        budget.check()
-        with stage("encode"):
-            data = pipeline.encode(result, fmt, quality, image, state.settings)
-    rc.keep_output(data)
-    return data
-
-
-def _respond(data: bytes, fmt: str, download_name: str):
-    get_state().record_served()
-    return image_response(data, fmt, download_name)
+    return image_response(job.run(), job, upload)
 
 
 @bp.post("/clear_cache")
+@admin_required
 def clear_cache():
     """Empty the result cache (every instance's, for the shared GCS cache). Admin token required."""
-    state = get_state()
-    require_admin(state.settings)
-    try:
-        cleared = state.cache.clear()
-    except CacheUnavailable as exc:
-        raise Overloaded(f"cache: {exc}; retry later", retry_after=5, code="cache_unavailable") from None
-    return jsonify({"cleared": cleared, "backend": state.cache.name})
+    service = get_service()
+    return jsonify({"cleared": service.cache.clear(), "backend": service.cache.name})
 
 
 @bp.get("/health")
+@responds(s503="warming up")
 def health():
-    state = get_state()
-    body = {"status": "healthy" if state.ready else "warming_up", "model_loaded": state.ready,
-            "memory_mb": round(state.rss_mb(), 1)}
-    runtime = state.segmenter.runtime()
+    service = get_service()
+    ready = service.activity.ready
+    body = {"status": "healthy" if ready else "warming_up", "model_loaded": service.activity.model_loaded,
+            "memory_mb": round(rss_mb(), 1)}
+    runtime = service.segmenter.runtime()
     body.update({k: v for k, v in runtime.items() if k in HEALTH_RUNTIME_KEYS})
-    return jsonify(body), 200 if state.ready else 503
+    return jsonify(body), 200 if ready else 503
 
 
 @bp.get("/status")
 def status():
-    state = get_state()
-    s = state.settings
-    info = state.segmenter.info
+    service = get_service()
+    s = service.settings
+    info = service.segmenter.info
+    activity = service.activity
     return jsonify({
-        "status": "ready" if state.ready else "warming_up",
+        "status": "ready" if activity.ready else "warming_up",
         "adapter": info.name,
         "model": info.model_id,
         "model_info": info.as_dict(),
-        "memory": {"rss_mb": round(state.rss_mb(), 1), "model_loaded": state.ready},
-        "runtime": state.segmenter.runtime(),
+        "memory": {"rss_mb": round(rss_mb(), 1), "model_loaded": activity.model_loaded},
+        "runtime": service.segmenter.runtime(),
         "max_file_size_mb": s.max_file_size_mb,
         "max_dimension": s.max_dimension,
         "max_input_pixels": s.max_input_pixels,
         "allowed_extensions": ALLOWED_EXTENSIONS,
-        "uptime_s": round(state.uptime_s(), 1),
+        "uptime_s": round(activity.uptime_s(), 1),
         "worker_pid": os.getpid(),
-        "requests_served": state.requests_served,
-        "cache": state.cache.stats(),
-        "inference": state.inference(),
+        "requests_served": activity.requests_served,
+        "cache": service.cache.stats(),
+        "inference": service.inference(),
     })

@@ -1,7 +1,8 @@
-"""One error hierarchy, mapped to the JSON error body and status in one place.
+"""Every error as HTTP, in one place: the status and headers of each error class, and the JSON body.
 
-Every response that is not a success is ``{"error": {"code", "message"}}``;
-nothing a client sends produces a 500 or a stack trace.
+Every response that is not a success is ``{"error": {"code", "message", "field"?}}``;
+nothing a client sends produces a 500 or a stack trace. The pipeline's errors
+(``app/pipeline/errors.py``) carry no statuses; this table gives them theirs.
 """
 
 from __future__ import annotations
@@ -12,122 +13,61 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from adapters.base import SegmenterBusy
+from app.pipeline.cache import CacheUnavailable
+from app.pipeline.errors import (
+    BadOption, ClientGone, FileTooLarge, ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, Overloaded,
+    ServiceError, UnsupportedImage,
+)
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    status = 400
-    code = "bad_request"
-
-    field: str | None = None  # the request field at fault, when there is one
-
-    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.message = message
-        if code:
-            self.code = code
-        self.headers = headers or {}
-
-
-class BadOption(ApiError):
-    """A form field has a bad value; the message starts with the field's name (a dotted
-    path for nested JSON fields, e.g. ``effect_params.dither.dot_spacing``), which the
-    error body also carries as ``field``."""
-
-    code = "invalid_option"
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class MissingFile(ApiError):
-    code = "missing_file"
-    field = "file"
-
-
-class InvalidImage(ApiError):
-    code = "invalid_image"
-    field = "file"
-
-
-class UnsupportedImage(ApiError):
-    status = 415
-    code = "unsupported_media_type"
-    field = "file"
-
-
-class FileTooLarge(ApiError):
-    status = 413
-    code = "file_too_large"
-    field = "file"
-
-
-class TooManyFields(ApiError):
+class TooManyFields(ServiceError):
     """The multipart form has more parts than any endpoint takes (the file and its options)."""
 
-    status = 413
     code = "too_many_fields"
 
 
-class FieldTooLarge(ApiError):
+class FieldTooLarge(ServiceError):
     """A non-file form field (or a part's headers) is larger than a form field may be; only
     ``file`` may be large. ``field`` names the part when it has a name."""
 
-    status = 413
     code = "field_too_large"
 
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
 
-
-class ImageTooLarge(ApiError):
-    """Too many pixels: refused from the header, before any pixel is decoded."""
-
-    status = 422
-    code = "image_too_large"
-    field = "file"
-
-
-class ImageTooComplex(ApiError):
-    """Decoding would cost far more than the pixels justify (e.g. a progressive JPEG with
-    thousands of scans): refused from the file's structure, before decoding."""
-
-    status = 422
-    code = "image_too_complex"
-    field = "file"
-
-
-class ClientGone(ApiError):
-    """The client closed its connection: the work it asked for is dropped (nobody reads the answer)."""
-
-    status = 499  # nginx's "client closed request"; logged, never seen by the client
-    code = "client_closed_request"
-
-
-class Unauthorized(ApiError):
-    status = 401
+class Unauthorized(ServiceError):
     code = "unauthorized"
 
-    def __init__(self, message: str, header: str = 'Bearer realm="admin"'):
-        super().__init__(message, headers={"WWW-Authenticate": header})
+    def __init__(self, message: str, challenge: str = 'Bearer realm="admin"'):
+        super().__init__(message)
+        self.challenge = challenge
 
 
-class Forbidden(ApiError):
-    status = 403
+class Forbidden(ServiceError):
     code = "forbidden"
 
 
-class Overloaded(ApiError):
-    """Shed load: the client should retry after ``retry_after`` seconds."""
+STATUSES: dict[type[ServiceError], int] = {
+    BadOption: 400, MissingFile: 400, InvalidImage: 400,
+    Unauthorized: 401, Forbidden: 403,
+    FileTooLarge: 413, TooManyFields: 413, FieldTooLarge: 413,
+    UnsupportedImage: 415,
+    ImageTooLarge: 422, ImageTooComplex: 422,
+    ClientGone: 499,  # nginx's "client closed request"; logged, never seen by the client
+    Overloaded: 503,
+}
 
-    status = 503
-    code = "overloaded"
 
-    def __init__(self, message: str, retry_after: int, *, code: str | None = None):
-        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+def status_of(exc: ServiceError) -> int:
+    return next((STATUSES[cls] for cls in type(exc).__mro__ if cls in STATUSES), 400)
+
+
+def headers_of(exc: ServiceError) -> dict[str, str]:
+    if isinstance(exc, Overloaded):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": exc.challenge}
+    return {}
 
 
 def error_response(
@@ -143,14 +83,22 @@ def error_response(
     return response
 
 
-def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers, exc.field)
+def too_large_message(max_file_size_mb: float) -> str:
+    return f"file: larger than the {max_file_size_mb:g} MB allowed"
+
+
+def register_error_handlers(app: Flask, max_file_size_mb: float) -> None:
+    @app.errorhandler(ServiceError)
+    def _service_error(exc: ServiceError):
+        return error_response(status_of(exc), exc.code, exc.message, headers_of(exc), exc.field)
 
     @app.errorhandler(SegmenterBusy)
     def _segmenter_busy(exc: SegmenterBusy):
         return error_response(503, "model_busy", str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+    @app.errorhandler(CacheUnavailable)
+    def _cache_unavailable(exc: CacheUnavailable):
+        return error_response(503, "cache_unavailable", f"cache: {exc}; retry later", {"Retry-After": "5"})
 
     @app.errorhandler(MemoryError)
     def _out_of_memory(exc: MemoryError):
@@ -161,8 +109,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         status = exc.code or 500
-        if status == 413:
-            return error_response(413, "file_too_large", "the request body is larger than allowed")
+        if status == 413:  # werkzeug refused the body (MAX_CONTENT_LENGTH): by its Content-Length, or chunked
+            return _service_error(FileTooLarge(too_large_message(max_file_size_mb)))
         code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
         return error_response(status, code, exc.description or exc.name, headers)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from app.pipeline.imaging import ALLOWED_EXTENSIONS
-from app.service import get_state
+from app.service import get_service
+from app.web.openapi import responds
 
 bp = Blueprint("index", __name__)
 
@@ -41,12 +42,13 @@ Example:
 
 
 @bp.get("/")
+@responds("text/plain")
 def index():
-    state = get_state()
-    s = state.settings
+    service = get_service()
+    s = service.settings
     text = _TEXT.format(
-        adapter=state.segmenter.info.name,
-        model=state.segmenter.info.model_id,
+        adapter=service.segmenter.info.name,
+        model=service.segmenter.info.model_id,
         extensions=", ".join(ALLOWED_EXTENSIONS),
         max_mb=s.max_file_size_mb,
         max_dim=s.max_dimension,

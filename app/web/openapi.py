@@ -2,11 +2,12 @@
 
 - Paths and methods: the app's URL map, so a new route appears without anyone editing a spec.
 - Summary and description: the view's docstring.
-- Request forms: the options class a processing view declares (``@processing(Options)``), whose
-  ``FIELDS`` sit next to the parser (tests check each documented field is the one parsed).
+- Request forms: the options class a processing view declares (``@processing(Options)``): its
+  one declaration per field, as msgspec's JSON Schema (``Options.form_schema``).
 - Effect parameters: the effects registry's own schemas (``GET /api/v2/effects``).
 - Security: ``X-API-Key`` on processing endpoints when ``API_KEYS`` is set; the admin bearer token
-  on admin endpoints.
+  on ``@admin_required`` endpoints.
+- Other responses: what a view declares with :func:`responds` (its media type, other statuses).
 
 /docs is Swagger UI, served from the swagger-ui-bundle package: no CDN, nothing fetched at run time.
 """
@@ -21,11 +22,10 @@ import swagger_ui_bundle
 from flask import Blueprint, Flask, Response, current_app, jsonify, url_for
 
 import effects
-from app.pipeline.options import COMMON_FIELDS
+from app.web.forms import FILE_FIELD
 
 bp = Blueprint("docs", __name__, static_folder=swagger_ui_bundle.swagger_ui_path, static_url_path="/docs/static")
 
-ADMIN_ENDPOINTS = {"bg.clear_cache"}
 _IMAGE_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 _ERROR_STATUSES = {
     "400": "bad input: a bad option, missing or invalid file (the error names the field)",
@@ -41,7 +41,7 @@ _ERROR_STATUSES = {
 
 
 def build(app: Flask) -> dict[str, Any]:
-    state = app.extensions["bgremove"]
+    service = app.extensions["bgremove"]
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static" or rule.endpoint.startswith("docs.static"):
@@ -49,13 +49,13 @@ def build(app: Flask) -> dict[str, Any]:
         view = app.view_functions[rule.endpoint]
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, view, state.settings)
+            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, view, service.settings)
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "Background removal service",
             "version": _version(),
-            "description": f"Serving {state.segmenter.info.name}/{state.segmenter.info.model_id}. Errors are "
+            "description": f"Serving {service.segmenter.info.name}/{service.segmenter.info.model_id}. Errors are "
                            '`{"error": {"code": "...", "message": "...", "field": "..."}}`.',
         },
         "paths": paths,
@@ -87,35 +87,45 @@ def _operation(endpoint: str, view, settings) -> dict[str, Any]:
     if description.strip():
         op["description"] = description.strip()
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    if getattr(view, "processing", False):
-        fields = {**COMMON_FIELDS, **view.form.FIELDS}
+    processing = getattr(view, "processing", None)
+    if processing is not None:
+        fields = {**FILE_FIELD, **processing.options.form_schema()}
         op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["file"], "properties": fields}}}}
-        op["responses"] = {"200": _success(view, fields),
+        op["responses"] = {"200": _success(processing.produces, fields),
                            **{status: {"description": text, "content": error} for status, text in _ERROR_STATUSES.items()}}
         if settings.api_keys:
             op["security"] = [{"ApiKey": []}]
         return op
-    if endpoint in ADMIN_ENDPOINTS:
+    if getattr(view, "admin", False):
         op["security"] = [{"AdminToken": []}]
         op["responses"] = {"200": {"description": "done", "content": {"application/json": {"schema": {"type": "object"}}}},
                            "401": {"description": "no bearer token", "content": error},
                            "403": {"description": "wrong token, or admin endpoints disabled", "content": error},
                            "503": {"description": "the cache is unavailable", "content": error}}
         return op
-    media = "text/plain" if endpoint in ("index.index", "ops.prometheus") else "text/html" if endpoint == "docs.page" \
-        else "application/json"
+    media, statuses = getattr(view, "responds", ("application/json", {}))
     op["responses"] = {"200": {"description": "OK", "content": {media: {"schema": {"type": "string"} if media != "application/json" else {"type": "object"}}}}}
-    if endpoint in ("bg.health", "ops.health"):
-        op["responses"]["503"] = {"description": "warming up", "content": {"application/json": {"schema": {"type": "object"}}}}
+    for status, text in statuses.items():
+        op["responses"][status] = {"description": text, "content": {"application/json": {"schema": {"type": "object"}}}}
     return op
 
 
-def _success(view, fields: dict[str, Any]) -> dict[str, Any]:
+def responds(media: str = "application/json", **statuses: str):
+    """Documents a view's success media type and its other statuses, e.g. ``@responds(s503="warming up")``."""
+
+    def mark(view):
+        view.responds = (media, {name.lstrip("s"): text for name, text in statuses.items()})
+        return view
+
+    return mark
+
+
+def _success(produces: str, fields: dict[str, Any]) -> dict[str, Any]:
     headers = {"X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]}},
                "X-Request-ID": {"schema": {"type": "string"}},
                "Server-Timing": {"schema": {"type": "string"}}}
-    if view.produces == "json":
+    if produces == "json":
         return {"description": "each effect's image, base64-encoded, with timings and the parameters applied",
                 "headers": headers, "content": {"application/json": {"schema": {"type": "object"}}}}
     formats = (fields.get("format") or fields.get("output_format"))["enum"]
@@ -152,6 +162,7 @@ _INIT = """window.onload = function () {
 
 
 @bp.get("/docs")
+@responds("text/html")
 def page():
     """The OpenAPI document rendered (Swagger UI, served locally)."""
     html = _PAGE.format(css=url_for("docs.static", filename="swagger-ui.css"),
@@ -161,6 +172,7 @@ def page():
 
 
 @bp.get("/docs/init.js")
+@responds("text/javascript")
 def init_script():
     """Starts Swagger UI on /openapi.json (a file, so the page needs no inline script)."""
     return Response(_INIT % url_for("docs.spec"), mimetype="text/javascript")

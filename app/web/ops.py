@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
-
-from app.web import bg as api_bg
+from flask import Blueprint, Response, current_app, jsonify
 
 from app.ops import metrics
-from app.service import get_state
+from app.ops.observability import LATENCY_KEY, rss_mb
+from app.service import get_service
+from app.web import bg
+from app.web.openapi import responds
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/health")
+@responds(s503="warming up")
 def health():
     """Same as /api/bg/health (kept for clients of the original GPU service)."""
-    return api_bg.health()
+    return bg.health()
 
 
 @bp.get("/model-info")
 def model_info():
     """The model being served: adapter, id, parameters, file size, input size, device."""
-    state = get_state()
-    info = state.segmenter.info
+    service = get_service()
+    info = service.segmenter.info
     return jsonify({
-        "status": "ready" if state.ready else "warming_up",
+        "status": "ready" if service.activity.ready else "warming_up",
         "adapter": info.name,
         "model": info.model_id,
         "total_parameters": info.parameters,
@@ -39,29 +41,31 @@ def model_info():
 def stats():
     """This worker's figures: requests, latency of processing requests, inference queue, memory, cache.
     (/metrics has the same figures summed over every worker.)"""
-    state = get_state()
-    runtime = state.segmenter.runtime()
-    cache = state.cache.stats()
+    service = get_service()
+    runtime = service.segmenter.runtime()
+    cache = service.cache.stats()
     return jsonify({
-        "uptime_s": round(state.uptime_s(), 1),
-        "requests_total": state.requests_served,
-        "active_requests": state.gate.active + state.gate.waiting,
-        "latency_ms": state.latency.percentiles_ms(),
+        "uptime_s": round(service.activity.uptime_s(), 1),
+        "requests_total": service.activity.requests_served,
+        "active_requests": service.gate.active + service.gate.waiting,
+        "latency_ms": current_app.extensions[LATENCY_KEY].percentiles_ms(),
         "cache_hit_rate": cache.get("hit_rate"),
-        "model_memory_mb": state.model_memory_mb(),
-        "rss_mb": round(state.rss_mb(), 1),
+        # the weights' memory: float32 parameters (activations come and go with requests)
+        "model_memory_mb": round(service.segmenter.info.parameters * 4 / 2**20, 1),
+        "rss_mb": round(rss_mb(), 1),
         "gpu_memory_allocated_gb": runtime.get("gpu_memory_allocated_gb"),
-        "inference": state.inference(),
+        "inference": service.inference(),
         "cache": cache,
     })
 
 
 @bp.get("/metrics")
+@responds("text/plain")
 def prometheus():
     """Prometheus text exposition, summed over the gunicorn workers."""
-    state = get_state()
-    gpu = state.segmenter.runtime().get("gpu_memory_allocated_gb")
+    service = get_service()
+    gpu = service.segmenter.runtime().get("gpu_memory_allocated_gb")
     if gpu is not None:
         metrics.GPU_MEMORY.set(gpu * 2**30)
-    body, content_type = metrics.render(state.settings.metrics_dir)
+    body, content_type = metrics.render(service.settings.metrics_dir)
     return Response(body, content_type=content_type)

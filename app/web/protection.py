@@ -1,28 +1,14 @@
-"""Who may call what, how often, from which origins; and the headers every response carries.
+"""Who may call what, how often, from which origins; and the headers every response carries
+(the whole story, with measurements: docs/operations.md).
 
-- API keys (``API_KEYS``, comma-separated): when set, every processing endpoint needs
-  ``X-API-Key`` with one of them (401 otherwise). Probes, status, docs and metrics stay open.
-- Failed key checks (``AUTH_FAILURE_LIMIT``, default ``10/minute``) are counted per client IP;
-  over that budget, requests from that IP that carry a key get 429 with ``Retry-After`` before
-  their key is compared (a right key too: an answer that depended on it would be an oracle).
-  Requests from other clients, with valid keys, are served as usual.
-- Rate limit (``RATE_LIMIT``, e.g. ``60/minute``): one budget per client across the processing
-  endpoints (preflights are free), through Flask-Limiter: 429 with ``Retry-After``. The client is
-  a *validated* API key (hashed, never stored as given), else the client IP: a key that was not
-  checked (no ``API_KEYS``) or failed the check never names a bucket of its own.
-- Counters live in ``RATE_LIMIT_STORAGE_URI``: ``memory://`` counts per worker process, so an
-  instance with N workers allows up to N times the rate; ``redis://…`` is one budget shared by
-  every worker of every instance. Redis is reached with ``RATE_LIMIT_STORAGE_TIMEOUT_S`` socket
-  timeouts and no retry; when it is unreachable each worker counts in its own memory (the limit
-  then holds per worker, as with ``memory://``), never failing or holding up a request, and goes
-  back to Redis once it answers again (Flask-Limiter probes it with an exponential back-off, 1 s
-  doubling to 32 s).
-- ``PROXY_HOPS``: how many proxies in front set ``X-Forwarded-For`` (Cloud Run and Railway: 1),
-  so the client IP is the caller's and not the load balancer's (werkzeug's ProxyFix). The edge
-  (nginx in the container, which config/serve announces with ``EDGE_PROXY=1``) is one more.
-- CORS (``CORS_ORIGINS``, comma-separated, or ``*``) through flask-cors, exposing our headers.
-  Only a request whose ``Origin`` is allowed gets CORS headers (none without ``Origin``).
-- Security headers on every response.
+- API keys (``API_KEYS``): processing endpoints need ``X-API-Key`` (401 otherwise); probes, status,
+  docs and metrics stay open. Failed checks are limited per client IP (``AUTH_FAILURE_LIMIT``):
+  past it, 429 before the key is compared (a right key too: no oracle).
+- Rate limit (``RATE_LIMIT``, Flask-Limiter): one budget per client, a *validated* key (hashed)
+  else the client IP, in ``RATE_LIMIT_STORAGE_URI`` (per worker in ``memory://``, shared in Redis;
+  short timeouts, and each worker's own memory while Redis is away).
+- ``PROXY_HOPS`` (and the edge, ``EDGE_PROXY``): the client IP through ProxyFix. CORS
+  (``CORS_ORIGINS``) through flask-cors, for allowed origins only. Security headers on every response.
 """
 
 from __future__ import annotations
@@ -40,7 +26,7 @@ from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.web.errors import Unauthorized, error_response
-from app.web.upload import is_processing
+from app.web.forms import processing_of
 from config import Settings
 
 EXPOSED_HEADERS = ["X-Cache", "X-Cache-Mask", "X-Request-ID", "Server-Timing", "Retry-After", "Content-Disposition",
@@ -135,7 +121,7 @@ def _storage_options(settings: Settings) -> dict:
 
 def _counted() -> bool:
     """The request counts against the limits: a processing endpoint, not a CORS preflight."""
-    return is_processing() and request.method != "OPTIONS"
+    return processing_of(request.endpoint) is not None and request.method != "OPTIONS"
 
 
 def _require_api_keys(app: Flask, keys: tuple[str, ...]) -> None:
@@ -143,15 +129,15 @@ def _require_api_keys(app: Flask, keys: tuple[str, ...]) -> None:
 
     @app.before_request
     def _check_api_key() -> None:
-        if not is_processing() or request.method == "OPTIONS":
+        if not _counted():
             return
         given = request.headers.get("X-API-Key", "")
         if not given:
-            raise Unauthorized("API key required: send it in the X-API-Key header", header='ApiKey header="X-API-Key"')
+            raise Unauthorized("API key required: send it in the X-API-Key header", challenge='ApiKey header="X-API-Key"')
         digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
         if not any(hmac.compare_digest(digest, known) for known in digests):  # no early exit on a prefix
             g.api_key_failed = True  # counted against the client's failed-auth budget
-            raise Unauthorized("invalid API key", header='ApiKey header="X-API-Key"')
+            raise Unauthorized("invalid API key", challenge='ApiKey header="X-API-Key"')
         g.api_key_bucket = "key:" + digest.hex()[:32]
 
 

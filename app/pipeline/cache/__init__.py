@@ -4,14 +4,14 @@
 - ``gcs``: the bucket ``STORAGE_BUCKET`` under ``CACHE_PREFIX`` (the GPU fleet, shared by all instances).
 - ``none``: no cache; every response says ``X-Cache: BYPASS``.
 
-Flask-free: the request side (``use_cache``, ``X-Cache``, storing after the response)
-is ``app/request_cache.py``.
+Flask-free, like the whole pipeline: one request's use of it is :class:`CacheUse` (``request.py``).
 """
 
 from __future__ import annotations
 
 from app.pipeline.cache.keys import entry_key, fingerprint, upload_digest
 from app.pipeline.cache.results import BYPASS, HIT, MISS, Backend, CacheUnavailable, Lookup, ResultCache
+from app.pipeline.cache.request import CacheUse
 from typing import Callable
 
 from config import ConfigError, Settings
@@ -40,6 +40,6 @@ def open_cache(settings: Settings, observe: Callable[[str], None] | None = None)
 
 
 __all__ = [
-    "BYPASS", "HIT", "MISS", "CacheUnavailable", "Lookup", "ResultCache",
+    "BYPASS", "HIT", "MISS", "CacheUnavailable", "CacheUse", "Lookup", "ResultCache",
     "entry_key", "fingerprint", "open_cache", "upload_digest",
 ]

@@ -1,15 +1,5 @@
-"""The GPU fleet's shared cache: objects in a Google Cloud Storage bucket, through google-cloud-storage.
-
-- Credentials: Application Default Credentials (the Cloud Run service account; locally
-  ``gcloud auth application-default login``). With ``STORAGE_EMULATOR_HOST`` set, the
-  client talks to that emulator anonymously (that is how the tests run).
-- Objects: ``<CACHE_PREFIX><key>``, ``application/octet-stream``, with ``customTime`` set at
-  write. The TTL is enforced on read from the entry's own header (no metadata round trip);
-  deletion is the bucket's job, with a lifecycle rule on ``daysSinceCustomTime`` (README).
-- Time: a lookup is one GET with no retry, bounded by ``CACHE_TIMEOUT_S`` for connecting and
-  for each read, so a slow bucket costs a request at most that much. Writes happen after
-  the response has been sent; writes and clearing retry for 4 x ``CACHE_TIMEOUT_S`` (at least 2 s).
-  (The library's default is to retry for 120 s, which every call here overrides.)
+"""The GPU fleet's shared cache: objects in a Google Cloud Storage bucket, through google-cloud-storage,
+one GET with no retry per lookup, bounded by ``CACHE_TIMEOUT_S``; the details: docs/cache.md ("GCS").
 """
 
 from __future__ import annotations
@@ -93,6 +83,3 @@ class GCSBackend:
         usage = {"entries": entries, "size_bytes": size, "max_bytes": None, "complete": entries < USAGE_LIST_LIMIT}
         self._usage = (now, usage)
         return usage
-
-    def close(self) -> None:
-        self._client.close()

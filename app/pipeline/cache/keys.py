@@ -1,16 +1,6 @@
-"""Cache keys: everything that decides the bytes of a result, and nothing else.
-
-A key is the sha256 of a canonical JSON document holding
-- the sha256 of the uploaded bytes,
-- the model: adapter, model id, the model file's sha256, the size the network runs at,
-- the service settings that change pixels or bytes (the decode size limit, PNG compression),
-- the kind of result and the request's output options, already normalised by the
-  option classes (``cache_fields()``: parsed colours, resolved effect parameters,
-  no quality for PNG...), so equivalent requests share an entry,
-- the sha256 of the rendering code (:data:`CODE_SHA256`: every source file of ``app/``,
-  ``effects/`` and ``adapters/``), so that a new version sharing a bucket with an old one never
-  serves the old code's renderings, even if nobody bumped :data:`KEY_VERSION`,
-- :data:`KEY_VERSION`, bumped whenever the pipeline's output changes for the same inputs.
+"""Cache keys: everything that decides the bytes of a result (the upload's sha256, the model, the
+settings that change pixels, the normalised options, the rendering code's sha256, :data:`KEY_VERSION`),
+and nothing else; the details: docs/cache.md ("Keys").
 """
 
 from __future__ import annotations

@@ -1,30 +1,7 @@
-"""The embedded default: entries on the local disk under ``CACHE_DIR``, through diskcache.
-
-diskcache (an SQLite index + one file per large value) is built for exactly this:
-- it is safe for several processes (gunicorn workers) and threads on one disk;
-- an entry becomes visible only when its index row commits, after its file is
-  fully written, so a write killed halfway leaves nothing readable;
-- it evicts the least recently used entries to keep the total under a size bound;
-- it expires entries after a TTL.
-
-Nothing of the cache is memory-mapped: SQLite's memory map is off (``sqlite_mmap_size=0``)
-and the index uses a rollback journal, not diskcache's default WAL. WAL keeps its index in
-``cache.db-shm``, a memory-mapped file: when the file stops accepting writes (made immutable,
-a filesystem gone read-only or full) the next store into the mapping is a SIGBUS that kills
-the worker, with no exception to catch. With a rollback journal every failure is an I/O
-error from a system call, which the front (``results.py``) turns into serving without the
-cache. Several processes still share the index safely (SQLite's file locks).
-
-A rollback journal takes the index's lock for every commit, and with the LRU policy every
-hit is a commit too (its access time). Synced (``synchronous=NORMAL``), each commit held
-the lock through two fsyncs, and under load lookups and writes waited past
-``_LOCK_TIMEOUT_S`` (tests/test_cache_local.py's four processes: 2 errors in 3 runs of 4).
-So the index is not synced (``synchronous=OFF``): commits are as short as WAL's were, and
-still atomic when a process dies (the kernel keeps what was written: the killed-writer test);
-only an OS crash or power loss could damage the index. ``CACHE_DIR`` defaults to the
-container's /tmp, which such a crash loses anyway; on a persistent disk a damaged index is
-an I/O error like any other (requests go on without the cache) until the directory is
-cleared, and a damaged value is caught by its content hash (``entry.py``).
+"""The embedded default: entries on the local disk under ``CACHE_DIR``, through diskcache
+(SQLite index + one file per large value: safe across processes and threads, atomic writes,
+LRU eviction under a size bound, TTL). Nothing is memory-mapped and the index is not synced;
+why, and what that costs: docs/cache.md ("The local index").
 """
 
 from __future__ import annotations
@@ -82,9 +59,6 @@ class LocalBackend:
     def usage(self) -> dict[str, object]:
         return {"entries": len(self._cache), "size_bytes": self._cache.volume(), "max_bytes": self.max_bytes,
                 "complete": True}
-
-    def close(self) -> None:
-        self._cache.close()
 
 
 def _probe(db: Path) -> None:

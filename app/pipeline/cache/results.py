@@ -1,16 +1,6 @@
-"""The result cache as the service sees it: one front for every backend, which never fails a request.
-
-A backend (local disk, GCS) only moves bytes. This front adds what must hold for all of them:
-- entries carry a content hash and a creation time (``entry.py``): a corrupt entry is
-  dropped and recomputed, an entry older than ``CACHE_TTL`` is a miss;
-- any backend error (down, slow, full, read-only) is counted, logged at most once a
-  minute, and the request goes on without the cache;
-- after an error the backend is left alone for a while (2 s, doubling up to a minute),
-  so a dead bucket does not cost every request its timeout; the next try opens it afresh
-  (a local index replaced, repaired or deleted after a fault is found again, with no
-  restart), unless the backend says it holds nothing a fault can spoil
-  (``reopen_after_error = False``: GCS, whose client is plain HTTP);
-- hit/miss counters per kind of entry, for /api/bg/status and /stats.
+"""The result cache as the service sees it: one front for every backend, which never fails a request
+(content hash and TTL per entry, any backend error served around with a back-off, counters);
+the details: docs/cache.md ("The front").
 """
 
 from __future__ import annotations

@@ -1,126 +1,25 @@
-"""The HTTP edge shared by processing endpoints: reading the upload, sending an image back."""
+"""werkzeug's multipart parser, with part headers read as Latin-1 when they are not UTF-8, and
+each of its limits named in its own error (``app.request_class = UploadRequest``).
+
+The most parts a form may have (the file and its option fields; v2 has the most: 8 + use_cache),
+and the most bytes one non-file field may hold (Flask's default, stated: no option comes near it).
+"""
 
 from __future__ import annotations
 
 import re
-import time
-from dataclasses import dataclass
-
-from typing import IO, Callable, TypeVar
+from typing import IO
 
 import flask
-from flask import Flask, Response, current_app, g, request
 from werkzeug.datastructures import FileStorage, Headers, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
-from werkzeug.utils import secure_filename
 
-from app.web.errors import BadOption, FieldTooLarge, FileTooLarge, MissingFile, TooManyFields
-from app.pipeline.imaging import OUTPUT_FORMATS
-from app.pipeline.options import COMMON_FIELDS
-from app.pipeline import Budget, peer_closed
-from config import Settings
+from app.web.errors import FieldTooLarge, TooManyFields
 
-# The most parts a form may have (the file and its option fields; v2 has the most: 8 + use_cache),
-# and the most bytes one non-file field may hold (Flask's default, stated: no option comes near it).
 MAX_FORM_PARTS = 32
 MAX_FIELD_BYTES = 500_000
-
-
-@dataclass(frozen=True)
-class Upload:
-    data: bytes
-    stem: str  # safe file name without extension, for the response's file name
-
-
-V = TypeVar("V", bound=Callable)
-
-
-def processing(form: type, produces: str = "image") -> Callable[[V], V]:
-    """Marks a view as a processing endpoint: it takes an upload, has a deadline, needs an API key
-    (when keys are configured) and counts against the rate limit. ``form`` is its options class
-    (its ``FIELDS`` describe the form in /openapi.json); ``produces`` is ``image`` or ``json``."""
-
-    def mark(view: V) -> V:
-        view.processing = True  # type: ignore[attr-defined]
-        view.form = form  # type: ignore[attr-defined]
-        view.produces = produces  # type: ignore[attr-defined]
-        return view
-
-    return mark
-
-
-def is_processing() -> bool:
-    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
-    return bool(getattr(view, "processing", False))
-
-
-def register(app: Flask, settings: Settings) -> None:
-    @app.before_request
-    def _before_processing() -> None:
-        if is_processing():
-            start_processing(settings)
-            refuse_unknown_fields(current_app.view_functions[request.endpoint].form)
-
-
-def start_processing(settings: Settings) -> None:
-    """Before a processing request is read: refuse an oversized body from its header, start the deadline."""
-    g.deadline = time.monotonic() + settings.request_timeout_s
-    length = request.content_length
-    if length is not None and length > settings.max_request_body_bytes:
-        raise FileTooLarge(_too_large_message(settings))
-
-
-def refuse_unknown_fields(form: type) -> None:
-    """A form field the endpoint does not take is a 400 naming it, not silently ignored: someone
-    migrating from another API (``crop=true``, ``bg_image=@x.jpg``) must learn it had no effect."""
-    allowed = {*COMMON_FIELDS, *form.FIELDS}
-    given = dict.fromkeys([*request.form.keys(), *request.files.keys()])
-    unknown = [name for name in given if name not in allowed]
-    if unknown:
-        listed = ", ".join(repr(name[:40]) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise BadOption(unknown[0][:100], f"unknown field{'s' if len(unknown) > 1 else ''} {listed}; "
-                                          f"{request.path} takes {', '.join(sorted(allowed))}")
-
-
-def request_budget() -> Budget:
-    """This request's deadline (started when it arrived) and a test of whether its client left."""
-    return Budget(g.deadline, peer_closed(request.environ.get("gunicorn.socket")))
-
-
-def read_upload(settings: Settings) -> Upload:
-    if not request.mimetype.startswith("multipart/form-data"):
-        raise MissingFile("file: send the image as multipart/form-data in the field 'file'")
-    storage = request.files.get("file")
-    if storage is None:
-        raise MissingFile("file: no file in the multipart field 'file'")
-    data = storage.read(settings.max_file_size_bytes + 1)
-    if len(data) > settings.max_file_size_bytes:
-        raise FileTooLarge(_too_large_message(settings))
-    if not data:
-        raise MissingFile("file: the uploaded file is empty")
-    stem = secure_filename(storage.filename or "").rsplit(".", 1)[0] or "image"
-    return Upload(data, stem[:100])
-
-
-def image_response(data: bytes, fmt: str, download_name: str) -> Response:
-    """The encoded image, shown inline, named for a download; not cached by browsers or proxies
-    (the same URL answers a different upload each time). A plain response, not send_file's
-    passthrough, so that callbacks registered with ``call_on_close`` run after it is sent."""
-    response = Response(data, mimetype=OUTPUT_FORMATS[fmt][1])
-    response.headers.set("Content-Disposition", "inline", filename=download_name)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def output_name(prefix: str, stem: str, fmt: str) -> str:
-    return f"{prefix}_{stem}.{OUTPUT_FORMATS[fmt][2]}"
-
-
-def _too_large_message(settings: Settings) -> str:
-    return f"file: larger than the {settings.max_file_size_mb:g} MB allowed"
-
 
 # -- multipart parsing ---------------------------------------------------------------------
 #
@@ -133,7 +32,7 @@ def _too_large_message(settings: Settings) -> str:
 # - Its limits raise one RequestEntityTooLarge for three causes (413 file_too_large for all):
 #   here too many parts is TooManyFields (413 too_many_fields) and a large non-file field is
 #   FieldTooLarge (413 field_too_large); a body over MAX_CONTENT_LENGTH stays werkzeug's 413
-#   (file_too_large), and a file over MAX_FILE_SIZE_MB is read_upload's.
+#   (file_too_large), and a file over MAX_FILE_SIZE_MB is the upload reader's (app/web/forms.py).
 
 _HEADER_LINE = re.compile(rb"[^\r\n]+")
 

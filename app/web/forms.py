@@ -1,0 +1,112 @@
+"""The processing endpoints' edge: ``@processing`` turns a request into a pipeline job, and the
+image response.
+
+``@processing(Options)`` starts the request's deadline, parses the form into the typed options
+(a field the options do not declare is a 400 naming it), reads the upload, and calls the view
+with the :class:`~app.pipeline.Job` and the upload; the view runs the job and responds. The
+job's cache statuses (``X-Cache``), its ``Server-Timing`` and its cache writes (made once the
+response is sent) are added here, on success and on failure alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from flask import Response, current_app, request
+from werkzeug.utils import secure_filename
+
+from app.pipeline import IMAGE, Budget, Job, Rendered, peer_closed
+from app.pipeline.errors import FileTooLarge, MissingFile
+from app.pipeline.imaging import OUTPUT_FORMATS
+from app.pipeline.options import Options, unknown_fields
+from app.service import get_service
+from app.web.errors import too_large_message
+from config import Settings
+
+# The upload's form field, besides each endpoint's options (documented in /openapi.json).
+FILE_FIELD = {"file": {"type": "string", "format": "binary", "description": "the image (JPEG, PNG, WebP, GIF, BMP, TIFF)"}}
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    stem: str  # safe file name without extension, for the response's file name
+
+
+@dataclass(frozen=True)
+class Processing:
+    """What ``@processing`` declares about a view (for protection, telemetry and /openapi.json)."""
+
+    options: type[Options]
+    produces: str  # image | json
+
+
+def processing(options: type[Options], produces: str = "image") -> Callable[[Callable[..., Any]], Callable[..., Response]]:
+    """A processing endpoint: it takes an upload, has a deadline, needs an API key (when keys are
+    configured) and counts against the rate limit. The view is called as ``view(job, upload)``."""
+
+    def decorate(view: Callable[[Job, Upload], Any]) -> Callable[..., Response]:
+        @functools.wraps(view)
+        def endpoint() -> Response:
+            service = get_service()
+            budget = Budget(time.monotonic() + service.settings.request_timeout_s,
+                            peer_closed(request.environ.get("gunicorn.socket")))
+            form = request.form  # reads the body: werkzeug refuses one over MAX_CONTENT_LENGTH (413)
+            refused = unknown_fields(options, [*form.keys(), *request.files.keys()], request.path, also=tuple(FILE_FIELD))
+            if refused:
+                raise refused
+            opts = options.from_form(form).resolved()  # every option checked before the upload is read
+            upload = read_upload(service.settings)
+            job = Job(service, opts, upload.data, budget)
+            try:
+                response = current_app.make_response(view(job, upload))
+                service.activity.served()
+            except Exception as exc:  # noqa: BLE001 - answered by the app's error handlers, with the job's headers
+                response = current_app.make_response(current_app.handle_user_exception(exc))
+            response.headers.update(job.cache.headers())
+            timing = job.timings.server_timing()
+            if timing:
+                response.headers["Server-Timing"] = timing
+            if job.cache.has_pending:
+                response.call_on_close(job.cache.flush)
+            return response
+
+        endpoint.processing = Processing(options, produces)  # type: ignore[attr-defined]
+        return endpoint
+
+    return decorate
+
+
+def processing_of(endpoint: str | None) -> Processing | None:
+    """The ``@processing`` declaration of the view serving ``endpoint``, if it is one."""
+    view = current_app.view_functions.get(endpoint) if endpoint else None
+    return getattr(view, "processing", None)
+
+
+def read_upload(settings: Settings) -> Upload:
+    if not request.mimetype.startswith("multipart/form-data"):
+        raise MissingFile("file: send the image as multipart/form-data in the field 'file'")
+    storage = request.files.get("file")
+    if storage is None:
+        raise MissingFile("file: no file in the multipart field 'file'")
+    data = storage.read(settings.max_file_size_bytes + 1)
+    if len(data) > settings.max_file_size_bytes:
+        raise FileTooLarge(too_large_message(settings.max_file_size_mb))
+    stem = secure_filename(storage.filename or "").rsplit(".", 1)[0] or "image"
+    return Upload(data, stem[:100])
+
+
+def image_response(rendered: Rendered, job: Job, upload: Upload) -> Response:
+    """The encoded image, shown inline, named for a download; not cached by browsers or proxies
+    (the same URL answers a different upload each time). A plain response, not send_file's
+    passthrough, so that callbacks registered with ``call_on_close`` run after it is sent."""
+    fmt = job.options.format
+    _, mimetype, extension = OUTPUT_FORMATS[fmt]
+    prefix = "mask" if getattr(job.options, "only_mask", False) else "nobg"
+    response = Response(rendered.images[IMAGE], mimetype=mimetype)
+    response.headers.set("Content-Disposition", "inline", filename=f"{prefix}_{upload.stem}.{extension}")
+    response.headers["Cache-Control"] = "no-store"
+    return response
