@@ -48,7 +48,7 @@ run: setup
 test: setup-dev
 	$(BIN)/python -m pytest
 
-## bench: speed and memory against rembg on the same model, in one run; effects against per-pixel references; InSPyReNet against its reference path; cache hits against misses; the nginx edge against gunicorn alone
+## bench: speed and memory against rembg on the same model, in one run; effects against per-pixel references; InSPyReNet against its reference path; cache hits against misses; the nginx edge against gunicorn alone; the options library against its peers
 bench: setup-dev
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/ort_options.py
@@ -58,6 +58,7 @@ bench: setup-dev
 	$(BIN)/python benchmarks/bench_inspyrenet.py
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_edge.py
+	$(BIN)/python benchmarks/bench_options.py
 
 ## loadtest: 8 clients for 2 minutes against the 512 MB tier over real HTTP (not in CI): req/s, latency, statuses, peak RSS, growth
 loadtest: setup-dev

@@ -14,7 +14,9 @@ to each request. For each candidate, in a fresh interpreter of its own:
   the "jpg" alias, 1-4 known, distinct effect names, unknown fields refused;
 - checks: the same forms the API takes or refuses (yes/no/on/off booleans, quality 0 /
   101 / abc, bad or duplicate effects, malformed JSON, an unknown field); "n/m" passed.
-The baseline is the hand-written parser of app/pipeline/options.py as of commit ac63c26
+"ours" is the real app.pipeline.options (msgspec Structs and the form pre-pass; its memory is
+the whole app, which it is part of: read the msgspec row for the library). The baseline is the
+hand-written parser of app/pipeline/options.py as of commit ac63c26
 (read with `git show`, imported from a temporary directory; skipped if git cannot show it).
 Its memory is the module alone, on top of its own imports (effects, which the app loads
 anyway, and BadOption, copied from that commit's app/web/errors.py without Flask); its
@@ -405,6 +407,20 @@ _out["us_color"] = _bench(effects.colors.parse_color, CC_FORM["color"], {runs})
 _out["mb_deps"] = _rss_deps - _rss_bare
 '''
 
+OURS_PRE = '''
+sys.path[:0] = [{repo!r}]
+_rss_bare = _rss_mb()
+import app, effects, effects.colors  # the whole app, app.pipeline.options with it: its memory is not the module's alone
+gc.collect()
+_rss_deps = _rss_mb()
+'''
+
+OURS = '''
+from app.pipeline.options import ChangeColorOptions, ProcessOptions
+parse_v2 = ProcessOptions.from_form
+parse_cc = ChangeColorOptions.from_form
+'''
+
 MSGSPEC_EXTRA = '''
 _schema = msgspec.json.schema(ProcessForm)
 _props = _schema["$defs"]["ProcessForm"]["properties"]
@@ -437,6 +453,7 @@ BOOL_NOTES = {
     "marshmallow": "yes/no/on/off native (Boolean.truthy/falsy, also y/n/t/f)",
     "attrs+cattrs": "hook required: cattrs' bool is bool(value), 'false' -> True",
     "baseline (ac63c26)": "yes/no/on/off: its own parse_bool; unknown fields are the endpoint's check (a006fa2)",
+    "ours (app.pipeline.options)": "msgspec Structs + the form pre-pass; unknown fields are the endpoint's check",
 }
 
 
@@ -520,6 +537,9 @@ def main() -> None:
                     Path(tmp, name).write_text(text)
                 jobs.append(("baseline (ac63c26)", BASELINE_COMMIT, BASELINE_PRE.format(tmp=tmp, repo=str(REPO)),
                              BASELINE, BASELINE_EXTRA, "hand-written FIELDS dicts"))
+        if wanted("ours"):
+            jobs.append(("ours (app.pipeline.options)", "HEAD", OURS_PRE.format(repo=str(REPO)), OURS,
+                         BASELINE_EXTRA, "yes: Options.form_schema (msgspec)"))
         # Round-robin, a fresh process each time: a slow spell of the shared machine lands on
         # one process of each candidate, not on all of one candidate's.
         runs_of: dict[str, list[dict]] = {job[0]: [] for job in jobs}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
-import typing
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Mapping
 
@@ -32,6 +32,7 @@ WHITE = (255, 255, 255)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _ALIASES = {"jpg": "jpeg"}
+_AT_FIELD = re.compile(r"at `\$\.(\w+)")  # where a msgspec.ValidationError is
 
 
 class Color(tuple):
@@ -63,15 +64,20 @@ class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     def from_form(cls, form: Mapping[str, str]) -> "Options":
         """Options from form fields (strings); fields the class does not declare are not read here
         (:func:`unknown_fields` finds them)."""
-        values = {}
+        values, given = {}, {}
         for field in _fields(cls):
             raw = form.get(field.name)
             raw = raw.strip() if raw is not None else ""
             if raw:
-                values[field.name] = field.parse(raw)
+                given[field.name] = raw
+                values[field.name] = field.prepare(raw)
             elif field.required:
                 raise BadOption(field.name, f"required: {field.expected}")
-        return cls(**values)
+        try:  # one conversion of the whole form: msgspec checks every declared type and range
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            name = _AT_FIELD.search(str(exc)).group(1)  # type: ignore[union-attr]
+            raise next(f for f in _fields(cls) if f.name == name).refusal(given[name]) from None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -217,15 +223,22 @@ def unknown_fields(options: type[Options], given: list[str], taker: str, also: t
 @dataclass(frozen=True)
 class _Field:
     name: str
-    type: Any  # the annotation, for msgspec.convert
     kind: str  # bool | choice | int | color | json
     expected: str  # what a valid value is, for error messages
     required: bool
     optional: bool  # None allowed (colour: "transparent")
     schema_default: Mapping[str, Any]  # the default as the form writes it, for the schema
 
-    def parse(self, raw: str) -> Any:
+    def prepare(self, raw: str) -> Any:
+        """The form's text as the declared type reads it (msgspec then checks it): booleans and
+        choices in their spellings, JSON decoded; colours parsed here (their own messages)."""
         kind = self.kind
+        if kind == "bool":
+            return True if raw.lower() in _TRUE else False if raw.lower() in _FALSE else raw
+        if kind == "choice":
+            return _ALIASES.get(raw.lower(), raw.lower())
+        if kind == "json":
+            return _json(self.name, raw)
         if kind == "color":
             if self.optional and raw.lower() == "transparent":
                 return None
@@ -233,32 +246,25 @@ class _Field:
                 return Color(parse_color(raw))
             except ValueError as exc:
                 raise BadOption(self.name, str(exc)) from None
-        if kind == "bool":
-            value: Any = True if raw.lower() in _TRUE else False if raw.lower() in _FALSE else raw
-        elif kind == "choice":
-            value = _ALIASES.get(raw.lower(), raw.lower())
-        elif kind == "json":
-            value = _json(self.name, raw)
-        else:
-            value = raw
-        try:
-            return msgspec.convert(value, self.type, strict=False)
-        except msgspec.ValidationError:
-            got = raw
-            if kind == "int":
-                try:
-                    got = int(raw)
-                except ValueError:
-                    pass
-            raise BadOption(self.name, f"expected {self.expected}" + ("" if kind == "json" else f", got {got!r}")) \
-                from None
+        return raw
+
+    def refusal(self, raw: str) -> BadOption:
+        """The 400 for a value msgspec refused: what the declaration expects, and what came."""
+        if self.kind == "json":
+            return BadOption(self.name, f"expected {self.expected}")
+        got: Any = raw
+        if self.kind == "int":
+            try:
+                got = int(raw)
+            except ValueError:
+                pass
+        return BadOption(self.name, f"expected {self.expected}, got {got!r}")
 
 
 @functools.cache
 def _fields(cls: type[Options]) -> tuple[_Field, ...]:
     """The class's fields as the form reader needs them, from msgspec's view of the declaration;
     its own fields first, the common ones (``use_cache``) last."""
-    hints = typing.get_type_hints(cls, include_extras=True)
     fields = []
     for f in mi.type_info(cls).fields:
         t, extra = f.type, {}
@@ -279,14 +285,16 @@ def _fields(cls: type[Options]) -> tuple[_Field, ...]:
             kind, expected = "json", extra.get("expected", "JSON")
         # a colour's default as a form writes it; a JSON field's default is its absence
         schema_default = {"default": str(extra.get("default", f.default))} if kind == "color" else {}
-        fields.append(_Field(f.name, hints[f.name], kind, expected, f.required, optional, schema_default))
+        fields.append(_Field(f.name, kind, expected, f.required, optional, schema_default))
     own = [f for f in fields if f.name not in Options.__struct_fields__]
     return (*own, *(f for f in fields if f.name in Options.__struct_fields__))
 
 
 def _json(field: str, raw: str) -> Any:
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        if raw.startswith("\ufeff"):  # as json.loads says it (one decoder for all: loads makes one per call)
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+        return _DECODER.decode(raw)
     except (ValueError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else (str(exc) or "nested too deeply")
         raise BadOption(field, f"malformed JSON ({reason})") from None
@@ -294,3 +302,6 @@ def _json(field: str, raw: str) -> Any:
 
 def _no_constant(name: str):
     raise ValueError(f"{name} is not a number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
