@@ -22,16 +22,11 @@ from app.pipeline.errors import (
 log = logging.getLogger(__name__)
 
 
-class TooManyFields(ServiceError):
-    """The multipart form has more parts than any endpoint takes (the file and its options)."""
-
+class TooManyFields(ServiceError):  # more multipart parts than any endpoint takes
     code = "too_many_fields"
 
 
-class FieldTooLarge(ServiceError):
-    """A non-file form field (or a part's headers) is larger than a form field may be; only
-    ``file`` may be large. ``field`` names the part when it has a name."""
-
+class FieldTooLarge(ServiceError):  # a non-file field (or a part's headers) over the limit; only `file` may be large
     code = "field_too_large"
 
 

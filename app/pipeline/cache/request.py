@@ -1,14 +1,7 @@
-"""One request's use of the result cache: its output, its mask, and what to store afterwards.
-
-A request first looks for its finished output (keyed by the upload's hash and its
-normalised options): a hit skips decoding, inference, effects and encoding. On a
-miss it looks for the subject's mask, so that another colour, format or effect on
-an image seen before skips inference. What it computed is stored by :meth:`CacheUse.flush`,
-which the HTTP edge calls once the response has been sent, so the client never waits for
-the cache's write.
-
-Statuses (the ``X-Cache`` headers): the output's ``HIT | MISS | BYPASS`` (BYPASS: ``use_cache``
-off, no cache configured, or the cache is failing), and the mask's, for a request that missed.
+"""One request's use of the result cache: its finished output (a hit skips everything), else its
+mask (another colour, format or effect on an image seen before skips inference), and what to
+store afterwards (:meth:`CacheUse.flush`, called by the HTTP edge once the response is sent).
+Its statuses are the ``X-Cache`` (output) and ``X-Cache-Mask`` headers (docs/cache.md).
 """
 
 from __future__ import annotations
