@@ -246,13 +246,17 @@ def main() -> None:
                                                 CACHE_BACKEND="local", CACHE_DIR=cache_dir))
             print(f"  round {round_ + 1}/{args.rounds} done ({time.perf_counter() - started:.0f} s)", flush=True)
 
-        print(f"{'case':<30}{'base ms':>10}{'after ms':>10}{'after/base':>12}{'base noise':>12}{'after noise':>13}")
+        print(f"{'case':<30}{'base ms':>10}{'after ms':>10}{'after/base':>12}{'base noise':>12}{'after noise':>13}"
+              "          round medians [base | after]")
         for label, *_ in CASES + HIT_CASES:
             source = runs if not label.startswith("HIT") else hits
-            b, bn = best_and_noise([r["cases"][label]["median_ms"] for r in source["base"]])
-            a, an = best_and_noise([r["cases"][label]["median_ms"] for r in source["after"]])
+            bs = [r["cases"][label]["median_ms"] for r in source["base"]]
+            as_ = [r["cases"][label]["median_ms"] for r in source["after"]]
+            (b, bn), (a, an) = best_and_noise(bs), best_and_noise(as_)
             ratio = a / b
-            print(f"{label:<30}{b:>10.1f}{a:>10.1f}{ratio:>12.3f}{bn:>11.1%}{an:>12.1%}  {flag_time(ratio, max(bn, an))}")
+            rounds_txt = f"[{' '.join(f'{v:.0f}' for v in bs)} | {' '.join(f'{v:.0f}' for v in as_)}]"
+            print(f"{label:<30}{b:>10.1f}{a:>10.1f}{ratio:>12.3f}{bn:>11.1%}{an:>12.1%}  "
+                  f"{flag_time(ratio, max(bn, an)):<7}{rounds_txt}")
 
         print(f"# memory of the in-process child (MB), lowest of {args.rounds} rounds; per round in brackets")
         print(f"{'':<30}{'base MB':>10}{'after MB':>10}{'after/base':>12}")
@@ -275,13 +279,13 @@ def main() -> None:
                 for line in outputs[name].strip().splitlines():
                     print(f"  {name:<6}| {line}")
             if parsed["base"] and parsed["base"].keys() == parsed["after"].keys():
-                print(f"{'server, endpoint':<30}{'':<8}{'base':>8}{'after':>8}{'after/base':>12}")
+                print(f"{'server, endpoint':<38}{'':<4}{'base':>8}{'after':>8}{'after/base':>12}")
                 for endpoint, b in parsed["base"].items():
                     a = parsed["after"][endpoint]
                     for key, unit in (("peak", "MB"), ("idle", "MB"), ("after", "MB"), ("p50", "ms"), ("max", "ms")):
                         if key in b and key in a:
                             label = f"{endpoint} {'RSS ' if unit == 'MB' else ''}{key}"
-                            print(f"{label:<30}{unit:<8}{b[key]:>8}{a[key]:>8}{a[key] / b[key]:>12.3f}")
+                            print(f"{label:<38}{unit:<4}{b[key]:>8}{a[key]:>8}{a[key] / b[key]:>12.3f}")
                     if b["statuses"] != a["statuses"]:
                         print(f"  statuses differ: base {b['statuses']}, after {a['statuses']}")
             else:
