@@ -41,6 +41,7 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
         "max_file_size_mb": 50.0,
         "max_dimension": 4096,
         "max_input_pixels": 8192 * 8192,
+        "max_output_pixels": 4096 * 4096,
         "max_decode_mb": 2048.0,
         "max_concurrent_inferences": 4,
         "max_queue": 16,
@@ -95,6 +96,8 @@ class Settings:
     # Memory decoding one upload may take (pixels in their own mode, decoder copies): with
     # the worker's ~110 MB at rest and the inference peak, the tree stays under 350 MB.
     max_decode_mb: float = _env("MAX_DECODE_MB", 128.0, "number", lo=1, hi=1 << 20)
+    # The most pixels a laid-out output may have (a fixed `size`, or the canvas a layout grows to).
+    max_output_pixels: int = _env("MAX_OUTPUT_PIXELS", 2048 * 2048, "integer", lo=256, hi=1 << 31)
     # Also read as MAX_CONCURRENT_REQUESTS: the GPU deployment's name for it (Cloud Run's concurrency).
     max_concurrent_inferences: int = _env("MAX_CONCURRENT_INFERENCES", 1, "integer", lo=1, hi=256)
     max_queue: int = _env("MAX_QUEUE", 4, "integer", lo=0, hi=10_000)

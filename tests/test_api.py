@@ -256,10 +256,10 @@ def test_queue_admits_up_to_its_bound(make_app):
 
 
 @pytest.mark.parametrize("endpoint, fields, files, unknown", [
-    ("/api/bg/remove", {"crop": "true"}, {}, "crop"),
+    ("/api/bg/remove", {"crop_margin": "10%"}, {}, "crop_margin"),
     ("/api/bg/change_color", {"bg_color": "red"}, {}, "bg_color"),
     ("/api/bg/remove", {}, {"bg_image": ("bg.jpg", b"\xff\xd8 not needed")}, "bg_image"),
-    ("/remove-background", {"size": "auto"}, {}, "size"),
+    ("/remove-background", {"type": "auto"}, {}, "type"),
     ("/api/v2/process", {"effects": '["dither"]', "effect": "dither"}, {}, "effect"),
 ])
 def test_unknown_fields_are_refused_by_name(client, endpoint, fields, files, unknown):
@@ -277,7 +277,10 @@ def test_every_documented_field_is_accepted(client):
 
     valid = {"format": "png", "only_mask": "false", "quality": "90", "refine_foreground": "false", "color": "white",
              "output_format": "png", "effects": '["8bit"]', "effect_params": "{}", "remove_background": "true",
-             "background": "transparent", "use_cache": "true"}
+             "background": "transparent", "use_cache": "true", "preset": "sticker", "crop": "true", "padding": "5%",
+             "size": "subject", "position": "center", "scale": "90%", "max_upscale": "1", "blur_radius": "20",
+             "background_fit": "cover", "shadow": "drop", "shadow_color": "black", "shadow_opacity": "0.4",
+             "shadow_blur": "12", "shadow_offset": "8,8", "outline": "4", "outline_color": "white"}
     for endpoint, options in (("/api/bg/remove", RemoveOptions), ("/api/bg/change_color", ChangeColorOptions),
                               ("/remove-background", RemoveBackgroundOptions), ("/api/v2/process", ProcessOptions)):
         fields = {name: valid[name] for name in options.field_names()}

@@ -51,9 +51,10 @@ def test_one_timing_source_for_server_timing_metadata_and_metrics(client):
     assert list(timings) == list(header) == stages
     assert all(abs(float(header[s]) - timings[s]) <= 0.051 for s in stages)  # the same figures, rounded once
     # each stage observed by the metrics each time it ran: encode once per image (two effects),
-    # cache once for the output and once for the mask; the response adds them up
+    # cache once for the output and once for the mask, compose once and then once per image (its
+    # layout); the response adds them up
     assert {s: stage_count(s) - before[s] for s in stages} == {**dict.fromkeys(stages, 1.0), "encode": 2.0,
-                                                               "cache": 2.0}
+                                                               "cache": 2.0, "compose": 3.0}
 
 
 def test_a_process_result_is_cached_as_its_encoded_images(make_app, tmp_path):

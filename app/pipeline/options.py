@@ -13,6 +13,7 @@ and its default are its one declaration, and drive:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -32,17 +33,207 @@ WHITE = (255, 255, 255)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _ALIASES = {"jpg": "jpeg"}
-_AT_FIELD = re.compile(r"at `\$\.(\w+)")  # where a msgspec.ValidationError is
+_AT_FIELD = re.compile(r"at `\$\.([\w.]+)")  # where a msgspec.ValidationError is
 
 
-class Color(tuple):
-    """An sRGB colour ``(r, g, b)``, 0-255; in a form, any text :func:`effects.colors.parse_color` reads."""
+class FormValue(tuple):
+    """A value a form writes as text: :meth:`from_text` reads it (``ValueError`` with the message a
+    client reads), ``str()`` writes it back. A tuple, so that it is its own cache-key form."""
 
     __slots__ = ()
+
+    @classmethod
+    def from_text(cls, text: str) -> "FormValue":
+        raise NotImplementedError
+
+
+class Color(FormValue):
+    """An sRGB colour ``(r, g, b)``, 0-255; in a form, any text :func:`effects.colors.parse_color` reads."""
+
+    @classmethod
+    def from_text(cls, text: str) -> "Color":
+        return cls(parse_color(text))
 
     def __str__(self) -> str:
         return hex_color(self)
 
+
+class Padding(FormValue):
+    """The space kept around the subject, CSS order ``(top, right, bottom, left)``, each
+    ``(value, "px" | "%")`` (% of the subject box: its height for top/bottom, width for left/right).
+    Written as 1, 2 or 4 values, e.g. ``5%``, ``40px 20px``, ``10 5% 10 5%`` (no unit: px)."""
+
+    MAX_PX, MAX_PERCENT = 4096, 100
+
+    @classmethod
+    def from_text(cls, text: str) -> "Padding":
+        parts = [_length(part, text) for part in re.split(r"[\s,]+", text.strip())]
+        if len(parts) not in (1, 2, 4):
+            raise ValueError(f"{text[:40]!r}: expected 1, 2 or 4 lengths (top right bottom left), e.g. 5% or 40px 20px")
+        top, right, bottom, left = parts * 4 if len(parts) == 1 else parts * 2 if len(parts) == 2 else parts
+        return cls((top, right, bottom, left))
+
+    def __str__(self) -> str:
+        return " ".join(f"{value:g}{unit}" for value, unit in self)
+
+
+def _length(part: str, text: str) -> tuple[float, str]:
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)(px|%)?", part.lower())
+    if not found:
+        raise ValueError(f"{text[:40]!r}: each length is a number of px or a %, e.g. 40px or 5%")
+    value, unit = float(found.group(1)), found.group(2) or "px"
+    if value > (Padding.MAX_PERCENT if unit == "%" else Padding.MAX_PX):
+        raise ValueError(f"{text[:40]!r}: at most {Padding.MAX_PX} px or {Padding.MAX_PERCENT}% a side")
+    return value, unit
+
+
+class Size(FormValue):
+    """The canvas: ``("original", 0, 0)`` (the input's), ``("subject", 0, 0)`` (the subject box with its
+    padding) or ``("px", W, H)``; written ``original``, ``subject`` or ``WxH``, e.g. ``2000x2000``."""
+
+    @classmethod
+    def from_text(cls, text: str) -> "Size":
+        word = text.strip().lower()
+        if word in ("original", "subject"):
+            return cls((word, 0, 0))
+        found = re.fullmatch(r"(\d{1,5})\s*[x\u00d7]\s*(\d{1,5})", word)
+        if not found or not all(1 <= int(side) <= 16384 for side in found.groups()):
+            raise ValueError(f"{text[:40]!r}: expected original, subject or WxH in px (1-16384 each), e.g. 2000x2000")
+        return cls(("px", int(found.group(1)), int(found.group(2))))
+
+    def __str__(self) -> str:
+        return self[0] if self[0] != "px" else f"{self[1]}x{self[2]}"
+
+
+class Position(FormValue):
+    """Where the subject sits in the free space, ``(x, y)`` as fractions (0, 0) top left to (1, 1)
+    bottom right; written ``center``, ``top``, ``bottom``, ``left``, ``right`` or ``X% Y%``."""
+
+    NAMES = {"center": (0.5, 0.5), "top": (0.5, 0.0), "bottom": (0.5, 1.0), "left": (0.0, 0.5), "right": (1.0, 0.5)}
+
+    @classmethod
+    def from_text(cls, text: str) -> "Position":
+        word = text.strip().lower()
+        if word in cls.NAMES:
+            return cls(cls.NAMES[word])
+        found = re.fullmatch(r"(\d+(?:\.\d+)?)%[\s,]+(\d+(?:\.\d+)?)%", word)
+        if not found or not all(float(v) <= 100 for v in found.groups()):
+            raise ValueError(f"{text[:40]!r}: expected {', '.join(cls.NAMES)} or 'X% Y%' (0-100 each), e.g. 50% 80%")
+        return cls((float(found.group(1)) / 100, float(found.group(2)) / 100))
+
+    def __str__(self) -> str:
+        named = {v: k for k, v in self.NAMES.items()}.get(tuple(self))
+        return named or f"{self[0] * 100:g}% {self[1] * 100:g}%"
+
+
+class Offset(FormValue):
+    """A shift in px, ``(dx, dy)`` (right and down positive); written ``dx,dy``, e.g. ``10,10``."""
+
+    @classmethod
+    def from_text(cls, text: str) -> "Offset":
+        found = re.fullmatch(r"(-?\d{1,4})\s*[, ]\s*(-?\d{1,4})", text.strip())
+        if not found or not all(abs(int(v)) <= 1000 for v in found.groups()):
+            raise ValueError(f"{text[:40]!r}: expected dx,dy in px (-1000 to 1000 each), e.g. 10,10")
+        return cls((int(found.group(1)), int(found.group(2))))
+
+    def __str__(self) -> str:
+        return f"{self[0]},{self[1]}"
+
+
+class Background(FormValue):
+    """What lies under the subject: ``("transparent",)``, ``("color", r, g, b, a)``, ``("blur",)`` (the
+    photo's own background, blurred) or ``("image",)`` (the upload ``background_file``). Written
+    ``transparent``, ``blur``, ``image``, or a colour: any form of ``color``, or with alpha ``#RRGGBBAA``."""
+
+    @classmethod
+    def from_text(cls, text: str) -> "Background":
+        word = text.strip().lower()
+        if word in ("transparent", "blur", "image"):
+            return cls((word,))
+        found = re.fullmatch(r"#?([0-9a-f]{6})([0-9a-f]{2})", word)
+        if found:
+            return cls(("color", *parse_color(found.group(1)), int(found.group(2), 16)))
+        try:
+            return cls(("color", *parse_color(text), 255))
+        except ValueError as exc:
+            raise ValueError(f"{exc}; or transparent, blur, image, #RRGGBBAA") from None
+
+    def __str__(self) -> str:
+        if self[0] != "color":
+            return self[0]
+        return hex_color(self[1:4]) + (f"{self[4]:02x}" if self[4] != 255 else "")
+
+    @property
+    def opaque_color(self) -> tuple[int, int, int] | None:
+        return tuple(self[1:4]) if self[0] == "color" and self[4] == 255 else None  # type: ignore[return-value]
+
+
+TRANSPARENT = Background(("transparent",))
+
+# Complete layouts by name, written as a form writes them (and read by the same parser); explicit
+# fields override a preset's. GET /api/v2/layouts lists them.
+PRESETS: dict[str, dict[str, str]] = {
+    "square-white": {"crop": "true", "size": "2000x2000", "scale": "85%", "max_upscale": "4", "position": "center",
+                     "background": "white"},
+    "square-transparent": {"crop": "true", "size": "2000x2000", "scale": "85%", "max_upscale": "4",
+                           "position": "center", "background": "transparent"},
+    "sticker": {"crop": "true", "padding": "32px", "size": "subject", "outline": "24", "outline_color": "white",
+                "background": "transparent"},
+    "portrait-blur": {"background": "blur", "blur_radius": "24"},
+}
+
+
+class Layout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the result is framed and what lies under it (app/pipeline/layout.py); every endpoint takes
+    these fields. All defaults: the subject where it was, on the photo's own canvas."""
+
+    preset: Annotated[Literal[tuple(PRESETS)] | None, Meta(  # type: ignore[valid-type]
+        description="a complete layout by name (GET /api/v2/layouts); explicit fields override it")] = None
+    crop: Annotated[bool, Meta(description="cut the canvas to the subject's bounding box (alpha of 8/255 and more)")] = False
+    padding: Annotated[Padding, Meta(description="space around the subject: 1, 2 or 4 lengths (top right bottom "
+                                                 "left), each px or % of the subject box, e.g. 5% or 40px 20px")] \
+        = Padding(((0.0, "px"),) * 4)
+    size: Annotated[Size, Meta(description="original (the photo's canvas), subject (the subject box with its "
+                                           "padding) or WxH in px, e.g. 2000x2000")] = Size(("original", 0, 0))
+    position: Annotated[Position, Meta(description="where the subject sits in a larger canvas: center, top, bottom, "
+                                                   "left, right or 'X% Y%'")] = Position((0.5, 0.5))
+    scale: Annotated[float, Meta(ge=0.1, le=1.0, description="the subject's largest side as a share of the canvas, "
+                                                             "10%-100%", extra={"percent": True})] | None = None
+    max_upscale: Annotated[float, Meta(ge=0.1, le=8.0, description="the most the subject is enlarged to fit a "
+                                                                   "fixed size (1 = never)")] = 1.0
+    background: Annotated[Background, Meta(description="transparent, a colour (also #RRGGBBAA), blur (the photo's own "
+                                                       "background, blurred) or image (background_file)")] = TRANSPARENT
+    blur_radius: Annotated[int, Meta(ge=1, le=500, description="background=blur: the blur's radius in px")] = 20
+    background_fit: Annotated[Literal["cover", "contain"], Meta(description="background=image: fill the canvas "
+                                                                            "(cover) or fit inside it (contain)")] = "cover"
+    shadow: Annotated[Literal["none", "drop", "contact"], Meta(description="none, drop (the silhouette, offset "
+                                                                           "and soft) or contact (a floor shadow)")] = "none"
+    shadow_color: Annotated[Color, Meta(description=COLOR_FORMS)] = Color((0, 0, 0))
+    shadow_opacity: Annotated[float, Meta(ge=0.0, le=1.0, description="0-1")] = 0.5
+    shadow_blur: Annotated[int, Meta(ge=0, le=500, description="the shadow's softness in px")] = 20
+    shadow_offset: Annotated[Offset, Meta(description="shadow=drop: dx,dy in px")] = Offset((10, 10))
+    outline: Annotated[int, Meta(ge=0, le=500, description="a solid border following the silhouette, px "
+                                                           "(0 = none): die-cut stickers")] = 0
+    outline_color: Annotated[Color, Meta(description=COLOR_FORMS)] = Color(WHITE)
+
+    @property
+    def frames(self) -> bool:
+        """Anything beyond a plain background: framing, a shadow, an outline, a blurred or image background."""
+        return self.with_background(TRANSPARENT) != NO_LAYOUT or self.background[0] in ("blur", "image") \
+            or self.background[0] == "color" and self.background[4] != 255
+
+    def with_background(self, background: Background) -> "Layout":
+        return msgspec.structs.replace(self, background=background, preset=None)
+
+    @property
+    def opaque(self) -> bool:
+        """The background covers the whole canvas (then the output needs no alpha channel)."""
+        kind = self.background[0]
+        return kind == "blur" or kind == "color" and self.background[4] == 255 or \
+            kind == "image" and self.background_fit == "cover"
+
+
+NO_LAYOUT = Layout()
 
 Quality = Annotated[int, Meta(ge=1, le=100, description="JPEG/WebP quality (WebP: 100 = lossless); ignored for PNG")]
 Refine = Annotated[bool, Meta(description="re-estimate the subject's colours at soft edges (hair, fur) "
@@ -58,41 +249,53 @@ class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Fields every kind of result has; subclasses declare theirs. ``KIND`` names the result in cache keys."""
 
     KIND: ClassVar[str]
+    layout: Layout = NO_LAYOUT  # its fields are the form's own (flat), after the class's
     use_cache: UseCache = True
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> "Options":
         """Options from form fields (strings); fields the class does not declare are not read here
         (:func:`unknown_fields` finds them)."""
-        values, given = {}, {}
-        for field in _fields(cls):
-            raw = form.get(field.name)
-            raw = raw.strip() if raw is not None else ""
-            if raw:
-                given[field.name] = raw
-                values[field.name] = field.prepare(raw)
+        fields = _fields(cls)
+        given = {f.name: raw.strip() for f in fields if (raw := form.get(f.name)) is not None and raw.strip()}
+        preset = given.get("preset", "").lower()
+        if preset in PRESETS:  # its fields as if sent, under the ones that were
+            given = {**PRESETS[preset], **given}
+        values: dict[str, Any] = {}
+        for field in fields:
+            if field.name in given:
+                into = values.setdefault(field.group, {}) if field.group else values
+                into[field.name] = field.prepare(given[field.name])
             elif field.required:
                 raise BadOption(field.name, f"required: {field.expected}")
         try:  # one conversion of the whole form: msgspec checks every declared type and range
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
-            name = _AT_FIELD.search(str(exc)).group(1)  # type: ignore[union-attr]
-            raise next(f for f in _fields(cls) if f.name == name).refusal(given[name]) from None
+            name = _AT_FIELD.search(str(exc)).group(1).rsplit(".", 1)[-1]  # type: ignore[union-attr]
+            raise next(f for f in fields if f.name == name).refusal(given[name]) from None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return cls.__struct_fields__
+        """The form's fields (the layout's among them)."""
+        return tuple(f.name for f in _fields(cls))
 
     @classmethod
     def form_schema(cls) -> dict[str, Any]:
         """The JSON Schema of each form field (JSON-valued fields are strings in a form)."""
-        (schema,), components = msgspec.json.schema_components([cls], schema_hook=_color_schema,
+        (schema,), components = msgspec.json.schema_components([cls], schema_hook=_form_value_schema,
                                                                   ref_template="{name}")
-        properties = dict(components[schema["$ref"]]["properties"])
+        own = components[schema["$ref"]]["properties"]
+        grouped = {name: components[ref.split("/")[-1]]["properties"] for name, prop in own.items()
+                   if (ref := prop.get("$ref"))}
+        properties = {}
         for field in _fields(cls):
-            if field.kind in ("json", "color"):
-                description = properties[field.name].get("description")
-                properties[field.name] = {"type": "string", "description": description, **field.schema_default}
+            prop = grouped[field.group][field.name] if field.group else own[field.name]
+            if "anyOf" in prop:  # an optional value: its type, not null (a form leaves it out)
+                prop = {**next(p for p in prop["anyOf"] if p.get("type") != "null"),
+                        **{k: v for k, v in prop.items() if k not in ("anyOf", "default")}}
+            if field.kind in ("json", "value", "percent"):
+                prop = {"type": "string", "description": prop.get("description", ""), **field.schema_default}
+            properties[field.name] = prop
         return properties
 
     def resolved(self) -> "Options":
@@ -106,7 +309,12 @@ class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     def cache_fields(self) -> dict[str, Any]:
         """The options that decide the output's bytes, normalised: the result cache's key."""
         skip = {"use_cache", *self.irrelevant()}
-        return {name: msgspec.to_builtins(getattr(self, name)) for name in self.__struct_fields__ if name not in skip}
+        fields = {name: msgspec.to_builtins(getattr(self, name)) for name in self.__struct_fields__ if name not in skip}
+        if self.layout == NO_LAYOUT:
+            del fields["layout"]
+        else:  # a preset is the fields it sets (explicit fields give the same key)
+            fields["layout"].pop("preset", None)
+        return fields
 
 
 class RemoveOptions(Options, frozen=True):
@@ -126,10 +334,19 @@ class ChangeColorOptions(Options, frozen=True):
     """The subject over a solid colour."""
 
     KIND = "change_color"
-    color: Annotated[Color, Meta(description=COLOR_FORMS)] = Color(WHITE)
+    color: Annotated[Color, Meta(description=f"the background colour ({COLOR_FORMS}); `background` overrides it")] \
+        = Color(WHITE)
     format: _format("jpeg", "png", "webp", description="output format (jpg = jpeg)") = "jpeg"
     quality: Quality = 90
     refine_foreground: Refine = False
+
+    def __post_init__(self) -> None:  # `color` is the background unless `background` (or a preset) says otherwise
+        if self.layout.background == TRANSPARENT:
+            background = Background(("color", *self.color, 255))
+            msgspec.structs.force_setattr(self, "layout", msgspec.structs.replace(self.layout, background=background))
+
+    def irrelevant(self) -> tuple[str, ...]:
+        return (*super().irrelevant(), "color")  # the layout's background holds it
 
 
 class RemoveBackgroundOptions(Options, frozen=True):
@@ -141,9 +358,10 @@ class RemoveBackgroundOptions(Options, frozen=True):
 
     def resolved(self) -> Options:
         """The equivalent request to /api/bg/remove or /api/bg/change_color (sharing their cache entries)."""
+        common = {"quality": self.quality, "use_cache": self.use_cache, "layout": self.layout}
         if self.output_format == "jpeg":
-            return ChangeColorOptions(format="jpeg", quality=self.quality, use_cache=self.use_cache)
-        return RemoveOptions(format=self.output_format, quality=self.quality, use_cache=self.use_cache)
+            return ChangeColorOptions(format="jpeg", **common)
+        return RemoveOptions(format=self.output_format, **common)
 
 
 _EFFECTS_EXAMPLE = 'e.g. ["blackwhite", "popart"]'
@@ -165,9 +383,6 @@ class ProcessOptions(Options, frozen=True):
     )] = {}
     remove_background: Annotated[bool, Meta(
         description="effects act on the cut-out subject (false: on the whole photo)")] = True
-    # None: transparent (white under JPEG, which has no transparency)
-    background: Annotated[Color | None, Meta(description=f"transparent, or a colour laid under each result "
-                                                         f"({COLOR_FORMS})", extra={"default": "transparent"})] = None
     format: _format("png", "webp", "jpeg", description="output format of every image") = "png"
     quality: Quality = 90
     refine_foreground: Refine = False
@@ -191,16 +406,17 @@ class ProcessOptions(Options, frozen=True):
             except ParamError as exc:
                 raise BadOption(exc.field, exc.message) from None
         msgspec.structs.force_setattr(self, "effect_params", resolved)
-        if self.background is None and self.format == "jpeg":
-            msgspec.structs.force_setattr(self, "background", Color(WHITE))
+        if self.layout.background == TRANSPARENT and self.format == "jpeg":  # JPEG has no transparency
+            white = Background(("color", *WHITE, 255))
+            msgspec.structs.force_setattr(self, "layout", msgspec.structs.replace(self.layout, background=white))
 
     def public_params(self) -> dict[str, dict[str, Any]]:
         """Each effect's parameters as applied, as JSON values (colours as #rrggbb)."""
         return {name: effects.get(name).public(params) for name, params in self.effect_params.items()}
 
 
-def _color_schema(t: type) -> dict[str, Any]:
-    if t is Color:
+def _form_value_schema(t: type) -> dict[str, Any]:
+    if isinstance(t, type) and issubclass(t, FormValue):
         return {"type": "string"}
     raise NotImplementedError
 
@@ -223,11 +439,13 @@ def unknown_fields(options: type[Options], given: list[str], taker: str, also: t
 @dataclass(frozen=True)
 class _Field:
     name: str
-    kind: str  # bool | choice | int | color | json
+    kind: str  # bool | choice | int | value (a FormValue) | json
     expected: str  # what a valid value is, for error messages
     required: bool
-    optional: bool  # None allowed (colour: "transparent")
+    optional: bool  # None allowed (written "transparent")
     schema_default: Mapping[str, Any]  # the default as the form writes it, for the schema
+    reader: type[FormValue] | None = None  # of a FormValue field
+    group: str | None = None  # the options' field holding it (``layout``), if not the options themselves
 
     def prepare(self, raw: str) -> Any:
         """The form's text as the declared type reads it (msgspec then checks it): booleans and
@@ -237,13 +455,20 @@ class _Field:
             return True if raw.lower() in _TRUE else False if raw.lower() in _FALSE else raw
         if kind == "choice":
             return _ALIASES.get(raw.lower(), raw.lower())
+        if kind == "percent":
+            if raw.endswith("%"):
+                try:
+                    return float(raw[:-1]) / 100
+                except ValueError:
+                    return raw
+            return raw
         if kind == "json":
             return _json(self.name, raw)
-        if kind == "color":
+        if kind == "value":
             if self.optional and raw.lower() == "transparent":
                 return None
             try:
-                return Color(parse_color(raw))
+                return self.reader.from_text(raw)  # type: ignore[union-attr]
             except ValueError as exc:
                 raise BadOption(self.name, str(exc)) from None
         return raw
@@ -265,29 +490,39 @@ class _Field:
 def _fields(cls: type[Options]) -> tuple[_Field, ...]:
     """The class's fields as the form reader needs them, from msgspec's view of the declaration;
     its own fields first, the common ones (``use_cache``) last."""
-    fields = []
+    fields: list[_Field] = []
     for f in mi.type_info(cls).fields:
+        if isinstance(f.type, mi.StructType):  # a group (the layout): its fields are the form's own
+            fields.extend(dataclasses.replace(g, group=f.name) for g in _fields(f.type.cls))
+            continue
         t, extra = f.type, {}
         if isinstance(t, mi.Metadata):
             t, extra = t.type, t.extra or {}
         optional = isinstance(t, mi.UnionType) and any(isinstance(x, mi.NoneType) for x in t.types)
         if optional:
             t = next(x for x in t.types if not isinstance(x, mi.NoneType))
+            if isinstance(t, mi.Metadata):
+                t, extra = t.type, t.extra or {}
         if isinstance(t, mi.BoolType):
             kind, expected = "bool", "true or false"
         elif isinstance(t, mi.LiteralType):
             kind, expected = "choice", "one of " + ", ".join(t.values)
         elif isinstance(t, mi.IntType):
             kind, expected = "int", f"an integer from {t.ge} to {t.le}"
-        elif isinstance(t, mi.CustomType) and t.cls is Color:
-            kind, expected = "color", COLOR_FORMS
+        elif isinstance(t, mi.FloatType):
+            percent = extra.get("percent")
+            kind = "percent" if percent else "float"
+            expected = f"{t.ge * 100:g}% to {t.le * 100:g}%" if percent else f"a number from {t.ge:g} to {t.le:g}"
+        elif isinstance(t, mi.CustomType) and issubclass(t.cls, FormValue):
+            kind, expected = "value", ""  # its own messages
         else:  # a list or an object, sent as JSON text
             kind, expected = "json", extra.get("expected", "JSON")
-        # a colour's default as a form writes it; a JSON field's default is its absence
-        schema_default = {"default": str(extra.get("default", f.default))} if kind == "color" else {}
-        fields.append(_Field(f.name, kind, expected, f.required, optional, schema_default))
-    own = [f for f in fields if f.name not in Options.__struct_fields__]
-    return (*own, *(f for f in fields if f.name in Options.__struct_fields__))
+        # a value's default as a form writes it; a JSON field's default is its absence
+        schema_default = {"default": str(extra.get("default", f.default))} if kind == "value" else {}
+        fields.append(_Field(f.name, kind, expected, f.required, optional, schema_default,
+                             t.cls if kind == "value" else None))
+    common = set(Options.__struct_fields__) - {"layout"}
+    return (*(f for f in fields if f.name not in common), *(f for f in fields if f.name in common))
 
 
 def _json(field: str, raw: str) -> Any:

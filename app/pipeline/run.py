@@ -11,6 +11,7 @@ Plain inputs (the service, typed options, the upload's bytes, a budget), a plain
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
@@ -23,10 +24,14 @@ from app.ops import process
 from app.pipeline import compose
 from app.pipeline.budget import UNLIMITED, Budget
 from app.pipeline.cache import CacheUse
-from app.pipeline.errors import MissingFile
+from app.pipeline.errors import BadOption, MissingFile, ServiceError
 from app.pipeline.gate import InferenceGate
 from app.pipeline.imaging import DecodedImage, decode_image, encode_image
-from app.pipeline.options import ChangeColorOptions, Options, ProcessOptions, RemoveOptions
+from app.pipeline.cache import upload_digest
+from app.pipeline.layout import Box, lay_out, plan, subject_box
+from app.pipeline.options import (
+    PRESETS, TRANSPARENT, WHITE, ChangeColorOptions, Layout, Options, ProcessOptions, RemoveOptions, Size,
+)
 from app.pipeline.timing import Timings
 from adapters import Segmenter
 from config import Settings
@@ -44,6 +49,8 @@ class Rendered(msgspec.Struct, frozen=True):
     images: dict[str, bytes]
     width: int
     height: int
+    # each image's subject box (left, top, width, height; None: no subject), measured on the output
+    foreground: dict[str, tuple[int, int, int, int] | None] = {}
 
 
 class Job:
@@ -51,8 +58,11 @@ class Job:
     cache (statuses, writes to make after the response) and its timings stay readable when the
     run fails: a mask computed before a timeout is still worth keeping."""
 
-    def __init__(self, service: "Service", options: Options, upload: bytes, budget: Budget = UNLIMITED):
+    def __init__(self, service: "Service", options: Options, upload: bytes, budget: Budget = UNLIMITED,
+                 background: bytes | None = None):
+        """``background``: the image laid under the subject with ``background=image`` (its own upload)."""
         self.service, self.options, self.upload, self.budget = service, options, upload, budget
+        self.background = background
         self.cache: CacheUse = service.cache_use(upload, options)
         self.timings = Timings(service.observe_stage)
 
@@ -60,19 +70,24 @@ class Job:
         service, options, budget, timings, cache = self.service, self.options, self.budget, self.timings, self.cache
         if not self.upload:
             raise MissingFile("file: the uploaded file is empty")
+        options = self.options = bounded(options, service.settings.max_output_pixels, self.background)
+        key = options.cache_fields()
+        if self.background is not None:
+            key["background_file"] = upload_digest(self.background)
         with timings.stage("cache"):
-            rendered = _stored(cache.output(options.KIND, options.cache_fields()))
+            rendered = _stored(cache.output(options.KIND, key))
         if rendered is not None:
             return rendered
         with slot(service.gate, budget):
             budget.check()
             with timings.stage("decode"):
                 image = decode(self.upload, service.settings)
+                backdrop = None if self.background is None else decode(self.background, service.settings, "background_file")
             budget.check()
             alpha = _alpha(service, image, options, cache, timings)
             budget.check()
-            rendered = _render(image, alpha, options, service.settings, budget, timings)
-            del image, alpha
+            rendered = _render(image, alpha, options, service.settings, budget, timings, backdrop)
+            del image, alpha, backdrop
         cache.keep_output(msgspec.msgpack.encode(rendered))
         return rendered
 
@@ -93,9 +108,34 @@ def slot(gate: InferenceGate, budget: Budget) -> Iterator[None]:
             process.trim()
 
 
-def decode(data: bytes, settings: Settings) -> DecodedImage:
-    return decode_image(data, max_dimension=settings.max_dimension, max_pixels=settings.max_input_pixels,
-                        max_decode_bytes=int(settings.max_decode_mb * 2**20))
+def decode(data: bytes, settings: Settings, field: str = "file") -> DecodedImage:
+    """``data`` decoded with every check; errors name ``field`` (the upload's form field)."""
+    try:
+        return decode_image(data, max_dimension=settings.max_dimension, max_pixels=settings.max_input_pixels,
+                            max_decode_bytes=int(settings.max_decode_mb * 2**20))
+    except ServiceError as exc:
+        if field == "file":
+            raise
+        raise type(exc)(exc.message.replace("file:", f"{field}:", 1), field=field) from None
+
+
+def bounded(options: Options, max_pixels: int, background: bytes | None) -> Options:
+    """The options, checked against what the layout may ask for before any work: an explicit size over
+    ``MAX_OUTPUT_PIXELS`` is refused, a preset's is scaled down to fit; an image background needs its upload."""
+    layout = options.layout
+    if (layout.background[0] == "image") != (background is not None):
+        raise BadOption("background_file" if background is None else "background",
+                        "background=image takes its image in the upload field background_file" if background is None
+                        else "a background_file was sent: say background=image (or leave background out)")
+    kind, width, height = layout.size
+    if kind != "px" or width * height <= max_pixels:
+        return options
+    if layout.preset is None or PRESETS[layout.preset].get("size") != str(layout.size):
+        raise BadOption("size", f"{width}x{height} is more than the {max_pixels:,} pixels an output may have here "
+                                "(MAX_OUTPUT_PIXELS)")
+    shrink = math.sqrt(max_pixels / (width * height))
+    size = Size(("px", max(1, int(width * shrink)), max(1, int(height * shrink))))
+    return msgspec.structs.replace(options, layout=msgspec.structs.replace(layout, size=size))
 
 
 def subject_alpha(image: DecodedImage, segmenter: Segmenter) -> np.ndarray:
@@ -123,38 +163,81 @@ def _alpha(service: "Service", image: DecodedImage, options: Options, cache: Cac
 
 
 def _render(image: DecodedImage, alpha: np.ndarray, options: Options, settings: Settings, budget: Budget,
-            timings: Timings) -> Rendered:
-    """Compose the subject, apply the effects, encode each image."""
-    width, height = image.size
+            timings: Timings, backdrop: DecodedImage | None = None) -> Rendered:
+    """Compose the subject, apply the effects, lay each result out (``options.layout``), encode each."""
+    layout = options.layout
+    only_mask = isinstance(options, RemoveOptions) and options.only_mask
+    if only_mask:  # a mask is framed like the subject; backgrounds, shadows and outlines are not its business
+        layout = msgspec.structs.replace(layout, background=TRANSPARENT, shadow="none", outline=0)
+    framed = layout.frames
+    images: dict[str, bytes] = {}
+    boxes: dict[str, tuple[int, int, int, int] | None] = {}
+    size = image.size
 
-    def encode(img: Image.Image, icc_profile: bytes | None) -> bytes:
+    def encode(name: str, img: Image.Image, box: Box | None, icc_profile: bytes | None) -> None:
+        nonlocal size
+        size = img.size
+        boxes[name] = None if box is None else (box.left, box.top, box.width, box.height)
         with timings.stage("encode"):
-            return encode_image(img, options.format, quality=options.quality,
-                                png_compress_level=settings.png_compress_level, icc_profile=icc_profile)
+            images[name] = encode_image(img, options.format, quality=options.quality,
+                                        png_compress_level=settings.png_compress_level, icc_profile=icc_profile)
+
+    def laid_out(rgba: np.ndarray) -> tuple[Image.Image, Box | None]:
+        laid = lay_out(rgba, layout, photo=image.rgb, background_image=None if backdrop is None else backdrop.rgb)
+        img = Image.fromarray(laid.image, "RGBA")
+        if options.format == "jpeg":  # no transparency: over white
+            img = Image.alpha_composite(Image.new("RGBA", img.size, WHITE + (255,)), img)
+        if layout.opaque:
+            img = img.convert("RGB")
+        return img, laid.foreground
 
     with timings.stage("compose"):
-        if isinstance(options, RemoveOptions) and options.only_mask:
-            composed = compose.mask_image(alpha)
+        if framed:
+            check_canvas(image.size, alpha, layout, settings.max_output_pixels)
+        box = None if framed else subject_box(alpha)
+        if only_mask:
+            if framed:
+                composed, box = laid_out(compose.cutout_array(image.rgb, alpha))
+                composed = composed.getchannel("A")
+            else:
+                composed = compose.mask_image(alpha)
         else:
             rgb = compose.refine_foreground(image.rgb, alpha) if options.refine_foreground else image.rgb
-            if isinstance(options, ChangeColorOptions):
-                composed = compose.over_color(rgb, alpha, options.color)
-            elif isinstance(options, RemoveOptions):
-                composed = compose.cutout(rgb, alpha)
-            else:
-                subject = compose.cutout_array(rgb, alpha)
+            subject = compose.cutout_array(rgb, alpha) if framed or isinstance(options, ProcessOptions) else None
+            colour = layout.background.opaque_color
+            if subject is None:  # today's paths, byte for byte
+                composed = compose.cutout(rgb, alpha) if colour is None else compose.over_color(rgb, alpha, colour)
+            elif framed and not isinstance(options, ProcessOptions):
+                composed, box = laid_out(subject)
             del rgb
     if not isinstance(options, ProcessOptions):
         budget.check()
-        return Rendered({IMAGE: encode(composed, image.icc_profile)}, width, height)
-    images = {}
+        encode(IMAGE, composed, box, image.icc_profile)
+        return Rendered(images, *size, boxes)
     for name, params in options.effect_params.items():
         budget.check()
         with timings.stage(name):
-            result = compose.on_background(effects.apply(name, subject, params), options.background)
-        images[name] = encode(result, None)  # no ICC profile: effect colours (palettes, neutral greys) are sRGB
+            result = effects.apply(name, subject, params)
+        with timings.stage("compose"):
+            if framed:
+                result, box = laid_out(result)
+            else:
+                box = subject_box(result[..., 3])
+                result = compose.on_background(result, layout.background.opaque_color)
+        encode(name, result, box, None)  # no ICC profile: effect colours (palettes, neutral greys) are sRGB
         del result
-    return Rendered(images, width, height)
+    return Rendered(images, *size, boxes)
+
+
+def check_canvas(image_size: tuple[int, int], alpha: np.ndarray, layout: Layout, max_pixels: int) -> None:
+    """A layout whose canvas would exceed ``MAX_OUTPUT_PIXELS`` (a small ``scale``, a large padding)
+    is a 400 before any pixel is laid out."""
+    width, height = image_size
+    canvas = plan(image_size, subject_box(alpha) or Box(0, 0, width, height), layout).canvas
+    if canvas[0] * canvas[1] > max_pixels:
+        field = "scale" if layout.scale is not None else "padding" if layout.size[0] != "px" else "size"
+        raise BadOption(field, f"the output would be {canvas[0]}x{canvas[1]}, more than the {max_pixels:,} "
+                               "pixels an output may have here (MAX_OUTPUT_PIXELS)")
 
 
 def _stored(data: bytes | None) -> Rendered | None:

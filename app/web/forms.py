@@ -27,7 +27,11 @@ from app.web.errors import too_large_message
 from config import Settings
 
 # The upload's form field, besides each endpoint's options (documented in /openapi.json).
-FILE_FIELD = {"file": {"type": "string", "format": "binary", "description": "the image (JPEG, PNG, WebP, GIF, BMP, TIFF)"}}
+FILE_FIELD = {
+    "file": {"type": "string", "format": "binary", "description": "the image (JPEG, PNG, WebP, GIF, BMP, TIFF)"},
+    "background_file": {"type": "string", "format": "binary",
+                        "description": "an image laid under the subject (background=image, implied when sent)"},
+}
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,12 @@ def processing(options: type[Options], produces: str = "image") -> Callable[[Cal
             refused = unknown_fields(options, [*form.keys(), *request.files.keys()], request.path, also=tuple(FILE_FIELD))
             if refused:
                 raise refused
-            opts = options.from_form(form).resolved()  # every option checked before the upload is read
+            if "background_file" in request.files and not form.get("background", "").strip():
+                form = {**form.to_dict(), "background": "image"}  # the upload says what the background is
+            opts = options.from_form(form).resolved()  # every option checked before the uploads are read
             upload = read_upload(service.settings)
-            job = Job(service, opts, upload.data, budget)
+            background = read_upload(service.settings, "background_file") if "background_file" in request.files else None
+            job = Job(service, opts, upload.data, budget, background and background.data)
             try:
                 response = current_app.make_response(view(job, upload))
                 service.activity.served()
@@ -86,15 +93,15 @@ def processing_of(endpoint: str | None) -> Processing | None:
     return getattr(view, "processing", None)
 
 
-def read_upload(settings: Settings) -> Upload:
+def read_upload(settings: Settings, field: str = "file") -> Upload:
     if not request.mimetype.startswith("multipart/form-data"):
-        raise MissingFile("file: send the image as multipart/form-data in the field 'file'")
-    storage = request.files.get("file")
+        raise MissingFile(f"{field}: send the image as multipart/form-data in the field '{field}'", field=field)
+    storage = request.files.get(field)
     if storage is None:
-        raise MissingFile("file: no file in the multipart field 'file'")
+        raise MissingFile(f"{field}: no file in the multipart field '{field}'", field=field)
     data = storage.read(settings.max_file_size_bytes + 1)
     if len(data) > settings.max_file_size_bytes:
-        raise FileTooLarge(too_large_message(settings.max_file_size_mb))
+        raise FileTooLarge(too_large_message(settings.max_file_size_mb).replace("file:", f"{field}:", 1), field=field)
     stem = secure_filename(storage.filename or "").rsplit(".", 1)[0] or "image"
     return Upload(data, stem[:100])
 
@@ -109,4 +116,16 @@ def image_response(rendered: Rendered, job: Job, upload: Upload) -> Response:
     response = Response(rendered.images[IMAGE], mimetype=mimetype)
     response.headers.set("Content-Disposition", "inline", filename=f"{prefix}_{upload.stem}.{extension}")
     response.headers["Cache-Control"] = "no-store"
+    response.headers.update(size_headers(rendered, IMAGE))
     return response
+
+
+def size_headers(rendered: Rendered, name: str) -> dict[str, str]:
+    """The output's size and the subject's box in it, by remove.bg's header names."""
+    headers = {"X-Width": str(rendered.width), "X-Height": str(rendered.height)}
+    box = rendered.foreground.get(name)
+    if box is not None:
+        left, top, width, height = box
+        headers.update({"X-Foreground-Top": str(top), "X-Foreground-Left": str(left),
+                        "X-Foreground-Width": str(width), "X-Foreground-Height": str(height)})
+    return headers

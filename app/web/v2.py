@@ -7,7 +7,7 @@ import base64
 from flask import Blueprint, jsonify
 
 import effects
-from app.pipeline.options import MAX_EFFECTS, ProcessOptions
+from app.pipeline.options import MAX_EFFECTS, PRESETS, Layout, ProcessOptions
 from app.web.forms import processing
 
 bp = Blueprint("v2", __name__, url_prefix="/api/v2")
@@ -32,8 +32,18 @@ def process(job, upload):
             "remove_background": opts.remove_background,
             "refine_foreground": opts.refine_foreground,
             "params": opts.public_params(),
+            # each image's subject box (remove.bg's X-Foreground-* in the image endpoints' headers)
+            "foreground": {name: None if box is None else dict(zip(("left", "top", "width", "height"), box))
+                           for name, box in rendered.foreground.items()},
         },
     })
+
+
+@bp.get("/layouts")
+def list_layouts():
+    """Every layout preset with the fields it sets (as a form writes them), and every layout field's schema."""
+    schema = ProcessOptions.form_schema()
+    return jsonify({"presets": PRESETS, "fields": {name: schema[name] for name in Layout.__struct_fields__}})
 
 
 @bp.get("/effects")
