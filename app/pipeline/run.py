@@ -202,7 +202,9 @@ def _render(image: DecodedImage, alpha: np.ndarray, options: Options, settings: 
             else:
                 composed = compose.mask_image(alpha)
         else:
-            rgb = compose.refine_foreground(image.rgb, alpha) if options.refine_foreground else image.rgb
+            # over a new picture (blurred or another photo), soft edges must not carry the old background
+            refine = options.refine_foreground or layout.background[0] in ("blur", "image")
+            rgb = compose.refine_foreground(image.rgb, alpha) if refine else image.rgb
             subject = compose.cutout_array(rgb, alpha) if framed or isinstance(options, ProcessOptions) else None
             colour = layout.background.opaque_color
             if subject is None:  # today's paths, byte for byte
