@@ -8,38 +8,22 @@ widths are read back from the output's alpha, never taken from the plan alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image, ImageFilter
 
 from app.pipeline import compose
+from app.pipeline.options import NO_LAYOUT
 from app.pipeline.layout import ALPHA_THRESHOLD, Box, dilate_disc, lay_out, plan, subject_box
 from tests.conftest import FIXTURES
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Stands in for the request's options (a msgspec Struct declared elsewhere)."""
-
-    crop: bool = False
-    padding: tuple = ((0.0, "px"),) * 4
-    size: tuple = ("original", 0, 0)
-    position: tuple = (0.5, 0.5)
-    scale: float | None = None
-    max_upscale: float = 1.0
-    background: tuple = ("transparent",)
-    blur_radius: int = 20
-    background_fit: str = "cover"
-    shadow: str = "none"
-    shadow_color: tuple = (0, 0, 0)
-    shadow_opacity: float = 0.5
-    shadow_blur: int = 20
-    shadow_offset: tuple = (10, 10)
-    outline: int = 0
-    outline_color: tuple = (255, 255, 255)
+def Layout(**fields):
+    """The request's layout (app.pipeline.options.Layout, its declared defaults) with ``fields`` set."""
+    return msgspec.structs.replace(NO_LAYOUT, **fields)
 
 
 def pad(top, right=None, bottom=None, left=None, unit="px"):

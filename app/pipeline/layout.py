@@ -1,4 +1,4 @@
-"""The layout stage: framing, backgrounds, shadows and outlines of a cut-out (issue 14).
+"""The layout stage: framing, backgrounds, shadows and outlines of a cut-out.
 
 Pure functions of arrays (numpy, Pillow); no Flask, no parsing. Applied after segmentation and
 effects, before encoding:
@@ -9,8 +9,8 @@ effects, before encoding:
   pixel work and can be property-tested;
 - :func:`lay_out` — the pixels: background, shadow, outline, subject (bottom to top).
 
-``layout`` is any object with the attributes listed in :data:`DEFAULTS` (the request's options
-declare them; an attribute it lacks takes its default here).
+``layout`` is the request's :class:`app.pipeline.options.Layout` (where each field and its default
+is declared, once), or any object with the same attributes.
 
 Coordinates are pixels, x to the right and y down; a :class:`Box` is ``left, top, width,
 height``. Lengths of the layout (padding in px, blur radii, shadow offset and blur, outline
@@ -55,26 +55,6 @@ from PIL import Image, ImageDraw, ImageFilter
 # sees against any background, above the faint noise a matting model leaves around a subject
 # (u2netp leaves 1..7 over about 1 % of a photo), which must not widen the box.
 ALPHA_THRESHOLD = 8
-
-# The attributes read from ``layout``, with their defaults (the identity layout).
-DEFAULTS: dict[str, Any] = {
-    "crop": False,
-    "padding": ((0.0, "px"),) * 4,  # CSS order: top, right, bottom, left; "%" of the subject box
-    "size": ("original", 0, 0),  # ("original"|"subject", 0, 0) or ("px", W, H)
-    "position": (0.5, 0.5),  # the subject+padding block in the free space: (0, 0) top-left .. (1, 1)
-    "scale": None,  # the subject's largest side as a share of the canvas's (0.1 .. 1.0)
-    "max_upscale": 1.0,
-    "background": ("transparent",),  # ("color", r, g, b, a) | ("blur",) | ("image",)
-    "blur_radius": 20,
-    "background_fit": "cover",  # | "contain"
-    "shadow": "none",  # | "drop" | "contact"
-    "shadow_color": (0, 0, 0),
-    "shadow_opacity": 0.5,
-    "shadow_blur": 20,
-    "shadow_offset": (10, 10),
-    "outline": 0,
-    "outline_color": (255, 255, 255),
-}
 
 # The contact shadow: an ellipse CONTACT_WIDTH times as wide as the subject's lowest part (its
 # bottom CONTACT_BAND of height), CONTACT_ASPECT as tall as wide, centred on the lowest row.
@@ -206,7 +186,7 @@ class _Spec:
 def _spec(layout: Any) -> _Spec:
     if isinstance(layout, _Spec):
         return layout
-    get = lambda name: getattr(layout, name, DEFAULTS[name])  # noqa: E731
+    get = lambda name: getattr(layout, name)  # noqa: E731
     size = tuple(get("size"))
     kind = size[0]
     if kind == "px":
@@ -969,4 +949,4 @@ def _push_pull(P: np.ndarray, Wt: np.ndarray) -> np.ndarray:
     return P + (np.float32(1) - Wt)[..., None] * up[:h, :w]
 
 
-__all__ = ["ALPHA_THRESHOLD", "DEFAULTS", "Box", "Laid", "Plan", "dilate_disc", "lay_out", "plan", "subject_box"]
+__all__ = ["ALPHA_THRESHOLD", "Box", "Laid", "Plan", "dilate_disc", "lay_out", "plan", "subject_box"]
