@@ -48,7 +48,7 @@ run: setup
 test: setup-dev
 	$(BIN)/python -m pytest
 
-## bench: speed and memory against rembg on the same model, in one run; effects against per-pixel references; InSPyReNet against its reference path; cache hits against misses; the nginx edge against gunicorn alone; the options library against its peers
+## bench: speed and memory against rembg on the same model, in one run; effects against per-pixel references; InSPyReNet against its reference path; cache hits against misses; the nginx edge against gunicorn alone; the options library against its peers; the layout stage against plain Pillow, and the server's memory with a heavy layout
 bench: setup-dev
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/ort_options.py
@@ -59,6 +59,8 @@ bench: setup-dev
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_edge.py
 	$(BIN)/python benchmarks/bench_options.py
+	$(BIN)/python benchmarks/bench_layout.py
+	$(BIN)/python benchmarks/server_memory.py --layout 'size=2000x2000,shadow=drop,background=blur'
 
 ## loadtest: 8 clients for 2 minutes against the 512 MB tier over real HTTP (not in CI): req/s, latency, statuses, peak RSS, growth
 loadtest: setup-dev

@@ -3,12 +3,16 @@ first to /api/bg/remove, then to /api/v2/process with all four effects.
 
 The 512 MB tier's budget: must stay <= 350 MB, target <= 300 MB. Prints the peak,
 the RSS at rest, and the latency seen by the clients.
-Usage: python benchmarks/server_memory.py [--clients 4] [--rounds 2]
+--layout adds layout form fields (app/pipeline/layout.py; GET /api/v2/layouts) to every request
+of both passes, e.g. issue 14's check: --layout 'size=2000x2000,shadow=drop,background=blur'
+(fields separated by commas; a value may hold commas itself, as shadow_offset=10,10 does).
+Usage: python benchmarks/server_memory.py [--clients 4] [--rounds 2] [--cache local] [--layout FIELDS]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import tempfile
@@ -19,23 +23,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.serverkit import ALL_EFFECTS, RssSampler, concurrent_clients, fixture_images, running_server  # noqa: E402
 
 
+def layout_fields(text: str) -> dict[str, str]:
+    """'size=2000x2000,shadow=drop,shadow_offset=10,10' -> form fields (a comma starts a new field
+    only where a name= follows it)."""
+    fields = {}
+    for item in re.split(r",(?=\s*[A-Za-z_]+\s*=)", text):
+        if item.strip():
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise argparse.ArgumentTypeError(f"--layout: {item!r} is not name=value")
+            fields[name.strip()] = value.strip()
+    return fields
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cache", choices=("none", "local"), default="none",
                         help="result cache; none (default) makes every request a full pass through the pipeline")
+    parser.add_argument("--layout", type=layout_fields, default={}, metavar="FIELDS",
+                        help="layout form fields added to every request, e.g. 'size=2000x2000,shadow=drop,"
+                             "background=blur' (default: none, the photo's own canvas)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as cache_dir, \
             running_server({"CACHE_BACKEND": args.cache, "CACHE_DIR": cache_dir}) as server:
         print(f"result cache: {args.cache}")
+        if args.layout:
+            print("layout: " + ", ".join(f"{k}={v}" for k, v in args.layout.items()))
         idle = server.tree_rss_mb()
-        for endpoint, data in (("/api/bg/remove", None), ("/api/v2/process", ALL_EFFECTS)):
+        for endpoint, effects in (("/api/bg/remove", None), ("/api/v2/process", ALL_EFFECTS)):
+            data = {**effects, **args.layout} if effects else args.layout or None
             with RssSampler(server) as sampler:
                 results = concurrent_clients(server.url, args.clients, fixture_images(), args.rounds, endpoint, data)
             statuses = sorted({s for s, _ in results})
             latencies = sorted(t for _, t in results)
-            print(f"server memory, {endpoint}{' (4 effects)' if data else ''}: {args.clients} concurrent clients x "
+            print(f"server memory, {endpoint}{' (4 effects)' if effects else ''}: {args.clients} concurrent clients x "
                   f"{len(fixture_images())} fixture images x {args.rounds} rounds -> {len(results)} requests, statuses {statuses}")
             print(f"  process tree RSS: idle {idle:.0f} MB, peak {sampler.peak_mb:.0f} MB "
                   f"(budget 350 MB, target 300 MB), after {sampler.samples[-1]:.0f} MB")

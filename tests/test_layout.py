@@ -16,14 +16,15 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image, ImageFilter
 
 from app.pipeline import compose
-from app.pipeline.options import NO_LAYOUT
+from app.pipeline.options import NO_LAYOUT, TRANSPARENT
 from app.pipeline.layout import ALPHA_THRESHOLD, Box, dilate_disc, lay_out, plan, subject_box
 from tests.conftest import FIXTURES
 
 
 def Layout(**fields):
-    """The request's layout (app.pipeline.options.Layout, its declared defaults) with ``fields`` set."""
-    return msgspec.structs.replace(NO_LAYOUT, **fields)
+    """The request's layout (app.pipeline.options.Layout, its declared defaults; the background an
+    endpoint without one gets: transparent) with ``fields`` set."""
+    return msgspec.structs.replace(NO_LAYOUT, **{"background": TRANSPARENT, **fields})
 
 
 def pad(top, right=None, bottom=None, left=None, unit="px"):

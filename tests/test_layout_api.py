@@ -122,9 +122,24 @@ def test_a_background_image_lies_under_the_subject(client):
 
 def test_change_color_keeps_color_as_the_background_unless_background_says_otherwise(client):
     red = image_of(post(client, "/api/bg/change_color", SMALL, color="red", crop="true", padding="10px"))
-    assert red.getpixel((0, 0)) == (254, 0, 0) or red.getpixel((0, 0))[0] > 240
+    assert red.getpixel((0, 0))[0] > 240 and red.getpixel((0, 0))[1:] < (16, 16)
     blurred = image_of(post(client, "/api/bg/change_color", SMALL, color="red", background="blur", format="png"))
     assert blurred.getpixel((0, 0))[0] < 240  # the photo's blurred background, not red
+    sticker = image_of(post(client, "/api/bg/change_color", SMALL, preset="sticker", format="png"))
+    assert sticker.mode == "RGBA" and sticker.getpixel((0, 0))[3] == 0  # the preset's transparency is kept
+
+
+def test_an_upload_field_sent_as_text_is_refused(client):
+    resp = post(client, "/api/bg/remove", SMALL, background_file="plants.jpg")
+    assert resp.status_code == 400 and resp.get_json()["error"]["field"] == "background_file"
+
+
+def test_cross_origin_clients_may_read_the_layout_headers(make_app):
+    client = make_app(cors_origins=("https://shop.example",)).test_client()
+    resp = client.post("/api/bg/remove", data={"file": (io.BytesIO(SMALL), "dog.jpg")},
+                       headers={"Origin": "https://shop.example"}, content_type="multipart/form-data")
+    exposed = resp.headers["Access-Control-Expose-Headers"]
+    assert all(h in exposed for h in ("X-Width", "X-Height", "X-Foreground-Top", "X-Foreground-Height"))
 
 
 @pytest.mark.parametrize("cls, a, b", [

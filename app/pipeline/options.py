@@ -197,12 +197,15 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                                            "padding) or WxH in px, e.g. 2000x2000")] = Size(("original", 0, 0))
     position: Annotated[Position, Meta(description="where the subject sits in a larger canvas: center, top, bottom, "
                                                    "left, right or 'X% Y%'")] = Position((0.5, 0.5))
-    scale: Annotated[float, Meta(ge=0.1, le=1.0, description="the subject's largest side as a share of the canvas, "
-                                                             "10%-100%", extra={"percent": True})] | None = None
+    scale: Annotated[float, Meta(ge=0.1, le=1.0, description="the subject's size as a share of the canvas, 10%-100% "
+                                                             "(its box fits in that share of each side)",
+                                 extra={"percent": True})] | None = None
     max_upscale: Annotated[float, Meta(ge=0.1, le=8.0, description="the most the subject is enlarged to fit a "
                                                                    "fixed size (1 = never)")] = 1.0
+    # None: the endpoint's own (transparent; change_color's `color`; white under JPEG), set by Options
     background: Annotated[Background, Meta(description="transparent, a colour (also #RRGGBBAA), blur (the photo's own "
-                                                       "background, blurred) or image (background_file)")] = TRANSPARENT
+                                                       "background, blurred) or image (background_file)",
+                                           extra={"default": "transparent"})] | None = None
     blur_radius: Annotated[int, Meta(ge=1, le=500, description="background=blur: the blur's radius in px")] = 20
     background_fit: Annotated[Literal["cover", "contain"], Meta(description="background=image: fill the canvas "
                                                                             "(cover) or fit inside it (contain)")] = "cover"
@@ -219,10 +222,10 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     @property
     def frames(self) -> bool:
         """Anything beyond a plain background: framing, a shadow, an outline, a blurred or image background."""
-        return self.with_background(TRANSPARENT) != NO_LAYOUT or self.background[0] in ("blur", "image") \
+        return self.with_background(None) != NO_LAYOUT or self.background[0] in ("blur", "image") \
             or self.background[0] == "color" and self.background[4] != 255
 
-    def with_background(self, background: Background) -> "Layout":
+    def with_background(self, background: Background | None) -> "Layout":
         return msgspec.structs.replace(self, background=background, preset=None)
 
     @property
@@ -251,6 +254,17 @@ class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     KIND: ClassVar[str]
     layout: Layout = NO_LAYOUT  # its fields are the form's own (flat), after the class's
     use_cache: UseCache = True
+
+    def __post_init__(self) -> None:
+        if self.layout.background is None:
+            self._set_background(self.default_background())
+
+    def default_background(self) -> Background:
+        """The background when the request names none."""
+        return TRANSPARENT
+
+    def _set_background(self, background: Background) -> None:
+        msgspec.structs.force_setattr(self, "layout", msgspec.structs.replace(self.layout, background=background))
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> "Options":
@@ -310,10 +324,7 @@ class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         """The options that decide the output's bytes, normalised: the result cache's key."""
         skip = {"use_cache", *self.irrelevant()}
         fields = {name: msgspec.to_builtins(getattr(self, name)) for name in self.__struct_fields__ if name not in skip}
-        if self.layout == NO_LAYOUT:
-            del fields["layout"]
-        else:  # a preset is the fields it sets (explicit fields give the same key)
-            fields["layout"].pop("preset", None)
+        fields["layout"].pop("preset", None)  # a preset is the fields it sets (explicit fields give the same key)
         return fields
 
 
@@ -340,10 +351,8 @@ class ChangeColorOptions(Options, frozen=True):
     quality: Quality = 90
     refine_foreground: Refine = False
 
-    def __post_init__(self) -> None:  # `color` is the background unless `background` (or a preset) says otherwise
-        if self.layout.background == TRANSPARENT:
-            background = Background(("color", *self.color, 255))
-            msgspec.structs.force_setattr(self, "layout", msgspec.structs.replace(self.layout, background=background))
+    def default_background(self) -> Background:  # `color`, unless `background` (or a preset) says otherwise
+        return Background(("color", *self.color, 255))
 
     def irrelevant(self) -> tuple[str, ...]:
         return (*super().irrelevant(), "color")  # the layout's background holds it
@@ -355,6 +364,9 @@ class RemoveBackgroundOptions(Options, frozen=True):
     KIND = "remove"
     output_format: _format("png", "jpeg", "webp", description="png/webp: transparent; jpeg: over white") = "png"
     quality: Quality = 90
+
+    def __post_init__(self) -> None:  # no background of its own: the options it resolves to give theirs
+        pass
 
     def resolved(self) -> Options:
         """The equivalent request to /api/bg/remove or /api/bg/change_color (sharing their cache entries)."""
@@ -406,9 +418,9 @@ class ProcessOptions(Options, frozen=True):
             except ParamError as exc:
                 raise BadOption(exc.field, exc.message) from None
         msgspec.structs.force_setattr(self, "effect_params", resolved)
+        super().__post_init__()
         if self.layout.background == TRANSPARENT and self.format == "jpeg":  # JPEG has no transparency
-            white = Background(("color", *WHITE, 255))
-            msgspec.structs.force_setattr(self, "layout", msgspec.structs.replace(self.layout, background=white))
+            self._set_background(Background(("color", *WHITE, 255)))
 
     def public_params(self) -> dict[str, dict[str, Any]]:
         """Each effect's parameters as applied, as JSON values (colours as #rrggbb)."""
@@ -442,7 +454,7 @@ class _Field:
     kind: str  # bool | choice | int | value (a FormValue) | json
     expected: str  # what a valid value is, for error messages
     required: bool
-    optional: bool  # None allowed (written "transparent")
+    optional: bool  # None allowed (a value the form leaves out)
     schema_default: Mapping[str, Any]  # the default as the form writes it, for the schema
     reader: type[FormValue] | None = None  # of a FormValue field
     group: str | None = None  # the options' field holding it (``layout``), if not the options themselves
@@ -465,8 +477,6 @@ class _Field:
         if kind == "json":
             return _json(self.name, raw)
         if kind == "value":
-            if self.optional and raw.lower() == "transparent":
-                return None
             try:
                 return self.reader.from_text(raw)  # type: ignore[union-attr]
             except ValueError as exc:

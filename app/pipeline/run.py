@@ -235,9 +235,13 @@ def check_canvas(image_size: tuple[int, int], alpha: np.ndarray, layout: Layout,
     """A layout whose canvas would exceed ``MAX_OUTPUT_PIXELS`` (a small ``scale``, a large padding)
     is a 400 before any pixel is laid out."""
     width, height = image_size
-    canvas = plan(image_size, subject_box(alpha) or Box(0, 0, width, height), layout).canvas
+    box = subject_box(alpha) or Box(0, 0, width, height)
+    canvas = plan(image_size, box, layout).canvas
     if canvas[0] * canvas[1] > max_pixels:
-        field = "scale" if layout.scale is not None else "padding" if layout.size[0] != "px" else "size"
+        bare = plan(image_size, box, msgspec.structs.replace(layout, shadow="none", outline=0)).canvas
+        field = ("scale" if layout.scale is not None else "padding") if bare[0] * bare[1] > max_pixels \
+            else "outline" if plan(image_size, box, msgspec.structs.replace(layout, shadow="none")).canvas != bare \
+            and layout.outline else "shadow_blur"
         raise BadOption(field, f"the output would be {canvas[0]}x{canvas[1]}, more than the {max_pixels:,} "
                                "pixels an output may have here (MAX_OUTPUT_PIXELS)")
 

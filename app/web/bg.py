@@ -81,6 +81,7 @@ def status():
         "max_file_size_mb": s.max_file_size_mb,
         "max_dimension": s.max_dimension,
         "max_input_pixels": s.max_input_pixels,
+        "max_output_pixels": s.max_output_pixels,
         "allowed_extensions": ALLOWED_EXTENSIONS,
         "uptime_s": round(activity.uptime_s(), 1),
         "worker_pid": os.getpid(),

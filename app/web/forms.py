@@ -62,6 +62,9 @@ def processing(options: type[Options], produces: str = "image") -> Callable[[Cal
             refused = unknown_fields(options, [*form.keys(), *request.files.keys()], request.path, also=tuple(FILE_FIELD))
             if refused:
                 raise refused
+            for name in FILE_FIELD:  # upload fields sent as text: a 400, not silently ignored
+                if name in form:
+                    raise MissingFile(f"{name}: send the image as a file (multipart part with a filename)", field=name)
             if "background_file" in request.files and not form.get("background", "").strip():
                 form = {**form.to_dict(), "background": "image"}  # the upload says what the background is
             opts = options.from_form(form).resolved()  # every option checked before the uploads are read
