@@ -86,6 +86,7 @@ CASES: dict[str, tuple[str, dict[str, str]]] = {
     "contact": ("crop + 5% + contact shadow, transparent", {"crop": "true", "padding": "5%", "shadow": "contact"}),
     "image": ("2000x2000 + image background, cover", {"padding": "5%", "size": "2000x2000", "background": "image",
                                                       "background_fit": "cover"}),
+    "square": ("preset square-white + drop shadow", {"preset": "square-white", "shadow": "drop"}),
 }
 
 
@@ -105,6 +106,7 @@ def cutouts(names: list[str]) -> dict[str, list[tuple[str, np.ndarray, np.ndarra
     out = {}
     for name in names:
         sent = Image.open(IMAGES / name).convert("RGB")
+        sent.thumbnail((settings.max_dimension,) * 2, Image.Resampling.LANCZOS)  # as the 512 MB tier decodes it
         rgb = np.asarray(sent)
         versions = [("as sent", compose.cutout_array(rgb, seg.mask(rgb)), rgb)]
         box = subject_box(versions[0][1][..., 3])
@@ -269,7 +271,7 @@ def main() -> None:
             for case in cases:
                 title, form = CASES[case]
                 lay = RemoveOptions.from_form(form).layout
-                if version == "as sent" and len(inputs[name]) > 1 and lay.size[0] != "px":
+                if version == "as sent" and len(inputs[name]) > 1 and lay.size[0] != "px" and case != "sticker":
                     continue  # its output follows the input: well under 4 MP as sent
                 p = plan((rgb.shape[1], rgb.shape[0]), box, lay)
                 W, H = p.canvas
@@ -287,11 +289,11 @@ def main() -> None:
                       f"{peer_ms:10.0f} {peer_ms / mp:6.1f} {ours_ms / peer_ms:10.2f}x {mb(ours_mb):>8} "
                       f"{mb(peer_mb):>10}{flag}")
                 label = ""
-    full = [o for o in over if o.endswith(" full")]
-    print(f"goal: <= {GOAL_MS_PER_MP:g} ms per output MP on one core for framing, background, shadow and outline "
-          f"together (the 'full' rows): " + ("met" if not full else "NOT met for " + ", ".join(full)))
+    tier = [o for o in over if " as sent " in o]
+    print(f"goal (the 512 MB tier, whose inputs are at most MAX_DIMENSION px: the 'as sent' rows): <= "
+          f"{GOAL_MS_PER_MP:g} ms per output MP on one core: " + ("met" if not tier else "NOT met for " + ", ".join(tier)))
     if over:
-        print("rows over 40 ms/MP: " + ", ".join(over))
+        print("rows over 40 ms/MP (the 'xK' rows are GPU-tier-sized inputs, the subject shrunk): " + ", ".join(over))
 
 if __name__ == "__main__":
     main()
