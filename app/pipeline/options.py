@@ -222,11 +222,8 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     @property
     def frames(self) -> bool:
         """Anything beyond a plain background: framing, a shadow, an outline, a blurred or image background."""
-        return self.with_background(None) != NO_LAYOUT or self.background[0] in ("blur", "image") \
-            or self.background[0] == "color" and self.background[4] != 255
-
-    def with_background(self, background: Background | None) -> "Layout":
-        return msgspec.structs.replace(self, background=background, preset=None)
+        return msgspec.structs.replace(self, background=None, preset=None) != NO_LAYOUT \
+            or self.background[0] in ("blur", "image") or self.background[0] == "color" and self.background[4] != 255
 
     @property
     def opaque(self) -> bool:
@@ -454,7 +451,6 @@ class _Field:
     kind: str  # bool | choice | int | value (a FormValue) | json
     expected: str  # what a valid value is, for error messages
     required: bool
-    optional: bool  # None allowed (a value the form leaves out)
     schema_default: Mapping[str, Any]  # the default as the form writes it, for the schema
     reader: type[FormValue] | None = None  # of a FormValue field
     group: str | None = None  # the options' field holding it (``layout``), if not the options themselves
@@ -508,8 +504,7 @@ def _fields(cls: type[Options]) -> tuple[_Field, ...]:
         t, extra = f.type, {}
         if isinstance(t, mi.Metadata):
             t, extra = t.type, t.extra or {}
-        optional = isinstance(t, mi.UnionType) and any(isinstance(x, mi.NoneType) for x in t.types)
-        if optional:
+        if isinstance(t, mi.UnionType) and any(isinstance(x, mi.NoneType) for x in t.types):  # optional
             t = next(x for x in t.types if not isinstance(x, mi.NoneType))
             if isinstance(t, mi.Metadata):
                 t, extra = t.type, t.extra or {}
@@ -529,7 +524,7 @@ def _fields(cls: type[Options]) -> tuple[_Field, ...]:
             kind, expected = "json", extra.get("expected", "JSON")
         # a value's default as a form writes it; a JSON field's default is its absence
         schema_default = {"default": str(extra.get("default", f.default))} if kind == "value" else {}
-        fields.append(_Field(f.name, kind, expected, f.required, optional, schema_default,
+        fields.append(_Field(f.name, kind, expected, f.required, schema_default,
                              t.cls if kind == "value" else None))
     common = set(Options.__struct_fields__) - {"layout"}
     return (*(f for f in fields if f.name not in common), *(f for f in fields if f.name in common))

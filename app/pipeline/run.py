@@ -23,11 +23,10 @@ import effects
 from app.ops import process
 from app.pipeline import compose
 from app.pipeline.budget import UNLIMITED, Budget
-from app.pipeline.cache import CacheUse
+from app.pipeline.cache import CacheUse, upload_digest
 from app.pipeline.errors import BadOption, MissingFile, ServiceError
 from app.pipeline.gate import InferenceGate
 from app.pipeline.imaging import DecodedImage, decode_image, encode_image
-from app.pipeline.cache import upload_digest
 from app.pipeline.layout import Box, lay_out, plan, subject_box
 from app.pipeline.options import (
     PRESETS, TRANSPARENT, WHITE, ChangeColorOptions, Layout, Options, ProcessOptions, RemoveOptions, Size,
@@ -237,11 +236,14 @@ def check_canvas(image_size: tuple[int, int], alpha: np.ndarray, layout: Layout,
     width, height = image_size
     box = subject_box(alpha) or Box(0, 0, width, height)
     canvas = plan(image_size, box, layout).canvas
-    if canvas[0] * canvas[1] > max_pixels:
+    if canvas[0] * canvas[1] > max_pixels:  # name the cause: the framing, else the outline, else the shadow
         bare = plan(image_size, box, msgspec.structs.replace(layout, shadow="none", outline=0)).canvas
-        field = ("scale" if layout.scale is not None else "padding") if bare[0] * bare[1] > max_pixels \
-            else "outline" if plan(image_size, box, msgspec.structs.replace(layout, shadow="none")).canvas != bare \
-            and layout.outline else "shadow_blur"
+        if bare[0] * bare[1] > max_pixels:
+            field = "scale" if layout.scale is not None else "padding"
+        elif layout.outline and plan(image_size, box, msgspec.structs.replace(layout, shadow="none")).canvas != bare:
+            field = "outline"
+        else:
+            field = "shadow_blur"
         raise BadOption(field, f"the output would be {canvas[0]}x{canvas[1]}, more than the {max_pixels:,} "
                                "pixels an output may have here (MAX_OUTPUT_PIXELS)")
 

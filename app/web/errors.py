@@ -78,8 +78,8 @@ def error_response(
     return response
 
 
-def too_large_message(max_file_size_mb: float) -> str:
-    return f"file: larger than the {max_file_size_mb:g} MB allowed"
+def too_large_message(max_file_size_mb: float, field: str = "file") -> str:
+    return f"{field}: larger than the {max_file_size_mb:g} MB allowed"
 
 
 def register_error_handlers(app: Flask, max_file_size_mb: float) -> None:

@@ -104,7 +104,7 @@ def read_upload(settings: Settings, field: str = "file") -> Upload:
         raise MissingFile(f"{field}: no file in the multipart field '{field}'", field=field)
     data = storage.read(settings.max_file_size_bytes + 1)
     if len(data) > settings.max_file_size_bytes:
-        raise FileTooLarge(too_large_message(settings.max_file_size_mb).replace("file:", f"{field}:", 1), field=field)
+        raise FileTooLarge(too_large_message(settings.max_file_size_mb, field), field=field)
     stem = secure_filename(storage.filename or "").rsplit(".", 1)[0] or "image"
     return Upload(data, stem[:100])
 
