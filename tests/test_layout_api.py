@@ -118,6 +118,7 @@ def test_a_background_image_lies_under_the_subject(client):
                                                  "background_file": (io.BytesIO(b"not an image"), "x.jpg")},
                          content_type="multipart/form-data")
     assert broken.status_code == 400 and broken.get_json()["error"]["field"] == "background_file"
+    assert broken.get_json()["error"]["message"].startswith("background_file: not a readable image")
 
 
 def test_change_color_keeps_color_as_the_background_unless_background_says_otherwise(client):

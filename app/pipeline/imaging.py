@@ -53,7 +53,8 @@ class DecodedImage:
         return self.rgb.shape[1], self.rgb.shape[0]
 
 
-def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode_bytes: int | None = None) -> DecodedImage:
+def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode_bytes: int | None = None,
+                 field: str = "file") -> DecodedImage:
     """Bytes of an upload -> :class:`DecodedImage`, or a :class:`ServiceError` saying what is wrong.
 
     The cost is judged before a pixel is decoded, from the file's structure:
@@ -65,43 +66,44 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
       ``MAX_JPEG_SCANS``, as libjpeg's ``-maxscans`` does;
     - ``max_decode_bytes`` bounds the memory decoding takes (:func:`decode_cost_bytes`): the
       decoded pixels in their own mode and the copies the decoder and the scaling make.
+    Errors name ``field``, the form field the bytes came in (``file``, ``background_file``).
     Once decoded, the image is scaled to fit in its own mode, before any conversion or
     rotation, so that no second full-size copy is made (a high-bit-depth or RGBA image is
     several times its file's size); then it is rotated and converted at the working size.
     """
-    img = _open(data)
+    img = _open(data, field)
     try:
         width, height = img.size
         if width < 1 or height < 1:
-            raise InvalidImage(f"file: the image declares an impossible size {width}x{height}")
+            raise InvalidImage(f"{field}: the image declares an impossible size {width}x{height}", field=field)
         multi_scan = False
         if img.format in ("JPEG", "MPO"):
             scans = jpeg_scans(data)
             if scans > MAX_JPEG_SCANS:
                 raise ImageTooComplex(
-                    f"file: the JPEG has more than {MAX_JPEG_SCANS} scans, the most decoded here "
-                    "(a normal progressive JPEG has about 10)"
+                    f"{field}: the JPEG has more than {MAX_JPEG_SCANS} scans, the most decoded here "
+                    "(a normal progressive JPEG has about 10)", field=field
                 )
             # no scan found where Pillow found a JPEG: an odd file, judged as the costly kind
             multi_scan = scans != 1 or bool(img.info.get("progressive") or img.info.get("progression"))
             if multi_scan and width * height > max_pixels:
                 raise ImageTooLarge(
-                    f"file: the progressive JPEG is {width}x{height} pixels; at most {max_pixels:,} pixels "
-                    "can be decoded from a progressive (multi-scan) JPEG, which is decoded at full size"
+                    f"{field}: the progressive JPEG is {width}x{height} pixels; at most {max_pixels:,} pixels "
+                    "can be decoded from a progressive (multi-scan) JPEG, which is decoded at full size", field=field
                 )
             if max(width, height) > max_dimension:
                 img.draft(None, (max_dimension, max_dimension))
         decoded = img.size[0] * img.size[1]
         if decoded > max_pixels:
             raise ImageTooLarge(
-                f"file: the image is {width}x{height} pixels; at most {max_pixels:,} pixels can be decoded "
-                f"(the longest side is scaled to {max_dimension} anyway)"
+                f"{field}: the image is {width}x{height} pixels; at most {max_pixels:,} pixels can be decoded "
+                f"(the longest side is scaled to {max_dimension} anyway)", field=field
             )
         cost = decode_cost_bytes(img, (width, height), multi_scan=multi_scan)
         if max_decode_bytes is not None and cost > max_decode_bytes:
             raise ImageTooLarge(
-                f"file: decoding this {width}x{height} {img.format} ({img.mode}) would take {cost / 2**20:.0f} MB; "
-                f"at most {max_decode_bytes / 2**20:.0f} MB are allowed here (send it smaller, or as a JPEG)"
+                f"{field}: decoding this {width}x{height} {img.format} ({img.mode}) would take {cost / 2**20:.0f} MB; "
+                f"at most {max_decode_bytes / 2**20:.0f} MB are allowed here (send it smaller, or as a JPEG)", field=field
             )
         fmt = img.format or "unknown"
         icc = img.info.get("icc_profile") if img.mode in _RGB_PROFILE_MODES else None
@@ -113,9 +115,9 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
     except ServiceError:
         raise
     except Image.DecompressionBombError:
-        raise ImageTooLarge("file: the image declares too many pixels") from None
+        raise ImageTooLarge(f"{field}: the image declares too many pixels", field=field) from None
     except Exception:  # Pillow raises OSError, SyntaxError, ValueError... on broken files
-        raise InvalidImage("file: the image data is truncated or corrupt") from None
+        raise InvalidImage(f"{field}: the image data is truncated or corrupt", field=field) from None
     finally:
         img.close()
     return DecodedImage(rgb, alpha, fmt, valid_icc_profile(icc))
@@ -215,11 +217,11 @@ def valid_icc_profile(icc: bytes | None) -> bytes | None:
     return icc
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, field: str) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=_OPENERS)
     except Image.DecompressionBombError:
-        raise ImageTooLarge("file: the image declares too many pixels") from None
+        raise ImageTooLarge(f"{field}: the image declares too many pixels", field=field) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         pass
     # Not one of ours: is it an image at all? (header parsing only, nothing is decoded)
@@ -230,9 +232,9 @@ def _open(data: bytes) -> Image.Image:
         kind = None
     if kind:
         raise UnsupportedImage(
-            f"file: {kind} images are not supported; send one of {', '.join(ALLOWED_EXTENSIONS)}"
+            f"{field}: {kind} images are not supported; send one of {', '.join(ALLOWED_EXTENSIONS)}", field=field
         )
-    raise InvalidImage(f"file: not a readable image; send one of {', '.join(ALLOWED_EXTENSIONS)}")
+    raise InvalidImage(f"{field}: not a readable image; send one of {', '.join(ALLOWED_EXTENSIONS)}", field=field)
 
 
 def _apply_orientation(img: Image.Image) -> Image.Image:

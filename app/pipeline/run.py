@@ -24,7 +24,7 @@ from app.ops import process
 from app.pipeline import compose
 from app.pipeline.budget import UNLIMITED, Budget
 from app.pipeline.cache import CacheUse, upload_digest
-from app.pipeline.errors import BadOption, MissingFile, ServiceError
+from app.pipeline.errors import BadOption, MissingFile
 from app.pipeline.gate import InferenceGate
 from app.pipeline.imaging import DecodedImage, decode_image, encode_image
 from app.pipeline.layout import Box, lay_out, plan, subject_box
@@ -109,13 +109,8 @@ def slot(gate: InferenceGate, budget: Budget) -> Iterator[None]:
 
 def decode(data: bytes, settings: Settings, field: str = "file") -> DecodedImage:
     """``data`` decoded with every check; errors name ``field`` (the upload's form field)."""
-    try:
-        return decode_image(data, max_dimension=settings.max_dimension, max_pixels=settings.max_input_pixels,
-                            max_decode_bytes=int(settings.max_decode_mb * 2**20))
-    except ServiceError as exc:
-        if field == "file":
-            raise
-        raise type(exc)(exc.message.replace("file:", f"{field}:", 1), field=field) from None
+    return decode_image(data, max_dimension=settings.max_dimension, max_pixels=settings.max_input_pixels,
+                        max_decode_bytes=int(settings.max_decode_mb * 2**20), field=field)
 
 
 def bounded(options: Options, max_pixels: int, background: bytes | None) -> Options:
