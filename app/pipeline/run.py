@@ -24,6 +24,7 @@ from app.ops import process
 from app.pipeline import compose
 from app.pipeline.budget import UNLIMITED, Budget
 from app.pipeline.cache import CacheUse, upload_digest
+from app.pipeline.confidence import mask_confidence
 from app.pipeline.errors import BadOption, MissingFile
 from app.pipeline.gate import InferenceGate
 from app.pipeline.imaging import DecodedImage, decode_image, encode_image
@@ -50,6 +51,8 @@ class Rendered(msgspec.Struct, frozen=True):
     height: int
     # each image's subject box (left, top, width, height; None: no subject), measured on the output
     foreground: dict[str, tuple[int, int, int, int] | None] = {}
+    # how far the model's mask can be trusted, 0-1 (app/pipeline/confidence.py); None: no mask was made
+    mask_confidence: float | None = None
 
 
 class Job:
@@ -84,8 +87,9 @@ class Job:
                 backdrop = None if self.background is None else decode(self.background, service.settings, "background_file")
             budget.check()
             alpha = _alpha(service, image, options, cache, timings)
+            confidence = mask_confidence(alpha) if _segments(options) else None
             budget.check()
-            rendered = _render(image, alpha, options, service.settings, budget, timings, backdrop)
+            rendered = _render(image, alpha, options, service.settings, budget, timings, backdrop, confidence)
             del image, alpha, backdrop
         cache.keep_output(msgspec.msgpack.encode(rendered))
         return rendered
@@ -140,11 +144,16 @@ def subject_alpha(image: DecodedImage, segmenter: Segmenter) -> np.ndarray:
     return compose.combine_alpha(segmenter.mask(rgb), image.alpha)
 
 
+def _segments(options: Options) -> bool:
+    """Whether the result's alpha is the model's mask (not the image's own, the background kept)."""
+    return not isinstance(options, ProcessOptions) or options.remove_background
+
+
 def _alpha(service: "Service", image: DecodedImage, options: Options, cache: CacheUse,
            timings: Timings) -> np.ndarray:
     """The subject's alpha: the stored mask, else the model's; the image's own alpha (or opaque)
     when the background stays."""
-    if isinstance(options, ProcessOptions) and not options.remove_background:
+    if not _segments(options):
         return image.alpha if image.alpha is not None else np.full(image.rgb.shape[:2], 255, np.uint8)
     with timings.stage("cache"):
         alpha = cache.stored_mask(image.size)
@@ -157,7 +166,7 @@ def _alpha(service: "Service", image: DecodedImage, options: Options, cache: Cac
 
 
 def _render(image: DecodedImage, alpha: np.ndarray, options: Options, settings: Settings, budget: Budget,
-            timings: Timings, backdrop: DecodedImage | None = None) -> Rendered:
+            timings: Timings, backdrop: DecodedImage | None = None, confidence: float | None = None) -> Rendered:
     """Compose the subject, apply the effects, lay each result out (``options.layout``), encode each."""
     layout = options.layout
     only_mask = isinstance(options, RemoveOptions) and options.only_mask
@@ -209,7 +218,7 @@ def _render(image: DecodedImage, alpha: np.ndarray, options: Options, settings: 
     if not isinstance(options, ProcessOptions):
         budget.check()
         encode(IMAGE, composed, box, image.icc_profile)
-        return Rendered(images, *size, boxes)
+        return Rendered(images, *size, boxes, confidence)
     for name, params in options.effect_params.items():
         budget.check()
         with timings.stage(name):
@@ -222,7 +231,7 @@ def _render(image: DecodedImage, alpha: np.ndarray, options: Options, settings: 
                 result = compose.on_background(result, layout.background.opaque_color)
         encode(name, result, box, None)  # no ICC profile: effect colours (palettes, neutral greys) are sRGB
         del result
-    return Rendered(images, *size, boxes)
+    return Rendered(images, *size, boxes, confidence)
 
 
 def check_canvas(image_size: tuple[int, int], alpha: np.ndarray, layout: Layout, max_pixels: int) -> None:

@@ -124,8 +124,10 @@ def image_response(rendered: Rendered, job: Job, upload: Upload) -> Response:
 
 
 def size_headers(rendered: Rendered, name: str) -> dict[str, str]:
-    """The output's size and the subject's box in it, by remove.bg's header names."""
+    """The output's size and the subject's box in it, by remove.bg's header names; the mask's confidence."""
     headers = {"X-Width": str(rendered.width), "X-Height": str(rendered.height)}
+    if rendered.mask_confidence is not None:
+        headers["X-Mask-Confidence"] = f"{rendered.mask_confidence:.3f}"
     box = rendered.foreground.get(name)
     if box is not None:
         left, top, width, height = box

@@ -129,6 +129,11 @@ def _success(produces: str, fields: dict[str, Any]) -> dict[str, Any]:
         return {"description": "each effect's image, base64-encoded, with timings and the parameters applied",
                 "headers": headers, "content": {"application/json": {"schema": {"type": "object"}}}}
     formats = (fields.get("format") or fields.get("output_format"))["enum"]
+    box = {"schema": {"type": "integer"}, "description": "the subject's box in the output (absent: no subject)"}
+    headers = {**headers, "X-Width": {"schema": {"type": "integer"}}, "X-Height": {"schema": {"type": "integer"}},
+               **{f"X-Foreground-{side}": box for side in ("Top", "Left", "Width", "Height")},
+               "X-Mask-Confidence": {"schema": {"type": "number", "minimum": 0, "maximum": 1},
+                                     "description": "how far the mask can be trusted (README: Mask confidence)"}}
     return {"description": "the image", "headers": headers,
             "content": {_IMAGE_TYPES[f]: {"schema": {"type": "string", "format": "binary"}} for f in formats}}
 

@@ -35,6 +35,7 @@ def process(job, upload):
             # each image's subject box (remove.bg's X-Foreground-* in the image endpoints' headers)
             "foreground": {name: None if box is None else dict(zip(("left", "top", "width", "height"), box))
                            for name, box in rendered.foreground.items()},
+            "mask_confidence": rendered.mask_confidence,  # 0-1; null when the background is kept
         },
     })
 

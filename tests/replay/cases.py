@@ -54,6 +54,7 @@ def fingerprint(client, case) -> dict:
         images = body.pop("images")
         body["metadata"].pop("timings_ms")
         body["metadata"].pop("foreground")  # added since the recording (the layout stage): new, so not compared
+        body["metadata"].pop("mask_confidence")  # added since the recording (issue 19): new, so not compared
         out["images"] = {k: hashlib.sha256(base64.b64decode(v)).hexdigest() for k, v in images.items()}
         out["json"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     else:
