@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= models/u2netp.onnx
 
-.PHONY: setup setup-dev setup-gpu system system-dev model run test bench loadtest clean
+.PHONY: setup setup-dev setup-gpu system system-dev model run test bench quality loadtest clean
 
 ## setup: system packages (nginx, the HTTP edge), runtime dependencies of the CPU tier + the default model (idempotent)
 setup: system $(VENV)/.runtime model
@@ -61,6 +61,10 @@ bench: setup-dev
 	$(BIN)/python benchmarks/bench_options.py
 	$(BIN)/python benchmarks/bench_layout.py
 	$(BIN)/python benchmarks/server_memory.py --layout 'size=2000x2000,shadow=drop,background=blur'
+
+## quality: cut-out quality against true alpha mattes (../shared/quality/am2k): ours, rembg on the same model, rembg with alpha matting, our variants, the mask confidence's ranking; writes the table into README; fails when our mean SAD is over 1.02 x rembg's
+quality: setup-dev
+	$(BIN)/python benchmarks/quality.py --readme
 
 ## loadtest: 8 clients for 2 minutes against the 512 MB tier over real HTTP (not in CI): req/s, latency, statuses, peak RSS, growth
 loadtest: setup-dev
