@@ -50,6 +50,21 @@ PROFILES = {
 #   balanced  no arena, no memory pattern, 'all' (NCHWc layouts): ~25% faster, ~75 MB more
 #   fast      CPU arena kept between runs, 'all': fastest, holds its peak for good
 # Without the arena, the malloc policy of app.ops.process.configure returns freed activations to the OS.
+# Where lean's time goes against rembg (ort defaults: arena, pattern, 'all'), issue 19, measured
+# interleaved (ort_options.py; 2 CPUs, busy: ratios to lean): two parts, neither free in memory.
+#  - 'extended' vs 'all': the FusedConv kernels (im2col + GEMM; ~70% of a run in onnxruntime's
+#    profile) take ~1.6x NCHWc's Conv. 'all' costs ~75 MB more peak (ReorderOutput/ReorderInput
+#    copies around its 51 Concat and 38 Resize nodes: 232 -> 307 MB for one run), past the 512 MB
+#    tier's 300 MB target, and its masks differ (at most 1 level, <= 0.05% of pixels).
+#  - fresh activations: ~220 MB mmapped, faulted in (~55,000 4 KiB faults) and unmapped per run:
+#    0.84-0.86x with any allocator that keeps them (the arena as it is, kSameAsRequested, a
+#    planned memory pattern, jemalloc without decay), but each holds ~40-50 MB above lean's peak
+#    (its fragmentation: 318-331 MB against 281 MB per process), and giving it back after each
+#    run (memory.enable_memory_arena_shrinkage) brings the faults and the time back (1.02-1.05x).
+#  So lean stays as it is and only faults in huge pages (app.ops.process.MALLOC_TUNABLES, set at
+#  process start): ~12,000 faults per image instead of ~55,000, identical masks, 0.92-1.00x in
+#  five interleaved runs (bench_pipeline.py: 1.36x rembg against 1.45x without, on a busy machine),
+#  peak 282 against 281 MB per process, the 4-client server's 307 against 304 MB (idle +4 MB).
 def session_options(threads: int, memory_mode: str) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -60,7 +75,8 @@ def session_options(threads: int, memory_mode: str) -> ort.SessionOptions:
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if memory_mode == "lean" else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     )
-    # Thread spinning stays on (onnxruntime's default): turning it off cost 16% in 'lean'.
+    # Thread spinning stays on (onnxruntime's default): turning it off cost 16% in 'lean' on a quiet
+    # machine; on one busy with other processes it gained (0.78-0.85x, issue 19): measure on the target.
     return so
 
 

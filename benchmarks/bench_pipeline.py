@@ -4,8 +4,12 @@ Ours: decode -> mask (ONNX adapter) -> cut out -> encode PNG, exactly what
 /api/bg/remove does minus HTTP. rembg: ``remove(data, session=new_session("u2netp"))``
 with ``U2NET_HOME=models/`` so it finds the same file offline. Prints per-image and
 median latency, the ratio, output size, and peak RSS during each phase (sampled
-every 5 ms; phases run one after another in this process, ours first).
-Usage: python benchmarks/bench_pipeline.py [--repeat 3]
+every 5 ms; phases run one after another in this process, ours first). The latencies then
+come from an interleaved pass: every image through the three in a shuffled order, round after
+round (--rounds), so that a busy machine slows all three alike; the load average is printed.
+The process runs under the lean mode's malloc tunables, as the server does
+(app.ops.process.exec_with_malloc_tunables; GLIBC_TUNABLES=glibc.malloc.hugetlb=0 runs without).
+Usage: python benchmarks/bench_pipeline.py [--repeat 3] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import random
 import statistics
 import sys
 import threading
@@ -25,6 +30,7 @@ os.environ.setdefault("U2NET_HOME", str(ROOT / "models"))
 
 import psutil  # noqa: E402
 
+from app.ops import process  # noqa: E402
 from app.pipeline import IMAGE, Job  # noqa: E402
 from app.pipeline.options import RemoveOptions  # noqa: E402
 from app.service import build_service  # noqa: E402
@@ -86,25 +92,44 @@ def ours(memory_mode: str):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the interleaved pass the latencies come from")
     args = parser.parse_args()
+    process.exec_with_malloc_tunables(Settings.from_env({}))  # as config/gunicorn.conf.py does
     images = sorted(FIXTURES.glob("*.jpg"))
+    def rembg():
+        from rembg import new_session, remove
+
+        session = new_session("u2netp")
+        return lambda d: remove(d, session=session)
+
+    makers = {"ours (lean, default)": lambda: ours("lean"), "ours (fast)": lambda: ours("fast"), "rembg 2.0.86": rembg}
     phases = {}
-    for label, make in (("ours (lean, default)", lambda: ours("lean")), ("ours (fast)", lambda: ours("fast"))):
+    for label, make in makers.items():  # one at a time, each dropped after: the peak RSS is its own
         gc.collect()
+        if label.startswith("rembg"):
+            import rembg as _  # noqa: F401  imported before its phase, as ours are (its imports are not its peak)
         with PeakRss() as rss:
             fn = make()
             phases[label] = (*time_each(fn, images, args.repeat), rss)
         del fn
-    gc.collect()
-    from rembg import new_session, remove
-
-    with PeakRss() as rss:
-        session = new_session("u2netp")
-        phases["rembg 2.0.86"] = (*time_each(lambda d: remove(d, session=session), images, args.repeat), rss)
+    if args.rounds:
+        fns = {label: make() for label, make in makers.items()}
+        interleaved = {label: {p.name: [] for p in images} for label in fns}
+        for _ in range(args.rounds):
+            for path in images:
+                data = path.read_bytes()
+                for label in random.sample(list(fns), len(fns)):
+                    t0 = time.perf_counter()
+                    fns[label](data)
+                    interleaved[label][path.name].append(time.perf_counter() - t0)
+        for label, runs in interleaved.items():
+            phases[label] = ({name: statistics.median(r) for name, r in runs.items()}, *phases[label][1:])
 
     names = list(phases)
     ref = phases["rembg 2.0.86"][0]
-    print(f"Pipeline latency, median of {args.repeat} runs per image (ms), {os.cpu_count()} CPUs; ratio = ours / rembg")
+    runs = f"{args.rounds} interleaved rounds" if args.rounds else f"{args.repeat} runs"
+    print(f"Pipeline latency, median of {runs} per image (ms), {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}; ratio = ours / rembg")
     header = f"{'image':18}" + "".join(f"{n:>22}" for n in names) + "".join(f"{'ratio ' + n.split(' (')[1][:-1]:>22}" for n in names[:2])
     print(header)
     for path in images:
