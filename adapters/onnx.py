@@ -65,7 +65,10 @@ PROFILES = {
 #  process start): ~12,000 faults per image instead of ~55,000, identical masks, 0.92-1.00x in
 #  five interleaved runs (bench_pipeline.py: 1.36x rembg against 1.45x without, on a busy machine),
 #  peak 282 against 281 MB per process, the 4-client server's 307 against 304 MB (idle +4 MB).
-def session_options(threads: int, memory_mode: str) -> ort.SessionOptions:
+def session_options(threads: int, memory_mode: str, int8: bool = False) -> ort.SessionOptions:
+    """``int8``: the quantized model (adapters/int8.py) runs at the 'all' level in every mode: its
+    activations are uint8, so the NCHWc copies cost it nothing (peak 193 MB in lean and balanced
+    alike, one run of u2netp) and its int8 kernels are channels-last there (~1.25x faster)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -73,7 +76,8 @@ def session_options(threads: int, memory_mode: str) -> ort.SessionOptions:
     so.enable_mem_pattern = False
     so.enable_cpu_mem_arena = memory_mode == "fast"
     so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if memory_mode == "lean" else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if memory_mode == "lean" and not int8
+        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     )
     # Thread spinning stays on (onnxruntime's default): turning it off cost 16% in 'lean' on a quiet
     # machine; on one busy with other processes it gained (0.78-0.85x, issue 19): measure on the target.
@@ -87,10 +91,12 @@ CONFIDENT_MARGIN = 0.02
 
 
 class OnnxSegmenter:
-    def __init__(self, session: ort.InferenceSession, profile: Profile, info: ModelInfo):
+    def __init__(self, session: ort.InferenceSession, profile: Profile, info: ModelInfo,
+                 precision: tuple[str, str] = ("fp32", "")):
         self.session = session
         self.profile = profile
         self.info = info
+        self.precision, self.precision_reason = precision
         self._input = session.get_inputs()[0].name
         self._output = session.get_outputs()[0].name
         p = profile
@@ -137,21 +143,17 @@ class OnnxSegmenter:
         return self.postprocess(self.infer(self.preprocess(rgb)), height, width)
 
     def runtime(self) -> dict[str, object]:
-        return {}
+        return {"precision": self.precision, "precision_reason": self.precision_reason}
+
+
+def int8_path(model_path: Path) -> Path:
+    """Where ``make setup`` puts the int8 build of ``model_path`` (adapters/int8.py): beside it."""
+    return model_path.with_name(model_path.stem + ".int8.onnx")
 
 
 def load(settings: Settings) -> OnnxSegmenter:
     path = Path(settings.model_path)  # config.Settings checked that it is a file
-    try:
-        session = ort.InferenceSession(
-            str(path),
-            session_options(settings.inference_threads, settings.onnx_memory_mode),
-            providers=["CPUExecutionProvider"],
-        )
-    except Exception as exc:  # onnxruntime raises its own pybind types
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"MODEL_PATH: {path} is not a loadable ONNX model ({reason})") from None
-
+    session, path, precision = _precise_session(settings, path)
     profile = _choose_profile(session, settings.model_profile, path)
     info = ModelInfo(
         name="onnx",
@@ -162,7 +164,51 @@ def load(settings: Settings) -> OnnxSegmenter:
         file_sha256=file_digest(path),
         file_size_bytes=path.stat().st_size,
     )
-    return OnnxSegmenter(session, profile, info)
+    return OnnxSegmenter(session, profile, info, precision)
+
+
+def _session(settings: Settings, path: Path, int8: bool = False) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(
+            str(path),
+            session_options(settings.inference_threads, settings.onnx_memory_mode, int8),
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as exc:  # onnxruntime raises its own pybind types
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"MODEL_PATH: {path} is not a loadable ONNX model ({reason})") from None
+
+
+def _precise_session(settings: Settings, path: Path) -> tuple[ort.InferenceSession, Path, tuple[str, str]]:
+    """The session ONNX_PRECISION asks for: (session, its file, (precision, why)).
+
+    fp32: MODEL_PATH. int8: its int8 build (:func:`int8_path`), which must exist and pass
+    ``adapters.int8.self_check`` (one run of a test card, compared with the fp32 model's map of
+    it), else the boot fails naming ONNX_PRECISION. auto: the int8 build where it exists, the CPU
+    has VNNI (``cpu_has_vnni``: without it int8 is slower and may saturate) and it passes the
+    self-check; else MODEL_PATH, and ``why`` says which of the three was missing."""
+    from adapters import int8
+
+    wanted = settings.onnx_precision
+    if wanted == "fp32":
+        return _session(settings, path), path, ("fp32", "ONNX_PRECISION=fp32")
+    quantized = int8_path(path)
+    if not quantized.is_file():
+        if wanted == "int8":
+            raise ModelLoadError(f"ONNX_PRECISION=int8: no int8 model at {quantized} (run `make setup` to build it)")
+        return _session(settings, path), path, ("fp32", f"auto: no int8 build of {path.name}")
+    if wanted == "auto" and not int8.cpu_has_vnni():
+        return _session(settings, path), path, ("fp32", "auto: this CPU has no VNNI instructions")
+    try:
+        session = _session(settings, quantized, int8=True)
+        checked = int8.self_check(session)
+    except ModelLoadError:
+        session, checked = None, False
+    if checked:
+        return session, quantized, ("int8", f"ONNX_PRECISION={wanted}: {quantized.name} passed its self-check")
+    if wanted == "int8":
+        raise ModelLoadError(f"ONNX_PRECISION=int8: {quantized} failed its self-check (rebuild it with `make setup`)")
+    return _session(settings, path), path, ("fp32", f"auto: {quantized.name} failed its self-check")
 
 
 def _choose_profile(session: ort.InferenceSession, requested: str, path: Path) -> Profile:

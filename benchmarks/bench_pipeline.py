@@ -77,10 +77,11 @@ def time_each(fn, images, repeat):
     return per_image, sizes
 
 
-def ours(memory_mode: str):
-    """The service's own pipeline (app.pipeline.Job), as a request to /api/bg/remove runs it, without the cache."""
-    service = build_service(Settings.from_env({"ONNX_MEMORY_MODE": memory_mode, "CACHE_BACKEND": "none",
-                                               "WARMUP": "false"}))
+def ours(**env: str):
+    """The service's own pipeline (app.pipeline.Job), as a request to /api/bg/remove runs it, without
+    the cache; ``env``: settings over the defaults (ONNX_MEMORY_MODE, ONNX_PRECISION)."""
+    service = build_service(Settings.from_env({**env, "CACHE_BACKEND": "none", "WARMUP": "false"}))
+    print(f"  {env or 'defaults'}: {service.segmenter.info.model_id}, {service.segmenter.runtime()}")
     options = RemoveOptions(use_cache=False)
 
     def run(data: bytes) -> bytes:
@@ -102,7 +103,11 @@ def main() -> None:
         session = new_session("u2netp")
         return lambda d: remove(d, session=session)
 
-    makers = {"ours (lean, default)": lambda: ours("lean"), "ours (fast)": lambda: ours("fast"), "rembg 2.0.86": rembg}
+    makers = {"ours (default)": ours,  # lean, ONNX_PRECISION=auto: int8 where the CPU has VNNI
+              "ours (fp32 lean)": lambda: ours(ONNX_PRECISION="fp32"),
+              "ours (fp32 fast)": lambda: ours(ONNX_PRECISION="fp32", ONNX_MEMORY_MODE="fast"),
+              "rembg 2.0.86": rembg}
+    ours_rows = 3
     phases = {}
     for label, make in makers.items():  # one at a time, each dropped after: the peak RSS is its own
         gc.collect()
@@ -130,15 +135,15 @@ def main() -> None:
     runs = f"{args.rounds} interleaved rounds" if args.rounds else f"{args.repeat} runs"
     print(f"Pipeline latency, median of {runs} per image (ms), {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}; ratio = ours / rembg")
-    header = f"{'image':18}" + "".join(f"{n:>22}" for n in names) + "".join(f"{'ratio ' + n.split(' (')[1][:-1]:>22}" for n in names[:2])
+    header = f"{'image':18}" + "".join(f"{n:>22}" for n in names) + "".join(f"{'ratio ' + n.split(' (')[1][:-1]:>22}" for n in names[:ours_rows])
     print(header)
     for path in images:
         row = f"{path.name:18}" + "".join(f"{phases[n][0][path.name] * 1000:22.0f}" for n in names)
-        row += "".join(f"{phases[n][0][path.name] / ref[path.name]:22.2f}" for n in names[:2])
+        row += "".join(f"{phases[n][0][path.name] / ref[path.name]:22.2f}" for n in names[:ours_rows])
         print(row)
     medians = {n: statistics.median(phases[n][0].values()) for n in names}
     print(f"{'median':18}" + "".join(f"{medians[n] * 1000:22.0f}" for n in names)
-          + "".join(f"{medians[n] / medians['rembg 2.0.86']:22.2f}" for n in names[:2]))
+          + "".join(f"{medians[n] / medians['rembg 2.0.86']:22.2f}" for n in names[:ours_rows]))
     print(f"{'PNG bytes (total)':18}" + "".join(f"{sum(phases[n][1].values()):22,}" for n in names))
     print(f"{'peak RSS MB':18}" + "".join(f"{phases[n][2].peak:22.0f}" for n in names))
     print(f"{'  + over start MB':18}" + "".join(f"{phases[n][2].peak - phases[n][2].start:22.0f}" for n in names))

@@ -56,9 +56,9 @@ DATA = ROOT.parent / "shared" / "quality" / "am2k"
 # Variants of ours: name -> environment overrides laid over the process environment for
 # Settings.from_env. A relative MODEL_PATH is taken from the project root. Edit freely.
 VARIANTS: dict[str, dict[str, str]] = {
-    "balanced": {"ONNX_MEMORY_MODE": "balanced"},
-    "fast": {"ONNX_MEMORY_MODE": "fast"},
-    "int8": {"MODEL_PATH": "models/u2netp.int8.onnx"},  # later: {"ONNX_PRECISION": "int8"}
+    "fp32": {"ONNX_PRECISION": "fp32"},
+    "int8": {"ONNX_PRECISION": "int8"},
+    "fp32 fast": {"ONNX_PRECISION": "fp32", "ONNX_MEMORY_MODE": "fast"},
 }
 
 GATE_TOLERANCE = 0.02  # ours' mean SAD may be at most 2% above rembg's (same model)
@@ -414,12 +414,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Skip as exc:
         print(f"cannot run ours, the configured service: {exc}", file=sys.stderr)
         return 2
-    label = f"ours ({settings.onnx_memory_mode})"
-    methods = [Method(label, ours_runner(settings, default_seg), sha_prefix(Path(settings.model_path)))]
+    precision = default_seg.runtime().get("precision", "?")
+    label = f"ours ({precision}, {settings.onnx_memory_mode})"
+    methods = [Method(label, ours_runner(settings, default_seg), default_seg.info.file_sha256[:12])]
     facts = [
         f"CPU {cpu_model()}, {len(os.sched_getaffinity(0))} cores available, ours on "
         f"{settings.inference_threads} inference threads, rembg on onnxruntime's default",
-        f"onnxruntime {ort.__version__}, model {Path(settings.model_path).name} sha256 {methods[0].model}",
+        f"onnxruntime {ort.__version__}, model {default_seg.info.model_id} sha256 {methods[0].model} "
+        f"(ONNX_PRECISION={settings.onnx_precision}: {default_seg.runtime().get('precision_reason', '')})",
     ]
     print("Cut-out quality against true alpha mattes (benchmarks/quality.py)")
     sides = [sorted(s.size) for s in samples]
@@ -442,10 +444,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     session = rembg_session()
     rembg_model = Path(os.environ["U2NET_HOME"]) / "u2netp.onnx"
-    same = sha_prefix(rembg_model) == default_model if rembg_model.is_file() else False
+    # the same file as ours, or the fp32 file ours' int8 build is made from (MODEL_PATH)
+    same = sha_prefix(rembg_model) in (default_model, sha_prefix(Path(settings.model_path))) if rembg_model.is_file() else False
     methods.append(Method(REMBG, rembg_runner(session), sha_prefix(rembg_model) if rembg_model.is_file() else "?"))
     print(f"  rembg {version('rembg')}, model {rembg_model} sha256 {methods[-1].model}"
-          f"{' (the same file as ours)' if same else ' (NOT the same file as ours)'}")
+          f"{' (MODEL_PATH, the same file as ours or the one its int8 build is made from)' if same else ' (NOT ours)'}")
     measure(methods[-1], samples)
     if not args.no_matting:
         import pymatting
@@ -470,8 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Skip as exc:
             print(f"  variant {name} ({shown}) skipped: {exc}")
             continue
-        method = Method(f"ours {name}", ours_runner(vsettings, seg), sha_prefix(Path(vsettings.model_path)))
-        print(f"  variant {name}: {shown}; model {Path(vsettings.model_path).name} sha256 {method.model}")
+        method = Method(f"ours {name}", ours_runner(vsettings, seg), seg.info.file_sha256[:12])
+        print(f"  variant {name}: {shown}; model {seg.info.model_id} sha256 {method.model}")
         measure(method, samples)
         methods.append(method)
         del seg

@@ -50,6 +50,7 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
 
 MODEL_PROFILES = ("auto", "u2net", "isnet")
 ONNX_MEMORY_MODES = ("lean", "balanced", "fast")  # see adapters/onnx.py
+ONNX_PRECISIONS = ("auto", "fp32", "int8")  # see adapters/onnx.py (choose_precision) and adapters/int8.py
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
@@ -111,6 +112,9 @@ class Settings:
     png_compress_level: int = _env("PNG_COMPRESS_LEVEL", 1, "integer", lo=0, hi=9)
     # lean and balanced also run under app.ops.process.MALLOC_TUNABLES (huge pages), set at process start.
     onnx_memory_mode: str = _env("ONNX_MEMORY_MODE", "lean", "choice", choices=ONNX_MEMORY_MODES)
+    # int8: MODEL_PATH's <stem>.int8.onnx (built by `make setup`); auto: that file where the CPU has
+    # VNNI and it passes its self-check at boot, else MODEL_PATH itself.
+    onnx_precision: str = _env("ONNX_PRECISION", "auto", "choice", choices=ONNX_PRECISIONS)
     warmup: bool = _env("WARMUP", True, "boolean")
     log_level: str = _env("LOG_LEVEL", "info", "choice", choices=LOG_LEVELS)
     # InSPyReNet (GPU tier); ignored by the onnx adapter. TARGET_SIZE: a multiple of 32.

@@ -29,7 +29,10 @@ def pytest_sessionstart(session):
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     # The result cache is off here: these tests are about the pipeline; tests/test_cache*.py turn it on.
-    return Settings.from_env({"CACHE_BACKEND": "none"})
+    # fp32: the conformance tests compare with rembg's u2netp masks and the replay with recordings
+    # of the fp32 model; the int8 build is tested in tests/test_int8.py and tests/test_precision.py
+    # (servers started in subprocesses run the default, ONNX_PRECISION=auto).
+    return Settings.from_env({"CACHE_BACKEND": "none", "ONNX_PRECISION": "fp32"})
 
 
 @pytest.fixture(scope="session")

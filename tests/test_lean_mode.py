@@ -74,7 +74,7 @@ from adapters import onnx
 from app import pipeline
 from app.ops import process
 from config import Settings
-settings = Settings.from_env()
+settings = Settings.from_env({{**__import__("os").environ, "ONNX_PRECISION": "fp32"}})  # the lean fp32 session
 process.configure(settings)
 segmenter = onnx.load(settings)
 for path in sys.argv[1:]:
