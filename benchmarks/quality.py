@@ -421,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"CPU {cpu_model()}, {len(os.sched_getaffinity(0))} cores available, ours on "
         f"{settings.inference_threads} inference threads, rembg on onnxruntime's default",
         f"onnxruntime {ort.__version__}, model {default_seg.info.model_id} sha256 {methods[0].model} "
-        f"(ONNX_PRECISION={settings.onnx_precision}: {default_seg.runtime().get('precision_reason', '')})",
+        f"({default_seg.runtime().get('precision_reason', '')})",
     ]
     print("Cut-out quality against true alpha mattes (benchmarks/quality.py)")
     sides = [sorted(s.size) for s in samples]
