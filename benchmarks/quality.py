@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import os
 import platform
@@ -354,11 +353,9 @@ def cpu_model() -> str:
 
 
 def sha_prefix(path: Path, n: int = 12) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:n]
+    from adapters.modelfile import file_digest
+
+    return file_digest(path)[:n]
 
 
 def spearman(confidence: dict[str, float], sads: dict[str, float]) -> tuple[float, float]:

@@ -35,7 +35,7 @@ def configure(settings: Settings) -> None:
     array over 128 KiB is then a fresh mmap: the effects pay that in page faults,
     ``benchmarks/bench_effects.py``.)
     """
-    if settings.segmenter == "onnx" and settings.onnx_memory_mode != "fast" and _libc is not None:
+    if _without_arena(settings):
         _libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
         _libc.mallopt(M_ARENA_MAX, 2)
     if settings.segmenter == "inspyrenet":
@@ -46,9 +46,14 @@ def configure(settings: Settings) -> None:
             torch.set_num_threads(settings.inference_threads)
 
 
+def _without_arena(settings: Settings) -> bool:
+    """The onnx tier without onnxruntime's arena (lean, balanced), under glibc: the malloc policy's case."""
+    return settings.segmenter == "onnx" and settings.onnx_memory_mode != "fast" and _libc is not None
+
+
 def wants_malloc_tunables(settings: Settings) -> bool:
     """The onnx tier without onnxruntime's arena (lean, balanced) runs under :data:`MALLOC_TUNABLES`."""
-    return settings.segmenter == "onnx" and settings.onnx_memory_mode != "fast" and _libc is not None
+    return _without_arena(settings)
 
 
 def exec_with_malloc_tunables(settings: Settings) -> None:

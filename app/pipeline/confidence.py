@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.pipeline.layout import ALPHA_THRESHOLD, subject_box
+from app.pipeline.layout import subject_box
 
 UNDECIDED_AT_ZERO = 0.2  # a box whose pixels are, on average, this undecided scores 0
 FULL_FRAME = 0.98  # a "subject" covering this share of the photo: nothing was cut out
@@ -49,4 +49,4 @@ def mask_confidence(alpha: np.ndarray) -> float:
     return round(max(0.0, 1.0 - undecided / UNDECIDED_AT_ZERO), 3)
 
 
-__all__ = ["ALPHA_THRESHOLD", "FULL_FRAME", "UNDECIDED_AT_ZERO", "mask_confidence"]
+__all__ = ["FULL_FRAME", "UNDECIDED_AT_ZERO", "mask_confidence"]
