@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import inspect
+import subprocess
+import sys
+from pathlib import Path
 
 import diskcache
 import msgspec
@@ -14,9 +17,11 @@ from prometheus_client import REGISTRY
 from app.pipeline import IMAGE, Job, Rendered, errors as pipeline_errors
 from app.pipeline.cache import entry
 from app.pipeline.options import ChangeColorOptions, ProcessOptions, RemoveOptions
-from app.service import build_service
+from app.pipeline.runtime import build_runtime
 from app.web.errors import STATUSES, status_of
 from tests.conftest import photo, post
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DOG = photo("animal-1.jpg").read_bytes()
 EFFECTS2 = '["dither", "8bit"]'
@@ -24,15 +29,15 @@ EFFECTS2 = '["dither", "8bit"]'
 
 def test_a_job_outside_flask_gives_the_bytes_the_endpoints_give(settings, segmenter, client):
     """Every way in (the CLI, a batch) runs the same Job as the endpoints: same options, same bytes."""
-    service = build_service(settings.replace(warmup=False), segmenter)
+    runtime = build_runtime(settings.replace(warmup=False), segmenter)
     for endpoint, options, fields in [
         ("/api/bg/remove", RemoveOptions(use_cache=False), {}),
         ("/api/bg/change_color", ChangeColorOptions.from_form({"color": "navy", "format": "png"}), {"color": "navy",
                                                                                                      "format": "png"}),
     ]:
-        rendered = Job(service, options, DOG).run()
+        rendered = Job(runtime, options, DOG).run()
         assert rendered.images[IMAGE] == post(client, endpoint, DOG, **fields).data, endpoint
-    v2 = Job(service, ProcessOptions.from_form({"effects": EFFECTS2}), DOG).run()
+    v2 = Job(runtime, ProcessOptions.from_form({"effects": EFFECTS2}), DOG).run()
     body = post(client, "/api/v2/process", DOG, effects=EFFECTS2).get_json()
     assert {k: base64.b64encode(v).decode() for k, v in v2.images.items()} == body["images"]
     assert (v2.width, v2.height) == (body["width"], body["height"])
@@ -51,10 +56,10 @@ def test_one_timing_source_for_server_timing_metadata_and_metrics(client):
     assert list(timings) == list(header) == stages
     assert all(abs(float(header[s]) - timings[s]) <= 0.051 for s in stages)  # the same figures, rounded once
     # each stage observed by the metrics each time it ran: encode once per image (two effects),
-    # cache once for the output and once for the mask, compose once and then once per image (its
-    # layout); the response adds them up
+    # cache once for the output and once for the mask, compose for each of the job's two steps (its
+    # layout's bounds, the cut-out) and then once per image (its framing); the response adds them up
     assert {s: stage_count(s) - before[s] for s in stages} == {**dict.fromkeys(stages, 1.0), "encode": 2.0,
-                                                               "cache": 2.0, "compose": 3.0}
+                                                               "cache": 2.0, "compose": 4.0}
 
 
 def test_a_process_result_is_cached_as_its_encoded_images(make_app, tmp_path):
@@ -112,3 +117,11 @@ def test_the_form_schema_is_the_declaration(options):
     assert list(schema) == list(options.field_names())
     assert schema["quality"]["minimum"] == 1 and schema["quality"]["maximum"] == 100
     assert schema["use_cache"] == {"description": "read and write the result cache", "type": "boolean", "default": True}
+
+
+def test_the_pipeline_and_its_runtime_import_without_flask():
+    """A CLI or a batch worker runs jobs without a web app: importing the pipeline loads no Flask."""
+    probe = ("import sys, app.pipeline, app.pipeline.runtime, app.pipeline.run; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"

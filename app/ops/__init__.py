@@ -1,1 +1,1 @@
-"""Operations: telemetry (request ids, Server-Timing, access logs), Prometheus metrics, logs, process tuning."""
+"""Operations: telemetry (request ids, Server-Timing, access logs), Prometheus metrics, logs, process tuning (tuning.py)."""

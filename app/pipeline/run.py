@@ -5,22 +5,24 @@ Every way in (the REST endpoints, and later the remove.bg names, URLs, the CLI) 
 
     output cache → slot → decode → mask (cache, else segment) → compose → effects → encode → store
 
-Plain inputs (the service, typed options, the upload's bytes, a budget), a plain result
+Plain inputs (the runtime, typed options, the upload's bytes, a budget), a plain result
 (:class:`Rendered`: named encoded images and their size). No Flask.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import msgspec
 import numpy as np
 from PIL import Image
 
 import effects
-from app.ops import process
+from app.ops import tuning
 from app.pipeline import compose
 from app.pipeline.budget import UNLIMITED, Budget
 from app.pipeline.cache import CacheUse, upload_digest
@@ -29,15 +31,13 @@ from app.pipeline.errors import BadOption, MissingFile
 from app.pipeline.gate import InferenceGate
 from app.pipeline.imaging import DecodedImage, decode_image, encode_image
 from app.pipeline.layout import Box, lay_out, plan, subject_box
-from app.pipeline.options import (
-    PRESETS, TRANSPARENT, WHITE, ChangeColorOptions, Layout, Options, ProcessOptions, RemoveOptions, Size,
-)
+from app.pipeline.options import NO_LAYOUT, PRESETS, TRANSPARENT, WHITE, Layout, Options, Size
 from app.pipeline.timing import Timings
 from adapters import Segmenter
 from config import Settings
 
 if TYPE_CHECKING:
-    from app.service import Service
+    from app.pipeline.runtime import Runtime
 
 IMAGE = "image"  # the one image of a /api/bg result
 
@@ -56,23 +56,26 @@ class Rendered(msgspec.Struct, frozen=True):
 
 
 class Job:
-    """One request's work: ``Job(service, options, upload, budget).run()``. Its use of the result
+    """One request's work: ``Job(runtime, options, upload, budget).run()``. Its use of the result
     cache (statuses, writes to make after the response) and its timings stay readable when the
     run fails: a mask computed before a timeout is still worth keeping."""
 
-    def __init__(self, service: "Service", options: Options, upload: bytes, budget: Budget = UNLIMITED,
+    def __init__(self, runtime: "Runtime", options: Options, upload: bytes, budget: Budget = UNLIMITED,
                  background: bytes | None = None):
         """``background``: the image laid under the subject with ``background=image`` (its own upload)."""
-        self.service, self.options, self.upload, self.budget = service, options, upload, budget
+        self.runtime, self.options, self.upload, self.budget = runtime, options, upload, budget
         self.background = background
-        self.cache: CacheUse = service.cache_use(upload, options)
-        self.timings = Timings(service.observe_stage)
+        self.cache: CacheUse = runtime.cache_use(upload, options)
+        self.timings = Timings(runtime.observe_stage)
+
+    service = property(lambda self: self.runtime)  # TEMPORARY during the reshaping (removed before commit)
 
     def run(self) -> Rendered:
-        service, options, budget, timings, cache = self.service, self.options, self.budget, self.timings, self.cache
+        runtime, options, budget, timings, cache = self.runtime, self.options, self.budget, self.timings, self.cache
         if not self.upload:
             raise MissingFile("file: the uploaded file is empty")
-        options = self.options = bounded(options, service.settings.max_output_pixels, self.background)
+        settings = runtime.settings
+        options = self.options = bounded(options, settings.max_output_pixels, self.background)
         key = options.cache_fields()
         if self.background is not None:
             key["background_file"] = upload_digest(self.background)
@@ -80,17 +83,18 @@ class Job:
             rendered = _stored(cache.output(options.KIND, key))
         if rendered is not None:
             return rendered
-        with slot(service.gate, budget):
+        with slot(runtime.gate, budget):
             budget.check()
             with timings.stage("decode"):
-                image = decode(self.upload, service.settings)
-                backdrop = None if self.background is None else decode(self.background, service.settings, "background_file")
+                image = decode(self.upload, settings)
+                backdrop = None if self.background is None else decode(self.background, settings, "background_file")
             budget.check()
-            alpha = _alpha(service, image, options, cache, timings)
+            alpha = _alpha(runtime, image, options, cache, timings)
             confidence = mask_confidence(alpha) if _segments(options) else None
-            budget.check()
-            rendered = _render(image, alpha, options, service.settings, budget, timings, backdrop, confidence)
+            work = Render(image, alpha, options, settings, timings, backdrop)
             del image, alpha, backdrop
+            rendered = msgspec.structs.replace(render(work, budget), mask_confidence=confidence)
+            del work
         cache.keep_output(msgspec.msgpack.encode(rendered))
         return rendered
 
@@ -103,12 +107,12 @@ def slot(gate: InferenceGate, budget: Budget) -> Iterator[None]:
     A request holds it from decoding to encoding, not only around inference: those steps hold
     the full-size arrays, so the slots bound the worker's memory as well as the model's use
     (a queued request holds only its upload's bytes). When the work is done, the memory it
-    freed goes back to the OS (:func:`app.ops.process.trim`)."""
+    freed goes back to the OS (:func:`app.ops.tuning.trim`)."""
     with gate.slot(timeout_s=budget.remaining_s(), cancelled=budget.client_gone):
         try:
             yield
         finally:
-            process.trim()
+            tuning.trim()
 
 
 def decode(data: bytes, settings: Settings, field: str = "file") -> DecodedImage:
@@ -146,10 +150,10 @@ def subject_alpha(image: DecodedImage, segmenter: Segmenter) -> np.ndarray:
 
 def _segments(options: Options) -> bool:
     """Whether the result's alpha is the model's mask (not the image's own, the background kept)."""
-    return not isinstance(options, ProcessOptions) or options.remove_background
+    return getattr(options, "remove_background", True)
 
 
-def _alpha(service: "Service", image: DecodedImage, options: Options, cache: CacheUse,
+def _alpha(runtime: "Runtime", image: DecodedImage, options: Options, cache: CacheUse,
            timings: Timings) -> np.ndarray:
     """The subject's alpha: the stored mask, else the model's; the image's own alpha (or opaque)
     when the background stays."""
@@ -159,79 +163,10 @@ def _alpha(service: "Service", image: DecodedImage, options: Options, cache: Cac
         alpha = cache.stored_mask(image.size)
     if alpha is None:
         with timings.stage("segment"):
-            alpha = subject_alpha(image, service.segmenter)
-        service.activity.model_ran()
+            alpha = subject_alpha(image, runtime.segmenter)
+        runtime.activity.model_ran()
         cache.keep_mask(alpha)
     return alpha
-
-
-def _render(image: DecodedImage, alpha: np.ndarray, options: Options, settings: Settings, budget: Budget,
-            timings: Timings, backdrop: DecodedImage | None = None, confidence: float | None = None) -> Rendered:
-    """Compose the subject, apply the effects, lay each result out (``options.layout``), encode each."""
-    layout = options.layout
-    only_mask = isinstance(options, RemoveOptions) and options.only_mask
-    if only_mask:  # a mask is framed like the subject; backgrounds, shadows and outlines are not its business
-        layout = msgspec.structs.replace(layout, background=TRANSPARENT, shadow="none", outline=0)
-    framed = layout.frames
-    images: dict[str, bytes] = {}
-    boxes: dict[str, tuple[int, int, int, int] | None] = {}
-    size = image.size
-
-    def encode(name: str, img: Image.Image, box: Box | None, icc_profile: bytes | None) -> None:
-        nonlocal size
-        size = img.size
-        boxes[name] = None if box is None else (box.left, box.top, box.width, box.height)
-        with timings.stage("encode"):
-            images[name] = encode_image(img, options.format, quality=options.quality,
-                                        png_compress_level=settings.png_compress_level, icc_profile=icc_profile)
-
-    def laid_out(rgba: np.ndarray) -> tuple[Image.Image, Box | None]:
-        laid = lay_out(rgba, layout, photo=image.rgb, background_image=None if backdrop is None else backdrop.rgb)
-        img = Image.fromarray(laid.image, "RGBA")
-        if options.format == "jpeg":  # no transparency: over white
-            img = Image.alpha_composite(Image.new("RGBA", img.size, WHITE + (255,)), img)
-        if layout.opaque:
-            img = img.convert("RGB")
-        return img, laid.foreground
-
-    with timings.stage("compose"):
-        if framed:
-            check_canvas(image.size, alpha, layout, settings.max_output_pixels)
-        box = None if framed else subject_box(alpha)
-        if only_mask:
-            if framed:
-                composed, box = laid_out(compose.cutout_array(image.rgb, alpha))
-                composed = composed.getchannel("A")
-            else:
-                composed = compose.mask_image(alpha)
-        else:
-            # over a new picture (blurred or another photo), soft edges must not carry the old background
-            refine = options.refine_foreground or layout.background[0] in ("blur", "image")
-            rgb = compose.refine_foreground(image.rgb, alpha) if refine else image.rgb
-            subject = compose.cutout_array(rgb, alpha) if framed or isinstance(options, ProcessOptions) else None
-            colour = layout.background.opaque_color
-            if subject is None:  # today's paths, byte for byte
-                composed = compose.cutout(rgb, alpha) if colour is None else compose.over_color(rgb, alpha, colour)
-            elif framed and not isinstance(options, ProcessOptions):
-                composed, box = laid_out(subject)
-            del rgb
-    if not isinstance(options, ProcessOptions):
-        budget.check()
-        encode(IMAGE, composed, box, image.icc_profile)
-        return Rendered(images, *size, boxes, confidence)
-    for name, params in options.effect_params.items():
-        budget.check()
-        with timings.stage(name):
-            result = effects.apply(name, subject, params)
-        with timings.stage("compose"):
-            if framed:
-                result, box = laid_out(result)
-            else:
-                box = subject_box(result[..., 3])
-                result = compose.on_background(result, layout.background.opaque_color)
-        encode(name, result, box, None)  # no ICC profile: effect colours (palettes, neutral greys) are sRGB
-        del result
-    return Rendered(images, *size, boxes, confidence)
 
 
 def check_canvas(image_size: tuple[int, int], alpha: np.ndarray, layout: Layout, max_pixels: int) -> None:
@@ -260,3 +195,124 @@ def _stored(data: bytes | None) -> Rendered | None:
         return msgspec.msgpack.decode(data, type=Rendered)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+
+
+# -- the render: an ordered list of steps over one context -----------------------------------
+
+
+@dataclass
+class Render:
+    """What the steps share: the decoded photo and its alpha, what the request asked for, and what
+    the steps have made so far. Each step reads and writes it; :func:`render` runs them in order,
+    with the budget checked between them."""
+
+    image: DecodedImage
+    alpha: np.ndarray
+    options: Options
+    settings: Settings
+    timings: Timings
+    backdrop: DecodedImage | None = None  # background=image's own upload, decoded
+    layout: Layout = NO_LAYOUT  # the request's layout, as this result applies it (:func:`_layout`)
+    subject: np.ndarray | None = None  # the cut-out, HxWx4 uint8, each output's starting point
+    # the output being made: its name, its effect (None: the cut-out itself), its pixels, its subject box
+    name: str = IMAGE
+    effect: tuple[str, dict[str, Any]] | None = None
+    picture: Any = None  # an RGBA array, then the finished Pillow image
+    box: Box | None = None
+    images: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    boxes: dict[str, tuple[int, int, int, int] | None] = dataclasses.field(default_factory=dict)
+    size: tuple[int, int] = (0, 0)
+
+
+def _layout(r: Render) -> None:
+    """The layout this result applies: a mask is framed like the subject, without backgrounds,
+    shadows or outlines; a framed layout's canvas is bounded before any pixel work."""
+    r.layout = r.options.layout
+    if _only_mask(r.options):
+        r.layout = msgspec.structs.replace(r.layout, background=TRANSPARENT, shadow="none", outline=0)
+    if r.layout.frames:
+        check_canvas(r.image.size, r.alpha, r.layout, r.settings.max_output_pixels)
+
+
+def _cut_out(r: Render) -> None:
+    """The subject, HxWx4: the photo's colours (refined at soft edges where asked, and always over a
+    new picture, where they must not carry the old background) with the alpha."""
+    background = r.layout.background[0]
+    refine = not _only_mask(r.options) and (getattr(r.options, "refine_foreground", False)
+                                             or background in ("blur", "image"))
+    rgb = compose.refine_foreground(r.image.rgb, r.alpha) if refine else r.image.rgb
+    r.subject = compose.cutout_array(rgb, r.alpha)
+
+
+def _apply_effect(r: Render) -> None:
+    """The output's effect on the subject (none: the subject itself)."""
+    if r.effect is None:
+        r.picture = r.subject
+        return
+    name, params = r.effect
+    with r.timings.stage(name):
+        r.picture = effects.apply(name, r.subject, params)
+
+
+def _frame(r: Render) -> None:
+    """The output's canvas: the layout (framing, background, shadow, outline) when it frames, else
+    the picture kept transparent or over its plain colour; a mask keeps the alpha alone."""
+    rgba, layout = r.picture, r.layout
+    if layout.frames:
+        laid = lay_out(rgba, layout, photo=r.image.rgb, background_image=None if r.backdrop is None else r.backdrop.rgb)
+        img, r.box = Image.fromarray(laid.image, "RGBA"), laid.foreground
+        if r.options.format == "jpeg":  # no transparency: over white
+            img = Image.alpha_composite(Image.new("RGBA", img.size, WHITE + (255,)), img)
+        if layout.opaque:
+            img = img.convert("RGB")
+    else:
+        r.box = subject_box(rgba[..., 3])
+        img = compose.on_background(rgba, layout.background.opaque_color)
+    r.picture = img.getchannel("A") if _only_mask(r.options) else img
+
+
+def _encode(r: Render) -> None:
+    """The output encoded; the photo's ICC profile kept on the cut-out (an effect's colours are sRGB)."""
+    img, box = r.picture, r.box
+    icc = r.image.icc_profile if r.effect is None else None
+    r.images[r.name] = encode_image(img, r.options.format, quality=r.options.quality,
+                                    png_compress_level=r.settings.png_compress_level, icc_profile=icc)
+    r.boxes[r.name] = None if box is None else (box.left, box.top, box.width, box.height)
+    r.size = img.size
+    r.picture = r.box = None
+
+
+# Once per job, then once per output (the cut-out, or each effect in request order), in this order.
+# Each step runs in its timing stage (an effect in its own); the budget is checked before each.
+PREPARE: tuple[tuple[str, Callable[[Render], None]], ...] = (("compose", _layout), ("compose", _cut_out))
+EACH_OUTPUT: tuple[tuple[str | None, Callable[[Render], None]], ...] = (
+    (None, _apply_effect), ("compose", _frame), ("encode", _encode))
+
+
+def render(r: Render, budget: Budget) -> Rendered:
+    """Run the steps over ``r``: the job's once, then each output's; one output's pixels at a time."""
+    for stage, step in PREPARE:
+        budget.check()
+        with r.timings.stage(stage):
+            step(r)
+    for r.name, r.effect in _outputs(r.options):
+        for stage, step in EACH_OUTPUT:
+            budget.check()
+            if stage is None:
+                step(r)
+            else:
+                with r.timings.stage(stage):
+                    step(r)
+    return Rendered(r.images, *r.size, r.boxes)
+
+
+def _outputs(options: Options) -> list[tuple[str, tuple[str, dict[str, Any]] | None]]:
+    """The images a result has: each effect's, named after it (v2), else the cut-out (``image``)."""
+    effect_params = getattr(options, "effect_params", None)
+    if not effect_params:
+        return [(IMAGE, None)]
+    return [(name, (name, params)) for name, params in effect_params.items()]
+
+
+def _only_mask(options: Options) -> bool:
+    return getattr(options, "only_mask", False)

@@ -1,0 +1,95 @@
+"""Process tuning: the runtime policy of the whole process, set once at boot (:func:`configure`),
+before the model loads, and applied after each request's work (:func:`trim`). The model, the effects and the pipeline
+all run under it, so it lives here rather than in an adapter. No-ops where glibc is absent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+from config import Settings
+
+try:
+    _libc = ctypes.CDLL("libc.so.6")
+except OSError:  # not glibc
+    _libc = None
+_malloc_trim = getattr(_libc, "malloc_trim", None)
+
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
+
+# glibc >= 2.35: malloc madvises its large mmaps MADV_HUGEPAGE, so where transparent huge pages
+# are "madvise" (or "always") the activations onnxruntime mallocs per run fault in 2 MB at a time.
+# glibc reads it once, at process start: see :func:`exec_with_malloc_tunables`.
+MALLOC_TUNABLES = "glibc.malloc.hugetlb=1"
+
+
+def configure(settings: Settings) -> None:
+    """The malloc policy of the onnx tier's lean and balanced modes, and torch's threads on CPU.
+
+    Without its arena, onnxruntime mallocs and frees ~200 MB of activations per run. glibc's
+    dynamic mmap threshold would soon serve those from the heap, where freed blocks stay
+    resident and fragment; a fixed threshold keeps every large block an mmap that goes back to
+    the OS on free, and two malloc arenas stop each request thread from growing its own. (Every
+    array over 128 KiB is then a fresh mmap: the effects pay that in page faults,
+    ``benchmarks/bench_effects.py``.)
+    """
+    if _without_arena(settings):
+        _libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+        _libc.mallopt(M_ARENA_MAX, 2)
+    if settings.segmenter == "inspyrenet":
+        import torch  # the GPU tier only: the CPU tier never imports torch
+
+        # On CPU (as adapters.inspyrenet.pick_device decides) torch's intra-op pool runs the network.
+        if settings.device == "cpu" or (settings.device == "auto" and not torch.cuda.is_available()):
+            torch.set_num_threads(settings.inference_threads)
+
+
+def _without_arena(settings: Settings) -> bool:
+    """The onnx tier without onnxruntime's arena (lean, balanced), under glibc: the malloc policy's case."""
+    return settings.segmenter == "onnx" and settings.onnx_memory_mode != "fast" and _libc is not None
+
+
+def wants_malloc_tunables(settings: Settings) -> bool:
+    """The onnx tier without onnxruntime's arena (lean, balanced) runs under :data:`MALLOC_TUNABLES`."""
+    return _without_arena(settings)
+
+
+def exec_with_malloc_tunables(settings: Settings) -> None:
+    """Restart this process (same pid, same command line) with :data:`MALLOC_TUNABLES` in
+    ``GLIBC_TUNABLES`` where :func:`wants_malloc_tunables` and it is not there yet; else return.
+
+    Without an arena, each run of u2netp mallocs ~220 MB of activations as fresh mmaps, and the
+    fixed mmap threshold of :func:`configure` gives each back to the OS on free: that is what
+    keeps the lean mode's peak low, and it costs ~55,000 4 KiB page faults per image. With huge
+    pages the same memory faults in ~13,000 (``benchmarks/ort_options.py``), same peak, same
+    masks. For the gunicorn master (``config/gunicorn.conf.py``, before it binds or forks: the
+    workers inherit it) and the benchmarks. A ``glibc.malloc.hugetlb`` already in
+    ``GLIBC_TUNABLES`` (e.g. ``=0`` to opt out) is left as it is.
+    """
+    current = os.environ.get("GLIBC_TUNABLES", "")
+    if not wants_malloc_tunables(settings) or "glibc.malloc.hugetlb" in current or not sys.executable:
+        return
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            argv = [a.decode(errors="surrogateescape") for a in f.read().split(b"\0") if a]
+    except OSError:  # no procfs: run without
+        return
+    os.environ["GLIBC_TUNABLES"] = f"{current}:{MALLOC_TUNABLES}" if current else MALLOC_TUNABLES
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+def trim() -> None:
+    """Give freed memory back to the OS after a request's full-size work.
+
+    A processing request allocates and frees tens of MB (decoded images, masks, encoded
+    outputs). glibc keeps freed heap memory resident for reuse, so after a few large inputs the
+    worker sat 20-25 MB above its boot size, and under load its peak rose with it (the 512 MB
+    tier's load test: 348 MB without, 333 MB with trimming). ``malloc_trim(0)`` returns the free
+    pages at the top and inside the heap; it costs well under a millisecond.
+    """
+    if _malloc_trim is not None:
+        _malloc_trim(0)
