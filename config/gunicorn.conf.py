@@ -1,17 +1,17 @@
 """gunicorn settings for both tiers, derived from the validated :class:`config.Settings`.
 
-Started as ``gunicorn -c config/gunicorn.conf.py "app:create_app()"``. A bad
+Started as ``gunicorn -c config/gunicorn.conf.py "app.web.factory:create_app()"``. A bad
 environment variable stops the master here with one line naming it; a model
 that fails to load stops the worker (and, through gunicorn's "app failed to
 load" exit, the master) with one line naming the file. No traceback either way.
 """
 
-import importlib.util
 import os
 import shutil
 import sys
 import tempfile
 
+from app.ops import tuning
 from config import BootError, ConfigError, Settings
 from config.logformat import JSON_FORMATTER_KWARGS
 
@@ -22,20 +22,11 @@ except ConfigError as exc:
     sys.exit(2)
 
 
-def _process_policy():
-    """app/ops/process.py by path: importing the app package would load the whole app (and
-    onnxruntime) into the master."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "ops", "process.py")
-    spec = importlib.util.spec_from_file_location("_bgremove_process", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # The lean and balanced modes' malloc tunables (huge pages for onnxruntime's per-run activations)
 # are read by glibc at process start only: restart the master with them now, before it binds or
-# forks, so that every worker inherits them (no-op when they are set or not wanted).
-_process_policy().exec_with_malloc_tunables(settings)
+# forks, so that every worker inherits them (no-op when they are set or not wanted). The app
+# package's own __init__ imports nothing, so this loads no app (nor onnxruntime) into the master.
+tuning.exec_with_malloc_tunables(settings)
 
 bind = [f"{settings.host}:{settings.port}"]
 # One process per worker, each with its own model; threads share it. On the 512 MB

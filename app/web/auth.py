@@ -13,14 +13,14 @@ from typing import Any, Callable
 
 from flask import request
 
-from app.service import get_service
+from app.web import current_runtime
 from app.web.errors import Forbidden, Unauthorized
 
 
 def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
     def endpoint(**kwargs: Any) -> Any:
-        _check_admin(get_service().settings.admin_token)
+        _check_admin(current_runtime().settings.admin_token)
         return view(**kwargs)
 
     endpoint.admin = True  # type: ignore[attr-defined]  # /openapi.json documents its security

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from app.pipeline.imaging import ALLOWED_EXTENSIONS
-from app.service import get_service
+from app.web import current_runtime
 from app.web.openapi import responds
 
 bp = Blueprint("index", __name__)
@@ -44,11 +44,11 @@ Example:
 @bp.get("/")
 @responds("text/plain")
 def index():
-    service = get_service()
-    s = service.settings
+    runtime = current_runtime()
+    s = runtime.settings
     text = _TEXT.format(
-        adapter=service.segmenter.info.name,
-        model=service.segmenter.info.model_id,
+        adapter=runtime.segmenter.info.name,
+        model=runtime.segmenter.info.model_id,
         extensions=", ".join(ALLOWED_EXTENSIONS),
         max_mb=s.max_file_size_mb,
         max_dim=s.max_dimension,

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from app.ops import metrics
 from app.ops.observability import LATENCY_KEY, rss_mb
-from app.service import get_service
+from app.web import current_runtime
 from app.web import bg
 from app.web.openapi import responds
 
@@ -23,10 +23,10 @@ def health():
 @bp.get("/model-info")
 def model_info():
     """The model being served: adapter, id, parameters, file size, input size, device."""
-    service = get_service()
-    info = service.segmenter.info
+    runtime = current_runtime()
+    info = runtime.segmenter.info
     return jsonify({
-        "status": "ready" if service.activity.ready else "warming_up",
+        "status": runtime.activity.status,
         "adapter": info.name,
         "model": info.model_id,
         "total_parameters": info.parameters,
@@ -41,20 +41,20 @@ def model_info():
 def stats():
     """This worker's figures: requests, latency of processing requests, inference queue, memory, cache.
     (/metrics has the same figures summed over every worker.)"""
-    service = get_service()
-    runtime = service.segmenter.runtime()
-    cache = service.cache.stats()
+    runtime = current_runtime()
+    device = runtime.segmenter.runtime()
+    cache = runtime.cache.stats()
     return jsonify({
-        "uptime_s": round(service.activity.uptime_s(), 1),
-        "requests_total": service.activity.requests_served,
-        "active_requests": service.gate.active + service.gate.waiting,
+        "uptime_s": round(runtime.activity.uptime_s(), 1),
+        "requests_total": runtime.activity.requests_served,
+        "active_requests": runtime.gate.active + runtime.gate.waiting,
         "latency_ms": current_app.extensions[LATENCY_KEY].percentiles_ms(),
         "cache_hit_rate": cache.get("hit_rate"),
         # the weights' memory: float32 parameters (activations come and go with requests)
-        "model_memory_mb": round(service.segmenter.info.parameters * 4 / 2**20, 1),
+        "model_memory_mb": round(runtime.segmenter.info.parameters * 4 / 2**20, 1),
         "rss_mb": round(rss_mb(), 1),
-        "gpu_memory_allocated_gb": runtime.get("gpu_memory_allocated_gb"),
-        "inference": service.inference(),
+        "gpu_memory_allocated_gb": device.get("gpu_memory_allocated_gb"),
+        "inference": runtime.inference(),
         "cache": cache,
     })
 
@@ -63,9 +63,9 @@ def stats():
 @responds("text/plain")
 def prometheus():
     """Prometheus text exposition, summed over the gunicorn workers."""
-    service = get_service()
-    gpu = service.segmenter.runtime().get("gpu_memory_allocated_gb")
+    runtime = current_runtime()
+    gpu = runtime.segmenter.runtime().get("gpu_memory_allocated_gb")
     if gpu is not None:
         metrics.GPU_MEMORY.set(gpu * 2**30)
-    body, content_type = metrics.render(service.settings.metrics_dir)
+    body, content_type = metrics.render(runtime.settings.metrics_dir)
     return Response(body, content_type=content_type)
