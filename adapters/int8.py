@@ -1,362 +1,25 @@
-"""An int8 u2netp: post-training static quantization (QDQ) of the default model, rebuilt reproducibly.
+"""The int8 u2netp at boot: the self-check the service runs before it serves the int8 build, and
+whether this CPU is one int8 pays on.
 
-``python -m adapters.int8 build models/u2netp.onnx models/u2netp.int8.onnx``
+The build itself (quantization, calibration, hashing; it needs the ``onnx`` package) is offline,
+in :mod:`adapters.quantize`. This module is what the service needs of it, with nothing the service
+does not already have (numpy; the model runs through the adapter it is given), and it imports no
+other module of ``adapters``: ``adapters.onnx`` imports it, not the other way round.
 
-1. verifies the source (``SOURCE_SHA256``: the u2netp of ``adapters.modelfile``),
-2. prepares it: opset 11 -> 13 (per-channel QDQ needs ``axis``), only the fused output kept (the
-   service reads output 0; the six side sigmoids are dropped), constants folded (the Shape/Gather
-   chains that size each Resize become constants),
-3. calibrates on the fixture photos (``../shared/fixtures/images``) with the service's own
-   preprocessing (``adapters.onnx.OnnxSegmenter.preprocess``), single-threaded, in a fixed order:
-   every float tensor's min and max over the photos (``RECIPE``); the photos themselves are
-   checked first (``CALIBRATION_SHA256``),
-4. quantizes: weights int8 per channel (symmetric), activations uint8 (asymmetric), QDQ, every
-   node but ``FP32_NODES`` (chosen by ``benchmarks/int8_sensitivity.py``: the layers whose
-   quantization hurt the masks most, measured against the fp32 model's own masks on the
-   calibration photos),
-5. checks the result's sha256 against ``INT8_SHA256``: the build is deterministic, so a different
-   hash means a different onnxruntime/onnx version or different calibration photos, and the file
-   is refused rather than silently served.
-
-The build is skipped when the output already exists with the right hash.
-
-At boot the service may run :func:`self_check` (a synthetic test card through the int8 model,
-compared with the fp32 model's map of it, stored here; one inference) and, for an ``auto``
-precision mode, :func:`cpu_has_vnni` (int8 pays on CPUs with VNNI dot-product instructions;
-without them the uint8 x int8 kernels are slower and, without ``reduce_range``, may saturate:
-the self-check is there to catch that). Only the build needs the ``onnx`` package; ``self_check``
-and ``cpu_has_vnni`` need what the service already has (numpy, Pillow, onnxruntime).
+:func:`self_check` runs a synthetic test card through the int8 model and compares the output map
+with the fp32 model's map of it, stored here (one inference). :func:`cpu_has_vnni`, for an
+``auto`` precision mode: int8 pays on CPUs with VNNI dot-product instructions; without them the
+uint8 x int8 kernels are slower and, without ``reduce_range``, may saturate: the self-check is
+there to catch that.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import os
 import sys
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
-from adapters.modelfile import file_digest
-
-ROOT = Path(__file__).resolve().parent.parent
-CALIBRATION_DIR = ROOT.parent / "shared" / "fixtures" / "images"
-
-# sha256 of the fp32 source (models/u2netp.onnx, md5 8e83ca70e441ab06c318d82300c84806).
-# The calibration photos: sha256 over "NAME SHA256\n" of each *.jpg in CALIBRATION_DIR, by name.
-CALIBRATION_SHA256 = "87e30271732efa6e151577cfc983d0a659ca00ec8920a3826aba9d712768cf68"
-SOURCE_SHA256 = "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
-TARGET_OPSET = 13
 PROFILE_SIDE = 320  # u2netp's input side (adapters.onnx.PROFILES["u2net"])
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to calibrate and which nodes stay fp32."""
-
-    # Activation range per tensor: "minmax" (the calibration photos' extremes) or "percentile"
-    # (the ``percentile``-th quantile over the calibration values, and 100 - that for a tensor
-    # with negative values; a strided subsample of each large tensor).
-    calibration: str = "minmax"
-    percentile: float = 99.999
-    fp32_nodes: tuple[str, ...] = ()
-    # Photos augmented with their mirror image (twice the calibration samples, same photos).
-    mirror: bool = False
-    per_channel: bool = True
-    # Op types to quantize; empty: all that onnxruntime's QDQ quantizer knows.
-    op_types: tuple[str, ...] = ()
-    extra: dict = field(default_factory=dict)
-
-
-# The fp32 island, from benchmarks/int8_sensitivity.py. One layer breaks int8: Conv_787 (stage-1
-# decoder, 160x160, 32 -> 64 channels). One of its input channels (channel 14, the output of
-# Conv_765 upsampled by Resize_785) reaches 228 where the others stay under 70, and Conv_787's
-# output is a small difference of large terms (biases up to 1361 cancelled by weight 5.6 x that
-# channel; outputs within +-26): a 0.2% error in that channel or its weight moves the output by
-# several units. Quantizing that one Conv alone (the rest fp32), or even only its weights, moves
-# the fixture masks as much as quantizing everything (mean |diff| 14/255, IoU 0.74).
-# So the tensor is kept fp32 from where it is made to where it is used: Conv_765 (+ its Relu), the
-# Resize, the Concat and Conv_787 (2.5% of the model's 19.8 GMAC). Everything else is int8.
-FP32_NODES: tuple[str, ...] = ("Conv_765", "Relu_766", "Resize_785", "Concat_786", "Conv_787")
-RECIPE = Recipe(calibration="minmax", fp32_nodes=FP32_NODES)
-# sha256 of the int8 model that RECIPE builds with onnx 1.23.2 / onnxruntime 1.31.1 (numpy 2.4.6)
-# from the 8 fixture photos; checked by every build.
-INT8_SHA256 = "c4817be4e337de2abbe7cf6a2dc9366d06575e81430bdaeaa43cec449b3e4d27"
-
-
-# ---------------------------------------------------------------------------------------------
-# Step 2: prepare
-
-
-def prepare(source: Path | str):
-    """The fp32 model ready to quantize: opset 13, one output, constants folded, shapes inferred."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import version_converter
-
-    model = onnx.load(str(source))
-    if model.opset_import[0].version < TARGET_OPSET:
-        model = version_converter.convert_version(model, TARGET_OPSET)
-    keep = model.graph.output[0].name
-    del model.graph.output[1:]
-    _prune_dead_nodes(model.graph, keep)
-    with tempfile.TemporaryDirectory(prefix="int8-prep-") as tmp:
-        src, out = Path(tmp) / "in.onnx", Path(tmp) / "folded.onnx"
-        onnx.save(model, str(src))
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        # Basic = constant folding and redundant-node removal only: no layout or fused ops, so
-        # the result is still plain ONNX that the quantizer understands.
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        so.optimized_model_filepath = str(out)
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-        folded = onnx.load(str(out))
-    folded = onnx.shape_inference.infer_shapes(folded)
-    # Stable names: every node named (ORT keeps the original Conv_N names; the folding leaves none
-    # unnamed, but guard anyway so nodes_to_exclude can refer to them).
-    for i, node in enumerate(folded.graph.node):
-        if not node.name:
-            node.name = f"{node.op_type}_anon_{i}"
-    return folded
-
-
-def _prune_dead_nodes(graph, output: str) -> None:
-    needed = {output}
-    live = []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output):
-            live.append(node)
-            needed.update(i for i in node.input if i)
-    live.reverse()
-    del graph.node[:]
-    graph.node.extend(live)
-    inits = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-
-
-# ---------------------------------------------------------------------------------------------
-# Step 3: calibrate
-
-
-def segmenter(session):
-    """The service's adapter (adapters.onnx.OnnxSegmenter, u2net profile) around ``session``: its
-    preprocess / infer / postprocess are what the service runs."""
-    from adapters.base import ModelInfo
-    from adapters.onnx import PROFILES, OnnxSegmenter
-
-    p = PROFILES["u2net"]
-    info = ModelInfo(name="onnx", model_id="u2netp", input_size=(p.size, p.size), parameters=0,
-                     device="cpu", file_sha256="", file_size_bytes=0)
-    return OnnxSegmenter(session, p, info)
-
-
-def load_rgb(path: Path | str) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-
-
-def calibration_photos(directory: Path | str = CALIBRATION_DIR) -> list[Path]:
-    photos = sorted(Path(directory).glob("*.jpg"))
-    if not photos:
-        raise FileNotFoundError(f"no calibration photos (*.jpg) in {directory}")
-    return photos
-
-
-def calibration_digest(photos: Sequence[Path]) -> str:
-    h = hashlib.sha256()
-    for p in photos:
-        h.update(f"{p.name} {file_digest(p)}\n".encode())
-    return h.hexdigest()
-
-
-def calibration_inputs(photos: Sequence[Path], seg, mirror: bool = False) -> list[np.ndarray]:
-    """The photos as the service feeds them to the model (``seg``: :func:`segmenter`)."""
-    out = []
-    for p in photos:
-        rgb = load_rgb(p)
-        out.append(seg.preprocess(rgb))
-        if mirror:
-            out.append(seg.preprocess(np.ascontiguousarray(rgb[:, ::-1])))
-    return out
-
-
-def single_thread_options():
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return so
-
-
-def float_tensors(model) -> list[str]:
-    """Names of every float activation (graph input and node outputs), in graph order."""
-    import onnx
-
-    vi = {v.name: v for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
-    inits = {t.name for t in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in inits]
-    for node in model.graph.node:
-        for o in node.output:
-            v = vi.get(o)
-            if v is not None and v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
-                names.append(o)
-    return names
-
-
-def collect_activations(model, inputs: Sequence[np.ndarray], tensors: Sequence[str]) -> Iterable[dict[str, np.ndarray]]:
-    """For each input, every tensor in ``tensors`` (fp32, single-threaded, deterministic)."""
-    import onnx
-    import onnxruntime as ort
-
-    aug = onnx.ModelProto()
-    aug.CopyFrom(model)
-    present = {o.name for o in aug.graph.output}
-    for name in tensors:
-        if name not in present:
-            aug.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    so = single_thread_options()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(aug.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    in_name = sess.get_inputs()[0].name
-    for x in inputs:
-        values = sess.run(list(tensors), {in_name: x})
-        yield dict(zip(tensors, values))
-
-
-def compute_ranges(model, inputs: Sequence[np.ndarray], recipe: Recipe) -> dict[str, tuple[float, float]]:
-    """Per-tensor (min, max) from the calibration inputs, as ``recipe.calibration`` says."""
-    tensors = float_tensors(model)
-    lo = {t: np.inf for t in tensors}
-    hi = {t: -np.inf for t in tensors}
-    samples: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
-    for acts in collect_activations(model, inputs, tensors):
-        for t, v in acts.items():
-            lo[t] = min(lo[t], float(v.min()))
-            hi[t] = max(hi[t], float(v.max()))
-            if recipe.calibration == "percentile":
-                samples[t].append(_subsample(v))
-    if recipe.calibration == "minmax":
-        return {t: (lo[t], hi[t]) for t in tensors}
-    if recipe.calibration == "percentile":
-        out = {}
-        for t in tensors:
-            allv = np.concatenate(samples[t])
-            qlo = float(np.percentile(allv, 100.0 - recipe.percentile)) if lo[t] < 0 else lo[t]
-            qhi = float(np.percentile(allv, recipe.percentile))
-            out[t] = (min(qlo, 0.0), max(qhi, 0.0)) if lo[t] < 0 else (lo[t], max(qhi, 0.0))
-        return out
-    raise ValueError(f"unknown calibration {recipe.calibration!r}")
-
-
-def _subsample(v: np.ndarray, limit: int = 1 << 18) -> np.ndarray:
-    flat = v.reshape(-1)
-    if flat.size <= limit:
-        return flat.astype(np.float32, copy=True)
-    step = flat.size // limit
-    return flat[::step][:limit].astype(np.float32, copy=True)  # deterministic stride, no RNG
-
-
-# ---------------------------------------------------------------------------------------------
-# Step 4: quantize
-
-
-def quantize(model, ranges: dict[str, tuple[float, float]], recipe: Recipe, nodes_to_quantize: Sequence[str] | None = None):
-    """A QDQ int8 ModelProto of ``model`` (the prepared fp32 graph); ``nodes_to_quantize``: only
-    those (the sensitivity analysis), default all but ``recipe.fp32_nodes``."""
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
-    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
-    from onnxruntime.quantization.quant_utils import save_and_reload_model_with_shape_infer
-
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    m = save_and_reload_model_with_shape_infer(model)
-    op_types = list(recipe.op_types) or sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # as quantize_static
-    data = TensorsData(
-        CalibrationMethod.MinMax,
-        {t: TensorData(lowest=np.float32(a), highest=np.float32(b)) for t, (a, b) in ranges.items()},
-    )
-    extra = {"ActivationSymmetric": False, "WeightSymmetric": True, **recipe.extra}
-    q = QDQQuantizer(
-        m,
-        recipe.per_channel,
-        False,  # reduce_range: not needed with VNNI (and it costs a bit of precision)
-        QuantType.QInt8,
-        QuantType.QUInt8,
-        data,
-        list(nodes_to_quantize or []),  # empty: all
-        list(recipe.fp32_nodes),
-        op_types,
-        extra,
-    )
-    q.quantize_model()
-    out = q.model.model
-    # Drop the build's temporary metadata so the bytes depend on the recipe alone.
-    del out.metadata_props[:]
-    out.producer_name = "bgremove adapters.int8"
-    out.producer_version = "1"
-    return out
-
-
-def build_model(source: Path | str, recipe: Recipe = RECIPE, photos: Sequence[Path] | None = None):
-    prepared = prepare(source)
-    seg = segmenter(_session(serialize(prepared)))
-    inputs = calibration_inputs(photos if photos is not None else calibration_photos(), seg, recipe.mirror)
-    ranges = compute_ranges(prepared, inputs, recipe)
-    return quantize(prepared, ranges, recipe)
-
-
-def serialize(model) -> bytes:
-    return model.SerializeToString(deterministic=True)
-
-
-def build(
-    source: Path | str,
-    dest: Path | str,
-    *,
-    check: bool = True,
-    recipe: Recipe = RECIPE,
-    calibration_dir: Path | str = CALIBRATION_DIR,
-) -> Path:
-    """Build the int8 model at ``dest`` (skipped if already there with INT8_SHA256)."""
-    source, dest = Path(source), Path(dest)
-    if check and INT8_SHA256 and dest.is_file() and file_digest(dest) == INT8_SHA256:
-        return dest
-    got = file_digest(source)
-    if got != SOURCE_SHA256:
-        raise RuntimeError(f"{source}: sha256 {got}, expected the u2netp of adapters.modelfile ({SOURCE_SHA256})")
-    photos = calibration_photos(calibration_dir)
-    if check and calibration_digest(photos) != CALIBRATION_SHA256:
-        raise RuntimeError(
-            f"calibration photos in {calibration_dir} ({', '.join(p.name for p in photos)}) are not the "
-            "fixture set this recipe was calibrated on (CALIBRATION_SHA256)"
-        )
-    blob = serialize(build_model(source, recipe, photos))
-    digest = hashlib.sha256(blob).hexdigest()
-    if check and digest != INT8_SHA256:
-        raise RuntimeError(
-            f"int8 build: sha256 {digest}, expected {INT8_SHA256} (a different onnx/onnxruntime version "
-            "or different calibration photos); not writing it"
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    partial.write_bytes(blob)
-    os.replace(partial, dest)
-    return dest
-
-
-# ---------------------------------------------------------------------------------------------
-# Boot-time helpers
 
 
 def synthetic_image(size: int = 320) -> np.ndarray:
@@ -420,30 +83,6 @@ def _blocks(prediction: np.ndarray) -> np.ndarray:
     return p.reshape(side, SELF_CHECK_BLOCK, side, SELF_CHECK_BLOCK).mean(axis=(1, 3))
 
 
-def _session(model):
-    import onnxruntime as ort
-
-    if isinstance(model, ort.InferenceSession):
-        return model
-    so = single_thread_options()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # the quickest one-off run
-    src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-
-
-def predict(model, rgb: np.ndarray) -> np.ndarray:
-    """The model's raw output map for ``rgb`` with the service's preprocessing (1x1xHxW)."""
-    seg = segmenter(_session(model))
-    return seg.infer(seg.preprocess(rgb))
-
-
-def mask_of(model, rgb: np.ndarray) -> np.ndarray:
-    """The service's mask (adapters.onnx preprocess -> model -> postprocess) of ``rgb``."""
-    from adapters.onnx import OnnxSegmenter
-
-    return OnnxSegmenter.postprocess(predict(model, rgb), *rgb.shape[:2])
-
-
 def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(mean abs difference on the 0..255 scale, IoU of the masks at 128)."""
     mad = float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
@@ -452,35 +91,41 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return mad, float(np.logical_and(fa, fb).sum() / union) if union else 1.0
 
 
-def self_check_figures(int8_model, fp32_model=None) -> dict[str, float]:
-    """int8 vs fp32 on synthetic_image(): ``block_mad`` (mean |diff| of the 8x8 block means of the
-    output maps, 0..1) against the stored reference, and with ``fp32_model`` (a path or session)
-    also against that model live: ``raw_mad`` (full map), ``mad`` (masks, 0..255), ``iou``."""
-    from adapters.onnx import OnnxSegmenter
+def predict(seg, rgb: np.ndarray) -> np.ndarray:
+    """``seg``'s raw output map for ``rgb`` (1x1xHxW): an ``adapters.onnx.OnnxSegmenter``, or
+    anything with its ``preprocess`` and ``infer``."""
+    return seg.infer(seg.preprocess(rgb))
 
+
+def self_check_figures(int8_seg, fp32_seg=None) -> dict[str, float]:
+    """int8 vs fp32 on synthetic_image(): ``block_mad`` (mean |diff| of the 8x8 block means of the
+    output maps, 0..1) against the stored reference, and with ``fp32_seg`` also against that
+    model live: ``raw_mad`` (full map), ``mad`` (masks, 0..255), ``iou``. Both arguments are
+    segmenters of the u2net profile (:func:`predict`; ``postprocess`` makes the masks)."""
     rgb = synthetic_image()
-    a = predict(int8_model, rgb)
+    a = predict(int8_seg, rgb)
     figures = {"block_mad": float(np.abs(_blocks(a) - self_check_reference()).mean())}
-    if fp32_model is not None:
-        b = predict(fp32_model, rgb)
-        mad, iou = agreement(OnnxSegmenter.postprocess(a, *rgb.shape[:2]), OnnxSegmenter.postprocess(b, *rgb.shape[:2]))
+    if fp32_seg is not None:
+        b = predict(fp32_seg, rgb)
+        h, w = rgb.shape[:2]
+        mad, iou = agreement(int8_seg.postprocess(a, h, w), fp32_seg.postprocess(b, h, w))
         figures.update(raw_mad=float(np.abs(a - b).mean()), mad=mad, iou=iou)
     return figures
 
 
-def self_check(int8_model, fp32_model=None) -> bool:
-    """Boot check: the int8 model (an InferenceSession or a path) maps the synthetic test card as
-    the fp32 u2netp does, within the SELF_CHECK_* bounds. Without ``fp32_model``: one int8 run
-    against the stored reference (SELF_CHECK_REFERENCE; ~0.1-0.3 s on one core, the service can
-    pass its own session); with it (path or session): also against that model live (+ one fp32
-    session and run). False, never an exception, for a model that misses a bound or cannot be
-    loaded or run (a corrupt file, a CPU whose int8 kernels saturate)."""
+def self_check(int8_seg, fp32_seg=None) -> bool:
+    """Boot check: the int8 model (in ``int8_seg``, the adapter the service would serve) maps the
+    synthetic test card as the fp32 u2netp does, within the SELF_CHECK_* bounds. Without
+    ``fp32_seg``: one int8 run against the stored reference (SELF_CHECK_REFERENCE; ~0.1-0.3 s on
+    one core); with it: also against that model live (+ one fp32 run). False, never an exception,
+    for a model that misses a bound or cannot be run (a graph that is not u2netp's, a CPU whose
+    int8 kernels saturate). ``adapters.quantize.check`` does the same from files."""
     try:
-        f = self_check_figures(int8_model, fp32_model)
-    except Exception:  # noqa: BLE001 - any failure to load or run is a failed check
+        f = self_check_figures(int8_seg, fp32_seg)
+    except Exception:  # noqa: BLE001 - any failure to run is a failed check
         return False
     ok = f["block_mad"] <= SELF_CHECK_MAX_BLOCK_MAD
-    if fp32_model is not None:
+    if fp32_seg is not None:
         ok = ok and f["raw_mad"] <= SELF_CHECK_MAX_RAW_MAD and f["mad"] <= SELF_CHECK_MAX_MAD and f["iou"] >= SELF_CHECK_MIN_IOU
     return ok
 
@@ -499,21 +144,3 @@ def cpu_has_vnni() -> bool:
         return False
     return False
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adapters.int8")
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="quantize the fp32 u2netp to int8 (skipped when dest has the expected hash)")
-    b.add_argument("source", type=Path)
-    b.add_argument("dest", type=Path)
-    b.add_argument("--calibration-dir", type=Path, default=CALIBRATION_DIR, help="the fixture photos (default: %(default)s)")
-    b.add_argument("--no-check", action="store_true", help="write the result whatever its hash (development)")
-    args = parser.parse_args(argv)
-    if args.command == "build":
-        path = build(args.source, args.dest, check=not args.no_check, calibration_dir=args.calibration_dir)
-        print(f"{path}: sha256 {file_digest(path)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from adapters import int8
 from adapters.base import ModelInfo, ModelLoadError
 from adapters.modelfile import file_digest
 from config import Settings
@@ -66,7 +67,7 @@ PROFILES = {
 #  five interleaved runs (bench_pipeline.py: 1.36x rembg against 1.45x without, on a busy machine),
 #  peak 282 against 281 MB per process, the 4-client server's 307 against 304 MB (idle +4 MB).
 def session_options(threads: int, memory_mode: str, int8: bool = False) -> ort.SessionOptions:
-    """``int8``: the quantized model (adapters/int8.py) runs at the 'all' level in every mode: its
+    """``int8``: the quantized model (adapters/quantize.py) runs at the 'all' level in every mode: its
     activations are uint8, so the NCHWc copies cost it nothing (peak 193 MB in lean and balanced
     alike, one run of u2netp) and its int8 kernels are channels-last there (~1.25x faster)."""
     so = ort.SessionOptions()
@@ -147,8 +148,18 @@ class OnnxSegmenter:
 
 
 def int8_path(model_path: Path) -> Path:
-    """Where ``make setup`` puts the int8 build of ``model_path`` (adapters/int8.py): beside it."""
+    """Where ``make setup`` puts the int8 build of ``model_path`` (adapters/quantize.py): beside it."""
     return model_path.with_name(model_path.stem + ".int8.onnx")
+
+
+def u2net_segmenter(session: ort.InferenceSession) -> OnnxSegmenter:
+    """``session`` (a u2netp graph) in the adapter, u2net profile: for the int8 self-check and the
+    offline build, which run the service's own preprocess / infer / postprocess (no file facts:
+    nothing is served with it)."""
+    p = PROFILES["u2net"]
+    info = ModelInfo(name="onnx", model_id="u2netp", input_size=(p.size, p.size), parameters=0,
+                     device="cpu", file_sha256="", file_size_bytes=0)
+    return OnnxSegmenter(session, p, info)
 
 
 def load(settings: Settings) -> OnnxSegmenter:
@@ -187,8 +198,6 @@ def _precise_session(settings: Settings, path: Path) -> tuple[ort.InferenceSessi
     it), else the boot fails naming ONNX_PRECISION. auto: the int8 build where it exists, the CPU
     has VNNI (``cpu_has_vnni``: without it int8 is slower and may saturate) and it passes the
     self-check; else MODEL_PATH, and ``why`` says which of the three was missing."""
-    from adapters import int8
-
     wanted = settings.onnx_precision
     if wanted == "fp32":
         return _session(settings, path), path, ("fp32", "ONNX_PRECISION=fp32")
@@ -201,13 +210,13 @@ def _precise_session(settings: Settings, path: Path) -> tuple[ort.InferenceSessi
         return _session(settings, path), path, ("fp32", "auto: this CPU has no VNNI instructions")
     try:
         session = _session(settings, quantized, int8=True)
-        checked = int8.self_check(session)
+        checked = int8.self_check(u2net_segmenter(session))
     except ModelLoadError:
         session, checked = None, False
     if checked:
         return session, quantized, ("int8", f"ONNX_PRECISION={wanted}: {quantized.name} passed its self-check")
     if wanted == "int8":
-        raise ModelLoadError(f"ONNX_PRECISION=int8: {quantized} failed its self-check (rebuild it with `make setup`)")
+        raise ModelLoadError(f"ONNX_PRECISION=int8: {quantized} failed its self-check (rebuild it with `make int8`)")
     return _session(settings, path), path, ("fp32", f"auto: {quantized.name} failed its self-check")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import hostile  # noqa: E402
+from tests import hostile  # noqa: E402
 from tests.serverkit import fixture_images, post_image, running_server  # noqa: E402
 
 

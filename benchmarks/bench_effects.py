@@ -35,7 +35,7 @@ from PIL import Image  # noqa: E402
 import effects  # noqa: E402
 from effects import blackwhite, eightbit, popart  # noqa: E402
 
-FIXTURE = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "images" / "animal-1.jpg"
+FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "data" / "fixtures" / "images" / "animal-1.jpg"
 SIZES = (1024, 2048)
 GOAL_MS_PER_MP = 40.0
 

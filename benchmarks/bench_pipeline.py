@@ -36,7 +36,7 @@ from app.pipeline.options import RemoveOptions  # noqa: E402
 from app.service import build_service  # noqa: E402
 from config import Settings  # noqa: E402
 
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "images"
+FIXTURES = ROOT / "tests" / "data" / "fixtures" / "images"
 
 
 class PeakRss:

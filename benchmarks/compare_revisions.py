@@ -5,7 +5,7 @@ The base defaults to dd25209, the request path before its reshaping (624f70d and
 "base" is a git worktree of ``--base`` in a temporary directory, its C kernels built in place
 (``setup.py build_ext --inplace``); "after" is this checkout as it is on disk, uncommitted changes
 included. Both run on this interpreter and venv, the same model file (MODEL_PATH, this checkout's
-models/u2netp.onnx) and the same fixture photos (each tree's ../shared; the worktree's is a symlink).
+models/u2netp.onnx) and the same fixture photos (this checkout's tests/data/fixtures/images).
 
 What is measured, per revision, each in a fresh child process (PYTHONPATH = that tree; the child
 checks that app, adapters, config and effects were imported from it):
@@ -142,7 +142,7 @@ def child_env(tree: Path, **extra: str) -> dict[str, str]:
 
 def run_child(tree: Path, mode: str, cases: list, requests: int, **env: str) -> dict:
     spec = {"cases": cases, "requests": requests,
-            "photos": [str(tree.parent / "shared" / "fixtures" / "images" / p) for p in PHOTOS]}
+            "photos": [str(ROOT / "tests" / "data" / "fixtures" / "images" / p) for p in PHOTOS]}
     proc = subprocess.run([sys.executable, "-c", CHILD, mode, json.dumps(spec)], cwd=tree,
                           env=child_env(tree, **env), capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
@@ -153,7 +153,6 @@ def run_child(tree: Path, mode: str, cases: list, requests: int, **env: str) -> 
 
 
 def make_base(base: str, tmp: Path) -> Path:
-    (tmp / "shared").symlink_to((ROOT.parent / "shared").resolve())
     tree = tmp / "base"
     git("worktree", "add", "--detach", str(tree), base)
     build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tree,

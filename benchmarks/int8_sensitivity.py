@@ -1,8 +1,8 @@
 """Which u2netp layers int8 breaks, and what the chosen recipe costs and gains (issue 19, point 3).
 
-The selection uses the calibration photos only (``../shared/fixtures/images``): each candidate is
+The selection uses the calibration photos only (``tests/data/fixtures/images``): each candidate is
 scored by how far its masks move from the fp32 model's own masks on those photos (mean absolute
-difference of the 8-bit masks, and IoU at 128). The quality set (``../shared/quality/am2k``) is
+difference of the 8-bit masks, and IoU at 128). The quality set (``tests/data/quality/am2k``) is
 used only at the end, to report mean SAD / IoU against the true mattes, never to choose.
 
 Steps (all single-threaded; speeds are medians of interleaved runs, so the ratio holds on a
@@ -20,7 +20,7 @@ busy machine even when the absolute milliseconds do not):
    quality set.
 
 Usage: python benchmarks/int8_sensitivity.py [--skip-search | --hot CONV...] [--rembg] [--tradeoff]
-  --skip-search  only step 4 with adapters.int8.FP32_NODES (the committed result)
+  --skip-search  only step 4 with adapters.quantize.FP32_NODES (the committed result)
   --hot CONV...  skip steps 1-2, take these as the layers that break the masks
   --rembg        also time rembg's remove(only_mask=True) on the same photo (single thread)
   --tradeoff     also keep the next most sensitive layers fp32, one more per step, with speed and SAD
@@ -42,11 +42,11 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from adapters import int8  # noqa: E402
+from adapters import quantize  # noqa: E402
 from adapters.onnx import OnnxSegmenter, session_options  # noqa: E402
 
 FP32 = ROOT / "models" / "u2netp.onnx"
-QUALITY = ROOT.parent / "shared" / "quality" / "am2k"
+QUALITY = ROOT / "tests" / "data" / "quality" / "am2k"
 GROUP = 10
 BREAKS = 1.0  # mean abs mask difference (0..255 scale) above which a group / layer "moves the masks"
 TRADEOFF_GROUP = 0.2  # --tradeoff: drill into groups above this
@@ -54,12 +54,12 @@ DATA_MOVEMENT = {"Resize", "Concat", "MaxPool", "Relu"}
 
 
 def session(model, threads: int = 1) -> ort.InferenceSession:
-    src = str(model) if isinstance(model, Path) else model if isinstance(model, (str, bytes)) else int8.serialize(model)
+    src = str(model) if isinstance(model, Path) else model if isinstance(model, (str, bytes)) else quantize.serialize(model)
     return ort.InferenceSession(src, session_options(threads, "lean"), providers=["CPUExecutionProvider"])
 
 
 def segmenter(sess: ort.InferenceSession) -> OnnxSegmenter:
-    return int8.segmenter(sess)
+    return quantize.segmenter(sess)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -75,8 +75,8 @@ class Fixtures:
         fp32 = session(FP32)
         pre = segmenter(fp32)
         self.names, self.tensors, self.sizes = [], [], []
-        for p in int8.calibration_photos():
-            rgb = int8.load_rgb(p)
+        for p in quantize.calibration_photos():
+            rgb = quantize.load_rgb(p)
             self.names.append(p.name)
             self.tensors.append(pre.preprocess(rgb))
             self.sizes.append(rgb.shape[:2])
@@ -98,7 +98,7 @@ def quality(sess) -> dict[str, float]:
     s = pre = segmenter(sess)
     sads, ious = [], []
     for alpha in sorted(QUALITY.glob("*.alpha.png")):
-        rgb = int8.load_rgb(alpha.with_name(alpha.name.replace(".alpha.png", ".jpg")))
+        rgb = quantize.load_rgb(alpha.with_name(alpha.name.replace(".alpha.png", ".jpg")))
         with Image.open(alpha) as im:
             truth = np.asarray(im.convert("L"))
         mask = s.postprocess(s.infer(pre.preprocess(rgb)), *rgb.shape[:2])
@@ -123,21 +123,21 @@ def speed(sessions: dict[str, ort.InferenceSession], x: np.ndarray, runs: int = 
 
 
 class Search:
-    def __init__(self, fixtures: Fixtures, recipe: int8.Recipe):
+    def __init__(self, fixtures: Fixtures, recipe: quantize.Recipe):
         self.fx = fixtures
         self.recipe = recipe
-        self.prepared = int8.prepare(FP32)
-        inputs = int8.calibration_inputs(int8.calibration_photos(), segmenter(session(FP32)), recipe.mirror)
-        self.ranges = int8.compute_ranges(self.prepared, inputs, recipe)
+        self.prepared = quantize.prepare(FP32)
+        inputs = quantize.calibration_inputs(quantize.calibration_photos(), segmenter(session(FP32)), recipe.mirror)
+        self.ranges = quantize.compute_ranges(self.prepared, inputs, recipe)
         self.nodes = list(self.prepared.graph.node)
         self.producer = {o: n for n in self.nodes for o in n.output}
         self.convs = [n.name for n in self.nodes if n.op_type == "Conv"]
         self.group_scores: list[tuple[float, list[str]]] = []
 
-    def model(self, exclude=(), only=None, recipe: int8.Recipe | None = None):
+    def model(self, exclude=(), only=None, recipe: quantize.Recipe | None = None):
         r = recipe or self.recipe
-        r = int8.Recipe(**{**r.__dict__, "fp32_nodes": tuple(exclude)})
-        return int8.quantize(self.prepared, self.ranges, r, nodes_to_quantize=only)
+        r = quantize.Recipe(**{**r.__dict__, "fp32_nodes": tuple(exclude)})
+        return quantize.quantize(self.prepared, self.ranges, r, nodes_to_quantize=only)
 
     def score(self, **kw) -> dict[str, float]:
         return self.fx.score(session(self.model(**kw)))
@@ -227,16 +227,16 @@ def report(search: Search, fixtures: Fixtures, exclude: list[str], rembg: bool) 
         "chosen (minmax)": search.model(exclude=exclude),
     }
     for name, r in (
-        ("chosen, percentile 99.99", int8.Recipe(calibration="percentile", percentile=99.99)),
-        ("chosen, minmax, mirrored photos", int8.Recipe(mirror=True)),
+        ("chosen, percentile 99.99", quantize.Recipe(calibration="percentile", percentile=99.99)),
+        ("chosen, minmax, mirrored photos", quantize.Recipe(mirror=True)),
     ):
-        inputs = int8.calibration_inputs(int8.calibration_photos(), segmenter(session(FP32)), r.mirror)
-        ranges = int8.compute_ranges(search.prepared, inputs, r)
-        r = int8.Recipe(**{**r.__dict__, "fp32_nodes": tuple(exclude)})
-        recipes[name] = int8.quantize(search.prepared, ranges, r)
-    digest = hashlib.sha256(int8.serialize(recipes["chosen (minmax)"])).hexdigest()
-    same = "=" if digest == int8.INT8_SHA256 else "!="
-    print(f"\n  chosen model sha256 {digest} {same} adapters.int8.INT8_SHA256 (what the build makes)")
+        inputs = quantize.calibration_inputs(quantize.calibration_photos(), segmenter(session(FP32)), r.mirror)
+        ranges = quantize.compute_ranges(search.prepared, inputs, r)
+        r = quantize.Recipe(**{**r.__dict__, "fp32_nodes": tuple(exclude)})
+        recipes[name] = quantize.quantize(search.prepared, ranges, r)
+    digest = hashlib.sha256(quantize.serialize(recipes["chosen (minmax)"])).hexdigest()
+    same = "=" if digest == quantize.INT8_SHA256 else "!="
+    print(f"\n  chosen model sha256 {digest} {same} adapters.quantize.INT8_SHA256 (what the build makes)")
     sessions = {"fp32": fp32, **{k: session(m) for k, m in recipes.items()}}
     ms = speed(sessions, x)
     print("\n4. recipes (single thread; quality set = evaluation only)")
@@ -294,14 +294,14 @@ def end_to_end(int8_model) -> None:
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     rs = new_session("u2netp", sess_opts=so, providers=["CPUExecutionProvider"])
-    photo = int8.calibration_photos()[0]
-    rgb = int8.load_rgb(photo)
+    photo = quantize.calibration_photos()[0]
+    rgb = quantize.load_rgb(photo)
     pil = Image.fromarray(rgb)
     fns = {"rembg fp32": lambda: remove(pil, session=rs, only_mask=True)}
     for mode in ("lean", "fast"):  # ONNX_MEMORY_MODE: lean is the default, fast the quickest
         for name, model in (("fp32", FP32), ("int8", int8_model)):
             seg = segmenter(ort.InferenceSession(
-                str(model) if isinstance(model, Path) else int8.serialize(model),
+                str(model) if isinstance(model, Path) else quantize.serialize(model),
                 session_options(1, mode), providers=["CPUExecutionProvider"]))
             fns[f"ours {name} {mode}"] = lambda seg=seg: seg.mask(rgb)
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -327,9 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     fixtures = Fixtures()
-    search = Search(fixtures, int8.Recipe())
+    search = Search(fixtures, quantize.Recipe())
     print(f"{len(search.convs)} Convs; calibration photos: {', '.join(fixtures.names)}")
-    exclude = list(int8.FP32_NODES) if args.skip_search else search.run(args.hot)
+    exclude = list(quantize.FP32_NODES) if args.skip_search else search.run(args.hot)
     report(search, fixtures, exclude, args.rembg)
     if args.tradeoff and not args.skip_search and not args.hot:
         tradeoff(search, fixtures, exclude)

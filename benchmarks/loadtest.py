@@ -3,7 +3,7 @@
 The service as deployed (config/serve: nginx in front of gunicorn) on loopback with the tier's
 settings; N clients for T seconds, each sending a mix of valid requests (the fixture photos to
 remove / change_color / v2 process / remove-background), bad ones (junk bytes, truncated
-photos, bad options, no file) and hostile ones (benchmarks/hostile.py: small files that are
+photos, bad options, no file) and hostile ones (tests/hostile.py: small files that are
 large once decoded, a progressive-JPEG scan bomb, a huge progressive JPEG, odd HTTP methods).
 Meanwhile --slow connections that never finish their request are held open (reopened as the
 edge cuts them), and a probe asks /api/bg/health every second. A client that gets 503
@@ -33,7 +33,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import hostile  # noqa: E402
+from tests import hostile  # noqa: E402
 from tests.serverkit import fixture_images, running_server  # noqa: E402
 
 VALID = [

@@ -124,7 +124,7 @@ def ask(proc: subprocess.Popen, line: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(ROOT / "models" / "u2netp.onnx"))
-    parser.add_argument("--fixtures", default=str(ROOT.parent / "shared" / "fixtures" / "images"))
+    parser.add_argument("--fixtures", default=str(ROOT / "tests" / "data" / "fixtures" / "images"))
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", nargs="*", metavar="NAME", help="configurations whose names start with NAME (the first row stays)")

@@ -1,9 +1,9 @@
 """Cut-out quality against true alpha mattes: ours, rembg on the same model, rembg with alpha
-matting, and variants of ours, on the AM-2k photos of ``../shared/quality/am2k`` (13 real
+matting, and variants of ours, on the AM-2k photos of ``tests/data/quality/am2k`` (13 real
 animal photos with hand-labelled mattes), in one process, one run, one table.
 
 Per image and on average: SAD, MSE (x1e-3), Grad, IoU at 0.5, boundary F within 3 px
-(definitions: ``benchmarks/matting_metrics.py``), the time per image, and each method's mean
+(definitions: ``app/quality/metrics.py``), the time per image, and each method's mean
 SAD as a ratio of rembg's. All scored at the truth's full resolution.
 
 - ours: the service's own path on the configured model (``Settings.from_env(os.environ)``):
@@ -16,11 +16,13 @@ SAD as a ratio of rembg's. All scored at the truth's full resolution.
   ``only_mask`` returns the plain mask before alpha matting is looked at, so
   ``only_mask=True, alpha_matting=True`` is the plain mask again.
 - variants: :data:`VARIANTS`, environment overrides of ours (skipped, with the reason, when
-  config refuses them or their model file is missing).
+  config refuses them or their model file is missing). ``int8`` serves the int8 file beside
+  MODEL_PATH (``models/u2netp.int8.onnx``), whatever built it: the run says whether it is the pinned
+  build (``adapters.quantize.INT8_SHA256``) or one from other photos (``make int8 CALIBRATION=...``).
 - mask confidence: ``app.pipeline.confidence.mask_confidence`` of our default's mask (as the
   service has it, at the decoded size) per image, and its Spearman correlation with the SAD.
 
-Gate: exits 1 when our default's mean SAD is more than 2% worse than rembg's (:func:`gate`);
+Gate: exits 1 when our default's mean SAD is more than 2% worse than rembg's (``app.quality.score.gate``);
 2 on a bad argument, a missing data set, or a configuration the service would refuse.
 Times are one run per image after one warm-up call per method, wall clock, single process.
 
@@ -48,9 +50,13 @@ os.environ.setdefault("U2NET_HOME", str(ROOT / "models"))  # rembg finds the sam
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks import matting_metrics as metrics  # noqa: E402
+from app.quality import metrics  # noqa: E402
+from app.quality.report import MARKER_END, MARKER_START, format_markdown, format_text, write_section  # noqa: E402
+from app.quality.score import (  # noqa: E402
+    GATE_TOLERANCE, Skip, gate, load_ours, load_truth, ours_runner, score, settings_for,
+)
 
-DATA = ROOT.parent / "shared" / "quality" / "am2k"
+DATA = ROOT / "tests" / "data" / "quality" / "am2k"
 
 # Variants of ours: name -> environment overrides laid over the process environment for
 # Settings.from_env. A relative MODEL_PATH is taken from the project root. Edit freely.
@@ -60,8 +66,6 @@ VARIANTS: dict[str, dict[str, str]] = {
     "fp32 fast": {"ONNX_PRECISION": "fp32", "ONNX_MEMORY_MODE": "fast"},
 }
 
-GATE_TOLERANCE = 0.02  # ours' mean SAD may be at most 2% above rembg's (same model)
-MARKER_START, MARKER_END = "<!-- quality:start -->", "<!-- quality:end -->"
 REMBG, MATTING = "rembg", "rembg+matting"
 COLUMNS = ("sad", "mse", "grad", "iou", "bf")
 
@@ -104,29 +108,11 @@ def image_paths(selection: Iterable[str] | None = None, data_dir: Path = DATA) -
     return chosen
 
 
-def load_truth(path: Path) -> np.ndarray:
-    """The true alpha of ``path`` (``NAME.alpha.png``), HxW uint8."""
-    with Image.open(path.with_name(path.stem + ".alpha.png")) as img:
-        return np.asarray(img.convert("L"))
-
-
 def load_samples(paths: Sequence[Path]) -> list[Sample]:
     return [Sample(p.stem, p.read_bytes(), metrics.Truth(load_truth(p))) for p in paths]
 
 
-def to_size(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``alpha`` (HxW uint8) resized to ``size`` (width, height) with PIL LANCZOS, as the
-    adapter and rembg resize their masks; unchanged when it is that size already."""
-    if (alpha.shape[1], alpha.shape[0]) == tuple(size):
-        return alpha
-    return np.asarray(Image.fromarray(alpha, "L").resize(size, Image.Resampling.LANCZOS))
-
-
 # --- the methods -----------------------------------------------------------------------------
-
-class Skip(Exception):
-    """A method that cannot run here; its message says why."""
-
 
 @dataclass
 class Method:
@@ -138,49 +124,6 @@ class Method:
     note: str = ""
     results: dict[str, dict[str, float]] = field(default_factory=dict)  # image -> metric -> value
     alphas: dict[str, np.ndarray] = field(default_factory=dict)  # as ``run`` returned them (kept for ours)
-
-
-def ours_runner(settings, segmenter) -> Callable[[bytes], np.ndarray]:
-    """The service's path: decode as a request is decoded, then the subject's alpha."""
-    from app.pipeline.run import decode, subject_alpha
-
-    def run(data: bytes) -> np.ndarray:
-        return subject_alpha(decode(data, settings), segmenter)
-
-    return run
-
-
-def ours_alpha(data: bytes, settings, segmenter, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Our mask of ``data`` (HxW uint8), resized with LANCZOS to ``size`` (width, height) if given."""
-    alpha = ours_runner(settings, segmenter)(data)
-    return alpha if size is None else to_size(alpha, size)
-
-
-def settings_for(overrides: dict[str, str], base_env: dict[str, str] | None = None):
-    """``Settings.from_env`` of the process environment with ``overrides`` laid over it (a relative
-    MODEL_PATH taken from the project root); :class:`Skip` when config refuses them."""
-    from config import BootError, Settings
-
-    env = dict(os.environ if base_env is None else base_env)
-    for key, value in overrides.items():
-        if key == "MODEL_PATH" and not Path(value).is_absolute():
-            value = str(ROOT / value)
-        env[key] = value
-    try:
-        return Settings.from_env(env)
-    except BootError as exc:
-        raise Skip(f"settings refused: {exc}") from None
-
-
-def load_ours(settings):
-    """The segmenter the service would load for ``settings``; :class:`Skip` if it cannot."""
-    from adapters import load_segmenter
-    from config import BootError
-
-    try:
-        return load_segmenter(settings)
-    except BootError as exc:  # ConfigError, ModelLoadError
-        raise Skip(f"model refused: {exc}") from None
 
 
 def rembg_session():
@@ -228,33 +171,7 @@ def measure(method: Method, samples: Sequence[Sample], keep: bool = False) -> No
         elapsed = time.perf_counter() - t0
         if keep:
             method.alphas[s.name] = alpha
-        method.results[s.name] = {**s.truth.score(to_size(alpha, s.size)), "ms": elapsed * 1000.0}
-
-
-# --- the gate --------------------------------------------------------------------------------
-
-def gate(ours_sad: float, rembg_sad: float, tolerance: float = GATE_TOLERANCE) -> tuple[bool, str]:
-    """``(passed, line)``: passed when ``ours_sad <= (1 + tolerance) x rembg_sad``."""
-    limit = rembg_sad * (1.0 + tolerance)
-    ratio = ours_sad / rembg_sad if rembg_sad > 0 else float("inf") if ours_sad > 0 else 1.0
-    if ours_sad <= limit:
-        return True, (f"quality gate passed: our mean SAD {ours_sad:.2f} is {ratio:.3f} x rembg's {rembg_sad:.2f} "
-                      f"(allowed: up to {1 + tolerance:.2f} x)")
-    return False, (f"quality gate FAILED: our mean SAD {ours_sad:.2f} is {ratio:.3f} x rembg's {rembg_sad:.2f}, "
-                   f"more than the {1 + tolerance:.2f} x allowed ({(ratio - 1) * 100:+.1f}%)")
-
-
-def gate_masks(ours: Sequence[np.ndarray], reference: Sequence[np.ndarray], truths: Sequence[np.ndarray],
-               tolerance: float = GATE_TOLERANCE) -> tuple[bool, str]:
-    """:func:`gate` on masks: the mean SAD of ``ours`` and of ``reference`` (rembg's), each mask
-    resized (LANCZOS) to its truth's size."""
-    if not (len(ours) == len(reference) == len(truths) > 0):
-        raise ValueError("gate_masks: as many masks of ours and of the reference as truths, at least one")
-
-    def mean_sad(masks: Sequence[np.ndarray]) -> float:
-        return float(np.mean([metrics.sad(to_size(m, (t.shape[1], t.shape[0])), t) for m, t in zip(masks, truths)]))
-
-    return gate(mean_sad(ours), mean_sad(reference), tolerance)
+        method.results[s.name] = {**score(alpha, s.truth), "ms": elapsed * 1000.0}
 
 
 # --- the table -------------------------------------------------------------------------------
@@ -297,34 +214,6 @@ def table_rows(methods: Sequence[Method], names: Sequence[str], confidence: dict
     return rows
 
 
-def format_text(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows if r)) for i in range(len(header))]
-    left = {0, 1}
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    rule = "-" * len(line(header))
-    return "\n".join([line(header), rule] + [line(r) if r else rule for r in rows])
-
-
-def format_markdown(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows if r]
-    return "\n".join(out)
-
-
-def write_section(path: Path, body: str) -> bool:
-    """Replace what lies between :data:`MARKER_START` and :data:`MARKER_END` in ``path`` with
-    ``body``; False (and ``path`` untouched) when the markers are not there, in that order."""
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(MARKER_START), text.find(MARKER_END)
-    if start < 0 or end < start:
-        return False
-    path.write_text(text[:start + len(MARKER_START)] + "\n" + body.strip() + "\n" + text[end:], encoding="utf-8")
-    return True
-
-
 def markdown_section(methods: Sequence[Method], names: Sequence[str], confidence: dict[str, float] | None,
                      facts: list[str], command: str) -> str:
     """The README section: the means, what was run, and the per-image rows folded away."""
@@ -356,6 +245,20 @@ def sha_prefix(path: Path, n: int = 12) -> str:
     from adapters.modelfile import file_digest
 
     return file_digest(path)[:n]
+
+
+def int8_build(seg, settings) -> tuple[str, bool] | None:
+    """For an int8 model: (the file it serves and whether it is the pinned build, that flag)."""
+    if seg.runtime().get("precision") != "int8":
+        return None
+    from adapters.onnx import int8_path
+    from adapters.quantize import INT8_SHA256
+
+    path = int8_path(Path(settings.model_path))
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    if seg.info.file_sha256 == INT8_SHA256:
+        return f"int8 model {shown}: the pinned build (adapters.quantize.INT8_SHA256)", True
+    return f"int8 model {shown}: NOT the pinned build, calibrated on other photos (make int8 CALIBRATION=...)", False
 
 
 def spearman(confidence: dict[str, float], sads: dict[str, float]) -> tuple[float, float]:
@@ -420,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"onnxruntime {ort.__version__}, model {default_seg.info.model_id} sha256 {methods[0].model} "
         f"({default_seg.runtime().get('precision_reason', '')})",
     ]
+    built = int8_build(default_seg, settings)
+    if built:
+        facts.append(built[0])
     print("Cut-out quality against true alpha mattes (benchmarks/quality.py)")
     sides = [sorted(s.size) for s in samples]
     print(f"  {len(samples)} AM-2k photos from {DATA}, {min(a for a, _ in sides)}-{max(a for a, _ in sides)} px on the "
@@ -470,8 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Skip as exc:
             print(f"  variant {name} ({shown}) skipped: {exc}")
             continue
-        method = Method(f"ours {name}", ours_runner(vsettings, seg), seg.info.file_sha256[:12])
-        print(f"  variant {name}: {shown}; model {seg.info.model_id} sha256 {method.model}")
+        built = int8_build(seg, vsettings)
+        own = " (own photos)" if built and not built[1] else ""
+        method = Method(f"ours {name}{own}", ours_runner(vsettings, seg), seg.info.file_sha256[:12])
+        print(f"  variant {name}: {shown}; model {seg.info.model_id} sha256 {method.model}" + (f"; {built[0]}" if built else ""))
         measure(method, samples)
         methods.append(method)
         del seg

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real model (loaded once), apps built on it, the shared photos."""
+"""Shared fixtures: the real model (loaded once), apps built on it, the photos of tests/data."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from app import create_app
 from config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+DATA = ROOT / "tests" / "data"  # in the repository: see its README.md for sources and licences
+FIXTURES = DATA / "fixtures"
 IMAGES = sorted((FIXTURES / "images").glob("*.jpg"))
 REFERENCE = FIXTURES / "reference" / "u2netp"
 
 
 def pytest_sessionstart(session):
-    # The conformance fixtures are part of every CI run: missing means failed, not skipped.
-    assert len(IMAGES) >= 8 and REFERENCE.is_dir(), f"shared fixtures missing under {FIXTURES}"
+    # The conformance fixtures are part of every clone: missing means failed, not skipped.
+    assert len(IMAGES) >= 8 and REFERENCE.is_dir(), f"test fixtures missing under {FIXTURES}"
     assert (ROOT / "models" / "u2netp.onnx").is_file(), "default model missing: run `make setup`"
 
 

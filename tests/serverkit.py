@@ -22,7 +22,7 @@ import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+FIXTURES = ROOT / "tests" / "data" / "fixtures"
 
 
 def free_port() -> int:

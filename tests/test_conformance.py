@@ -1,4 +1,4 @@
-"""Our ONNX adapter reproduces rembg's u2netp masks (../shared/fixtures/reference/u2netp)."""
+"""Our ONNX adapter reproduces rembg's u2netp masks (tests/data/fixtures/reference/u2netp)."""
 
 import numpy as np
 import pytest

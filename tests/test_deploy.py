@@ -104,9 +104,44 @@ def test_tiny_image_has_no_torch_and_bakes_the_model_like_make_setup():
     assert "-m adapters.modelfile fetch $(MODEL)" in makefile
     assert ROOT / re.search(r"^MODEL \?= (\S+)", makefile, re.M).group(1) == default_model()  # make setup fetches the default
     (fetch,) = [args for i, args in dockerfile("Dockerfile.tiny") if i == "RUN" and "-m adapters.modelfile fetch" in args]
-    baked = Path(fetch.split()[-1])
+    baked = Path(fetch.split("-m adapters.modelfile fetch", 1)[1].split()[0])
     assert dockerfile_env("Dockerfile.tiny")["MODEL_PATH"] == str(baked)  # it serves the model it fetched
     assert baked.name == default_model().name
+
+
+def test_tiny_image_builds_the_int8_model_like_make_model_and_serves_it():
+    """The int8 build runs in the build stage, beside the fp32 model, from the committed calibration
+    photos (nothing from outside the build context); the final stage gets the two .onnx files only.
+    ONNX_PRECISION is left to auto: the int8 file on a VNNI CPU once it passes its self-check."""
+    from adapters.onnx import int8_path
+    from adapters.quantize import CALIBRATION_DIR
+
+    steps = dockerfile("Dockerfile.tiny")
+    second = [n for n, (i, _) in enumerate(steps) if i == "FROM"][1]
+    build_stage, final_stage = steps[:second], steps[second:]
+    calibration = str(CALIBRATION_DIR.relative_to(ROOT))
+    assert ("COPY", f"{calibration} {calibration}") in build_stage
+    (run,) = [args for i, args in build_stage if i == "RUN" and "-m adapters.quantize build" in args]
+    source, dest = run.split("-m adapters.quantize build", 1)[1].split()[:2]
+    baked = Path(dockerfile_env("Dockerfile.tiny")["MODEL_PATH"])
+    assert (Path(source), Path(dest)) == (baked, int8_path(baked))
+    assert f"--calibration-dir {calibration}" in run
+    sources = [src for i, args in steps if i == "COPY" and "--from=" not in args for src in args.split()[:-1]]
+    assert calibration in sources and not any(".." in Path(src).parts for src in sources)
+    copies = [args for i, args in final_stage if i == "COPY"]
+    assert "--from=build /opt/models /opt/models" in copies and not any("tests/" in c for c in copies)
+    assert dockerfile_env("Dockerfile.tiny").get("ONNX_PRECISION", "auto") == "auto"
+    # make model does the same, unconditionally (the photos are in every clone), and keeps a
+    # build from the user's own photos (make int8)
+    model_target = re.search(r"^model:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert "-m adapters.quantize build $(MODEL) $(INT8_MODEL) --keep-custom" in model_target
+    assert "if [" not in model_target
+
+
+def test_tiny_image_trusts_no_forwarded_header_by_default():
+    """Its own nginx edge sets X-Forwarded-For itself: PROXY_HOPS stays at the default, 0."""
+    assert "PROXY_HOPS" not in dockerfile_env("Dockerfile.tiny")
+    assert Settings.from_env({**dockerfile_env("Dockerfile.tiny"), "MODEL_PATH": str(default_model())}).proxy_hops == 0
 
 
 def test_gpu_image_matches_the_pinned_torch():

@@ -2,7 +2,7 @@
 
 Real checkpoints cannot be had here, so the tests build the authors' network
 (transparent-background) with a fixed seed, save its state dict as a .pth file and
-serve that: the layout is the official one (checked against ../shared/spec), the
+serve that: the layout is the official one (checked against tests/data/spec), the
 numbers are random. 384x384, the `fast` checkpoint's size, keeps CPU runs short.
 """
 
@@ -25,9 +25,9 @@ from adapters.batching import MicroBatcher
 from app.ops import process
 from tests.serverkit import fixture_images, post_image, running_server
 from config import Settings
-from tests.conftest import FIXTURES
+from tests.conftest import DATA
 
-SPEC = FIXTURES.parent / "spec" / "inspyrenet_swinb_state_dict.json"
+SPEC = DATA / "spec" / "inspyrenet_swinb_state_dict.json"
 SIZE = 384
 
 

@@ -1,5 +1,6 @@
 """ONNX_PRECISION: which u2netp the 512 MB tier serves (adapters/onnx.py), fp32 or the int8 build
-that `make setup` makes beside it (adapters/int8.py), and what each choice says about itself."""
+that `make setup` makes beside it (adapters/quantize.py; its boot self-check: adapters/int8.py),
+and what each choice says about itself."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adapters import int8, load_segmenter
+from adapters import int8, load_segmenter, quantize
 from adapters.base import ModelLoadError
 from adapters.onnx import int8_path
 from app import create_app
@@ -30,17 +31,17 @@ def test_make_setup_built_the_int8_model_beside_the_fp32_one():
     assert INT8 == ROOT / "models" / "u2netp.int8.onnx"
     assert INT8.is_file(), "run `make setup`: it builds the int8 model"
     from adapters.modelfile import file_digest
-    assert file_digest(INT8) == int8.INT8_SHA256
+    assert file_digest(INT8) == quantize.INT8_SHA256
 
 
 def test_fp32_serves_model_path():
     seg = load_segmenter(settings_for("fp32"))
-    assert seg.info.file_sha256 == int8.SOURCE_SHA256 and seg.runtime()["precision"] == "fp32"
+    assert seg.info.file_sha256 == quantize.SOURCE_SHA256 and seg.runtime()["precision"] == "fp32"
 
 
 def test_int8_serves_the_int8_build_and_keeps_the_masks():
     q, f = load_segmenter(settings_for("int8")), load_segmenter(settings_for("fp32"))
-    assert q.runtime()["precision"] == "int8" and q.info.file_sha256 == int8.INT8_SHA256
+    assert q.runtime()["precision"] == "int8" and q.info.file_sha256 == quantize.INT8_SHA256
     assert q.info.model_id == "u2netp.int8"
     for name in ("animal-1.jpg", "animal-2.jpg"):
         rgb = np.asarray(Image.open(photo(name)).convert("RGB"))

@@ -1,4 +1,6 @@
-"""The quality benchmark (benchmarks/quality.py) and its metrics (benchmarks/matting_metrics.py).
+"""The quality measure of `make quality` (benchmarks/quality.py runs it): the matting metrics
+(app/quality/metrics.py), the scoring of one image and the gate (app/quality/score.py), the table
+(app/quality/report.py).
 
 The metrics are checked against values worked out by hand on tiny alphas (the arithmetic is in
 the comments), the gradient error against the reference code's own formulation (its 2-D kernel,
@@ -9,16 +11,17 @@ matte and a deliberately broken one.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from benchmarks import matting_metrics as M
-from benchmarks import quality as Q
+from app.quality import metrics as M
+from app.quality import report as R
+from app.quality import score as S
+from tests.conftest import DATA
 
-AM2K = Path(__file__).resolve().parent.parent.parent / "shared" / "quality" / "am2k"
+AM2K = DATA / "quality" / "am2k"
 
 
 def block(rows: slice, cols: slice, size=(4, 4), value=255) -> np.ndarray:
@@ -132,10 +135,10 @@ def test_grad_known_answers():
 
 
 def test_gate_by_numbers():
-    assert Q.gate(41.0, 41.0)[0]
-    assert Q.gate(40.0, 41.0)[0]
-    assert Q.gate(41.0 * 1.02, 41.0)[0]  # exactly the allowance
-    passed, line = Q.gate(41.0 * 1.03, 41.0)
+    assert S.gate(41.0, 41.0)[0]
+    assert S.gate(40.0, 41.0)[0]
+    assert S.gate(41.0 * 1.02, 41.0)[0]  # exactly the allowance
+    passed, line = S.gate(41.0 * 1.03, 41.0)
     assert not passed and "FAILED" in line and "1.030" in line
 
 
@@ -143,52 +146,56 @@ def test_gate_on_masks_synthetic():
     truth = np.zeros((64, 64), np.uint8)
     truth[16:48, 12:52] = 255
     reference = ndi.gaussian_filter(truth.astype(float), 2).round().astype(np.uint8)  # a soft, decent mask
-    assert Q.gate_masks([truth], [reference], [truth])[0]
-    assert not Q.gate_masks([255 - truth], [reference], [truth])[0]  # inverted: fails
+    assert S.gate_masks([truth], [reference], [truth])[0]
+    assert not S.gate_masks([255 - truth], [reference], [truth])[0]  # inverted: fails
 
 
 def test_variant_settings_refused_are_skipped():
-    with pytest.raises(Q.Skip, match="MODEL_PATH"):
-        Q.settings_for({"MODEL_PATH": "models/no-such-model.onnx"}, base_env={})
-    with pytest.raises(Q.Skip, match="ONNX_MEMORY_MODE"):
-        Q.settings_for({"ONNX_MEMORY_MODE": "reckless"}, base_env={})
-    assert Q.settings_for({"ONNX_MEMORY_MODE": "fast"}, base_env={}).onnx_memory_mode == "fast"
+    with pytest.raises(S.Skip, match="MODEL_PATH"):
+        S.settings_for({"MODEL_PATH": "models/no-such-model.onnx"}, base_env={})
+    with pytest.raises(S.Skip, match="ONNX_MEMORY_MODE"):
+        S.settings_for({"ONNX_MEMORY_MODE": "reckless"}, base_env={})
+    assert S.settings_for({"ONNX_MEMORY_MODE": "fast"}, base_env={}).onnx_memory_mode == "fast"
 
 
 def test_markdown_section_is_written_between_the_markers(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nbefore\n{Q.MARKER_START}\nold table\n{Q.MARKER_END}\nafter\n")
-    assert Q.write_section(readme, "| a | b |\n|---|---:|\n| x | 1 |")
+    readme.write_text(f"# Title\n\nbefore\n{R.MARKER_START}\nold table\n{R.MARKER_END}\nafter\n")
+    assert R.write_section(readme, "| a | b |\n|---|---:|\n| x | 1 |")
     text = readme.read_text()
     assert "old table" not in text and "| x | 1 |" in text
-    assert text.startswith("# Title\n\nbefore\n" + Q.MARKER_START + "\n") and text.endswith(Q.MARKER_END + "\nafter\n")
-    assert Q.write_section(readme, "new")  # again: replaced, not appended
-    assert readme.read_text().count(Q.MARKER_START) == 1 and "| x | 1 |" not in readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n" + R.MARKER_START + "\n") and text.endswith(R.MARKER_END + "\nafter\n")
+    assert R.write_section(readme, "new")  # again: replaced, not appended
+    assert readme.read_text().count(R.MARKER_START) == 1 and "| x | 1 |" not in readme.read_text()
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers here\n")
-    assert not Q.write_section(plain, "table") and plain.read_text() == "no markers here\n"
+    assert not R.write_section(plain, "table") and plain.read_text() == "no markers here\n"
 
 
 @pytest.fixture(scope="module")
 def am2k_sample():
     path = AM2K / "am2k-01.jpg"
     assert path.is_file(), f"quality set missing under {AM2K}"
-    return path.read_bytes(), Q.load_truth(path)
+    return path.read_bytes(), S.load_truth(path)
 
 
 def test_real_photo_through_our_path(am2k_sample, settings, segmenter):
     data, truth = am2k_sample
     h, w = truth.shape
-    ours = Q.ours_alpha(data, settings, segmenter, (w, h))
+    ours = S.ours_alpha(data, settings, segmenter, (w, h))
     assert ours.shape == truth.shape and ours.dtype == np.uint8
     good = M.score(ours, truth)
     assert good["iou"] > 0.8 and good["bf"] > 0.5
+    # one image scored as `make quality` scores it: our mask at the decoded size, resized to the truth's
+    decoded = S.ours_alpha(data, settings, segmenter)
+    assert decoded.shape != truth.shape  # 1462x1080 decoded at most MAX_DIMENSION px
+    assert S.score(decoded, M.Truth(truth)) == good
     # a broken mask: the truth eroded by 25 px; and the mask inverted
     eroded = (ndi.binary_erosion(truth >= 128, iterations=25) * 255).astype(np.uint8)
     for broken in (eroded, 255 - ours):
         bad = M.score(broken, truth)
         assert bad["sad"] > good["sad"] and bad["iou"] < good["iou"] and bad["bf"] < good["bf"]
     # the gate, with our real mask as the reference: the truth passes, the broken masks fail
-    assert Q.gate_masks([truth], [ours], [truth])[0]
-    assert not Q.gate_masks([eroded], [ours], [truth])[0]
-    assert not Q.gate_masks([255 - ours], [ours], [truth])[0]
+    assert S.gate_masks([truth], [ours], [truth])[0]
+    assert not S.gate_masks([eroded], [ours], [truth])[0]
+    assert not S.gate_masks([255 - ours], [ours], [truth])[0]

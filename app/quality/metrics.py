@@ -5,7 +5,7 @@ Every function takes a predicted alpha and the true alpha, two HxW arrays of the
 quality set has none, and a background remover is judged on every pixel, as GFM judges AM-2k).
 
 - :func:`sad`  sum of absolute differences, alpha in 0..1, divided by 1000 (DIM / GFM's scale).
-- :func:`mse`  mean squared difference, alpha in 0..1 (printed x1e-3 by ``benchmarks/quality.py``).
+- :func:`mse`  mean squared difference, alpha in 0..1 (printed x1e-3 by ``make quality``).
 - :func:`grad` the gradient error of Rhemann et al. 2009 as the DIM evaluation code computes it.
 - :func:`iou`  intersection over union of the masks ``alpha >= 0.5`` (>= 128 of 255).
 - :func:`boundary_f`  F-measure of the mask's boundary pixels against the true ones, within a
