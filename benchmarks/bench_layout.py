@@ -66,8 +66,10 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter, ImageOps  # noqa: E402
 
-from app.pipeline import compose, layout as layout_mod  # noqa: E402
+from app.pipeline import compose  # noqa: E402
 from app.pipeline.layout import lay_out, plan, subject_box  # noqa: E402
+from app.pipeline.layout.geometry import CONTACT_ASPECT, CONTACT_BAND, CONTACT_WIDTH  # noqa: E402
+from app.pipeline.layout.outline import OUTLINE_LEVELS  # noqa: E402
 from app.pipeline.options import RemoveOptions  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "images"
@@ -123,7 +125,6 @@ def cutouts(names: list[str]) -> dict[str, list[tuple[str, np.ndarray, np.ndarra
 
 def pillow_layout(subject: Image.Image, photo: Image.Image, backdrop: Image.Image | None, lay, p) -> Image.Image:
     """The layout ``lay`` with plan ``p``, every layer full-size, by Pillow's own operations."""
-    spec = layout_mod._spec(lay)  # the layout's values, normalised (no pixels)
     W, H = p.canvas
     src, dst = p.source, p.subject
     # framing
@@ -135,16 +136,16 @@ def pillow_layout(subject: Image.Image, photo: Image.Image, backdrop: Image.Imag
     del s
     alpha = placed.getchannel("A")
     # background
-    kind = spec.background[0]
+    kind = lay.background[0]
     if kind == "transparent":
         canvas = Image.new("RGBA", (W, H), 0)
     elif kind == "color":
-        canvas = Image.new("RGBA", (W, H), tuple(spec.background[1:5]))
+        canvas = Image.new("RGBA", (W, H), tuple(lay.background[1:5]))
     elif kind == "blur":
         canvas = ImageOps.fit(photo, (W, H), Image.Resampling.LANCZOS).filter(
-            ImageFilter.GaussianBlur(spec.blur_radius)).convert("RGBA")
+            ImageFilter.GaussianBlur(lay.blur_radius)).convert("RGBA")
     else:
-        if spec.background_fit == "cover":
+        if lay.background_fit == "cover":
             canvas = ImageOps.fit(backdrop, (W, H), Image.Resampling.BICUBIC).convert("RGBA")
         else:
             fitted = ImageOps.contain(backdrop, (W, H), Image.Resampling.BICUBIC).convert("RGBA")
@@ -152,34 +153,34 @@ def pillow_layout(subject: Image.Image, photo: Image.Image, backdrop: Image.Imag
             canvas.paste(fitted, ((W - fitted.width) // 2, (H - fitted.height) // 2))
     # outline
     outline = None
-    if spec.outline > 0:
-        outline = alpha.point(layout_mod._OUTLINE_LEVELS)
-        for _ in range(spec.outline):
+    if lay.outline > 0:
+        outline = alpha.point(OUTLINE_LEVELS)
+        for _ in range(lay.outline):
             outline = outline.filter(ImageFilter.MaxFilter(3))
     # shadow
     if p.shadow is not None:
         silhouette = outline if outline is not None else alpha
-        if spec.shadow == "drop":
+        if lay.shadow == "drop":
             shadow = Image.new("L", (W, H), 0)
-            shadow.paste(silhouette, spec.shadow_offset)
+            shadow.paste(silhouette, lay.shadow_offset)
         else:
             shadow = Image.new("L", (W, H), 0)
             box = silhouette.point([0] * 8 + [255] * 248).getbbox()
             if box is not None:
-                band = max(1, round(layout_mod.CONTACT_BAND * (box[3] - box[1])))
+                band = max(1, round(CONTACT_BAND * (box[3] - box[1])))
                 low = silhouette.crop((0, box[3] - band, W, box[3])).point([0] * 8 + [255] * 248).getbbox()
-                ew = layout_mod.CONTACT_WIDTH * (low[2] - low[0])
-                eh = max(2.0, layout_mod.CONTACT_ASPECT * ew)
+                ew = CONTACT_WIDTH * (low[2] - low[0])
+                eh = max(2.0, CONTACT_ASPECT * ew)
                 cx, cy = (low[0] + low[2]) / 2, box[3]
                 ImageDraw.Draw(shadow).ellipse([cx - ew / 2, cy - eh / 2, cx + ew / 2, cy + eh / 2], fill=255)
-        shadow = shadow.filter(ImageFilter.GaussianBlur(spec.shadow_blur))
-        shadow = shadow.point([round(v * spec.shadow_opacity) for v in range(256)])
-        layer = Image.new("RGBA", (W, H), (*spec.shadow_color, 0))
+        shadow = shadow.filter(ImageFilter.GaussianBlur(lay.shadow_blur))
+        shadow = shadow.point([round(v * lay.shadow_opacity) for v in range(256)])
+        layer = Image.new("RGBA", (W, H), (*lay.shadow_color, 0))
         layer.putalpha(shadow)
         canvas = Image.alpha_composite(canvas, layer)
         del layer, shadow
     if outline is not None:
-        layer = Image.new("RGBA", (W, H), (*spec.outline_color, 0))
+        layer = Image.new("RGBA", (W, H), (*lay.outline_color, 0))
         layer.putalpha(outline)
         canvas = Image.alpha_composite(canvas, layer)
         del layer
@@ -251,8 +252,8 @@ def main() -> None:
               f"({rgb.shape[1]}x{rgb.shape[0]}), {args.runs} runs")
         stats = pstats.Stats(profiler)
         stats.sort_stats("tottime").print_stats(12)
-        stats.sort_stats("cumulative").print_stats(r"pipeline/layout\.py", 16)
-        stats.print_callers(r"method '(resize|convert)' of")  # which of layout.py's steps resample
+        stats.sort_stats("cumulative").print_stats(r"pipeline/layout/", 16)
+        stats.print_callers(r"method '(resize|convert)' of")  # which of the layout's steps resample
         stats.print_callers(r"PIL/Image\.py:\d+\((resize|convert)\)")
         return
 

@@ -1,4 +1,4 @@
-"""The layout stage (app/pipeline/layout.py): framing, backgrounds, shadows, outlines.
+"""The layout stage (app/pipeline/layout/): framing, backgrounds, shadows, outlines.
 
 Measured on real outputs: a real cut-out (the model's mask of a shared photo) and, where a
 geometric truth is needed (outline width, colour bleed), synthetic discs. Margins, boxes and
@@ -15,16 +15,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image, ImageFilter
 
-from app.pipeline import compose
-from app.pipeline.options import NO_LAYOUT, TRANSPARENT
+from app.pipeline import compose, options
+from app.pipeline.options import TRANSPARENT
 from app.pipeline.layout import ALPHA_THRESHOLD, Box, dilate_disc, lay_out, plan, subject_box
 from tests.conftest import FIXTURES
 
 
 def Layout(**fields):
-    """The request's layout (app.pipeline.options.Layout, its declared defaults; the background an
-    endpoint without one gets: transparent) with ``fields`` set."""
-    return msgspec.structs.replace(NO_LAYOUT, **{"background": TRANSPARENT, **fields})
+    """The request's layout with ``fields`` set, through its declaration (app.pipeline.options.Layout:
+    each value checked against its type and range, a tuple made the declared FormValue); the other
+    fields their defaults, the background the one an endpoint without one gets: transparent."""
+    return msgspec.convert({"background": TRANSPARENT, **fields}, options.Layout, dec_hook=lambda t, v: t(v))
 
 
 def pad(top, right=None, bottom=None, left=None, unit="px"):
