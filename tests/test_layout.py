@@ -614,3 +614,19 @@ def test_plan_keeps_the_subject_inside_and_matches_the_output(scene):
         assert fg == s
     if layout.shadow == "none" and layout.outline == 0 and layout.background[0] == "transparent":
         assert box_of(laid.image) == fg
+
+
+@pytest.mark.parametrize("fields", [
+    {"size": options.Size.from_text("123x77"), "shadow": "contact", "padding": options.Padding.from_text("30% 2px")},
+    {"size": options.Size.from_text("123x77"), "scale": 0.5, "shadow": "contact", "outline": 3},
+])
+def test_a_contact_shadow_under_a_small_subject_is_drawn(fields):
+    """A subject scaled small under a wide blur: the floor ellipse is under a pixel of the blur's
+    reduced copy (it once crashed Pillow's ellipse with its far corner before its start)."""
+    yy, xx = np.mgrid[0:240, 0:360]
+    alpha = np.where(((xx - 170) / 110) ** 2 + ((yy - 130) / 80) ** 2 <= 1, 255, 0).astype(np.uint8)
+    subject = compose.cutout_array(np.full((240, 360, 3), 90, np.uint8), alpha)
+    laid = lay_out(subject, Layout(**fields))
+    assert laid.image.shape == (77, 123, 4)
+    below = laid.image[laid.foreground.top + laid.foreground.height:, :, 3]
+    assert below.size == 0 or below.max() > 0  # the shadow shows under the subject where there is room

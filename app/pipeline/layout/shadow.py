@@ -52,8 +52,10 @@ def shadow_of(layer: SubjectLayer, dilated: tuple[np.ndarray, int, int] | None, 
         v1 = math.ceil((cy + eh / 2) / f) + margin
         ss = 4  # drawn 4x larger and reduced: antialiased
         big = Image.new("L", ((u1 - u0) * ss, (v1 - v0) * ss), 0)
-        ImageDraw.Draw(big).ellipse([((cx - ew / 2) / f - u0) * ss, ((cy - eh / 2) / f - v0) * ss,
-                                     ((cx + ew / 2) / f - u0) * ss - 1, ((cy + eh / 2) / f - v0) * ss - 1], fill=255)
+        left, top = ((cx - ew / 2) / f - u0) * ss, ((cy - eh / 2) / f - v0) * ss
+        # an ellipse under one pixel of the reduced copy (a small subject, a large blur) stays a dot
+        right, bottom = max(left, ((cx + ew / 2) / f - u0) * ss - 1), max(top, ((cy + eh / 2) / f - v0) * ss - 1)
+        ImageDraw.Draw(big).ellipse([left, top, right, bottom], fill=255)
         low = big.reduce(ss)
     if sigma > 0:
         low = low.filter(ImageFilter.GaussianBlur(sigma / f))
