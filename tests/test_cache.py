@@ -279,20 +279,44 @@ def test_entries_are_the_mask_as_a_png_and_the_encoded_output(cached, client, tm
     assert np.array_equal(stored, expected)
 
 
-def test_cache_keys_cover_the_rendering_code(tmp_path):
-    """A new version of the code sharing a bucket with the old one gets other keys, even when
-    KEY_VERSION was not bumped: the key holds a hash of every rendering source file."""
+# Computes a key in a process of its own, on the source tree it runs in (argv: the model file's sha256).
+KEY_PROBE = r"""
+import sys
+from adapters import ModelInfo
+from app.pipeline.cache.keys import entry_key, fingerprint
+from config import Settings
+info = ModelInfo("onnx", "u2netp", (320, 320), 1, "cpu", sys.argv[1], 1)
+print(entry_key("remove", "ab" * 32, fingerprint(info, Settings.from_env({})), {"format": "png"}))
+"""
+
+
+def test_the_key_holds_the_pipeline_version_and_the_model_not_the_source_files(tmp_path):
+    """An edit to a file that changes no output keeps every key (before: any edit under app/ changed
+    them all, and a deployment started with an empty cache); the key changes with
+    PIPELINE_VERSION (bumped when output bytes change) and with the model file."""
     import shutil
+    import subprocess
+    import sys
 
     from app.pipeline.cache import keys
+    from tests.conftest import ROOT
 
-    for package in keys.RENDERING_PACKAGES:
-        shutil.copytree(keys._PACKAGE_ROOT / package, tmp_path / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-    assert keys.code_digest(tmp_path) == keys.CODE_SHA256
-    compose = tmp_path / "app" / "pipeline" / "compose.py"
-    compose.write_text(compose.read_text() + "\n# a change\n")
-    assert keys.code_digest(tmp_path) != keys.CODE_SHA256
-    model = {"adapter": "onnx"}
-    old = keys.entry_key("remove", "u", {**model, "code": keys.CODE_SHA256}, {})
-    assert keys.entry_key("remove", "u", {**model, "code": keys.code_digest(tmp_path)}, {}) != old
+    for package in ("app", "adapters", "effects", "config"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "models").symlink_to(ROOT / "models")  # the settings check that the model file is there
+
+    def key(model_sha256: str = "0" * 64) -> str:
+        return subprocess.run([sys.executable, "-c", KEY_PROBE, model_sha256], cwd=tmp_path, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    before = key()
+    assert len(before) == 64
+    unrelated = tmp_path / "app" / "web" / "ops.py"
+    unrelated.write_text(unrelated.read_text() + "\n# an edit that changes no output\n")
+    assert key() == before
+    assert key("1" * 64) != before
+    source = tmp_path / "app" / "pipeline" / "cache" / "keys.py"
+    version = f"PIPELINE_VERSION = {keys.PIPELINE_VERSION}\n"
+    assert version in source.read_text()
+    source.write_text(source.read_text().replace(version, f"PIPELINE_VERSION = {keys.PIPELINE_VERSION + 1}\n"))
+    assert key() != before

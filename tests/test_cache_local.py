@@ -142,3 +142,61 @@ def test_damaged_entry_reads_as_a_miss_and_is_dropped(tmp_path, damage):
     assert cache.lookup("k", "output").status == "MISS"
     assert cache.counts()["corrupt"] == 1
     assert LocalBackend(tmp_path, 2**30).get("k") is None  # deleted, not read again
+
+
+def test_entries_are_private_whatever_the_umask(tmp_path):
+    """Entries are users' images: files 0600, directories 0700, even under a umask of 0 (before: 0644/0755)."""
+    import os
+    import stat
+
+    previous = os.umask(0)
+    try:
+        cache = ResultCache("local", lambda: LocalBackend(tmp_path / "cache", 2**30), ttl_s=3600)
+        for i in range(5):
+            cache.store(f"k{i}", bytes([i]) * (1000 if i % 2 else 100_000))  # in the index, and in files
+            assert cache.lookup(f"k{i}", "output").status == "HIT"
+        release = cache.lock("k0")  # a lock file of the single flight
+    finally:
+        os.umask(previous)
+    paths = [tmp_path / "cache", *(tmp_path / "cache").rglob("*")]
+    assert {p.suffix for p in paths} >= {".val", ".db"} and (tmp_path / "cache" / "flights" / "k0").exists()
+    for path in paths:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    release()
+
+
+# Holds the index's write lock (as another worker in a long write would) until told to stop.
+LOCK_HOLDER = r"""
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+con.execute("ROLLBACK")
+"""
+
+
+def test_a_hit_does_not_wait_for_the_index_write_lock(tmp_path):
+    """Before: diskcache read a value inside a write transaction; with another process holding the
+    lock, the read timed out after a second, the hit became BYPASS (and the result was recomputed)."""
+    import diskcache
+
+    cache = ResultCache("local", lambda: LocalBackend(tmp_path, 2**30), ttl_s=3600)
+    big = bytes(range(256)) * 40_000  # ~10 MB
+    cache.store("big", big)
+    cache.store("small", b"s" * 100)
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path / diskcache.core.DBNAME)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        found = [cache.lookup(key, "output") for key in ("big", "small", "big")]
+        elapsed = time.monotonic() - started
+    finally:
+        holder.communicate("done\n", timeout=10)
+    assert [f.status for f in found] == ["HIT"] * 3 and found[0].data == big and found[1].data == b"s" * 100
+    assert elapsed < 0.5, elapsed
+    assert cache.counts().get("errors", 0) == 0
+    # the lock gone, hits update the LRU order again
+    assert cache.lookup("big", "output").status == "HIT"

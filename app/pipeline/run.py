@@ -79,23 +79,26 @@ class Job:
         key = options.cache_fields()
         if self.background is not None:
             key["background_file"] = upload_digest(self.background)
-        with timings.stage("cache"):
-            rendered = _stored(cache.output(options.KIND, key))
-        if rendered is not None:
-            return rendered
-        with slot(runtime.gate, budget):
-            budget.check()
-            with timings.stage("decode"):
-                image = decode(self.upload, settings)
-                backdrop = None if self.background is None else decode(self.background, settings, "background_file")
-            budget.check()
-            alpha = _alpha(runtime, image, options, cache, timings)
-            confidence = mask_confidence(alpha) if _segments(options) else None
-            work = Render(image, alpha, options, settings, timings, backdrop)
-            del image, alpha, backdrop
-            rendered = msgspec.structs.replace(render(work, budget), mask_confidence=confidence)
-            del work
-        cache.keep_output(msgspec.msgpack.encode(rendered))
+        # one computation per output: a request for an output another is computing waits for it
+        # (within its deadline) and is handed the result; the flight ends with the job
+        with cache:
+            with timings.stage("cache"):
+                rendered = _stored(cache.output(options.KIND, key, budget.remaining_s(), budget.client_gone))
+            if rendered is not None:
+                return rendered
+            with slot(runtime.gate, budget):
+                budget.check()
+                with timings.stage("decode"):
+                    image = decode(self.upload, settings)
+                    backdrop = None if self.background is None else decode(self.background, settings, "background_file")
+                budget.check()
+                alpha = _alpha(runtime, image, options, cache, timings)
+                confidence = mask_confidence(alpha) if _segments(options) else None
+                work = Render(image, alpha, options, settings, timings, backdrop)
+                del image, alpha, backdrop
+                rendered = msgspec.structs.replace(render(work, budget), mask_confidence=confidence)
+                del work
+            cache.keep_output(msgspec.msgpack.encode(rendered))
         return rendered
 
 

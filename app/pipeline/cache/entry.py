@@ -32,10 +32,15 @@ class Entry:
         return now - self.created
 
 
+def _digest(created: float, payload: bytes | memoryview) -> bytes:
+    """sha256(created + payload), without a concatenated copy of a payload that may be megabytes."""
+    digest = hashlib.sha256(struct.pack(">d", created))
+    digest.update(payload)
+    return digest.digest()
+
+
 def pack(payload: bytes, created: float) -> bytes:
-    stamp = struct.pack(">d", created)
-    digest = hashlib.sha256(stamp + payload).digest()
-    return _HEADER.pack(MAGIC, FORMAT, created, digest) + payload
+    return _HEADER.pack(MAGIC, FORMAT, created, _digest(created, payload)) + payload
 
 
 def unpack(data: bytes) -> Entry:
@@ -44,7 +49,6 @@ def unpack(data: bytes) -> Entry:
     magic, fmt, created, digest = _HEADER.unpack_from(data)
     if magic != MAGIC or fmt != FORMAT:
         raise CorruptEntry(f"not a format-{FORMAT} entry (magic {magic!r}, format {fmt})")
-    payload = data[HEADER_BYTES:]
-    if hashlib.sha256(struct.pack(">d", created) + payload).digest() != digest:
+    if _digest(created, memoryview(data)[HEADER_BYTES:]) != digest:
         raise CorruptEntry("content hash mismatch (truncated or altered)")
-    return Entry(payload, created)
+    return Entry(data[HEADER_BYTES:], created)

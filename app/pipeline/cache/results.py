@@ -1,6 +1,9 @@
 """The result cache as the service sees it: one front for every backend, which never fails a request
 (content hash and TTL per entry, any backend error served around with a back-off, counters);
 the details: docs/cache.md ("The front").
+
+It also keeps the outputs being looked up or computed in this process (:class:`Flight`): a request
+for a key that another request is reading or computing waits for that one's result.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections import Counter
 from typing import Callable, NamedTuple, Protocol
 
 from app.pipeline.cache import entry
+from app.pipeline.errors import ClientGone, Overloaded, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +24,7 @@ KINDS = ("output", "mask")
 _BACKOFF_FIRST_S = 2.0
 _BACKOFF_MAX_S = 60.0
 _LOG_INTERVAL_S = 60.0
+POLL_S = 0.25  # how often a request waiting for another's result looks whether its client is still there
 
 
 class Backend(Protocol):
@@ -36,10 +41,23 @@ class Backend(Protocol):
     def usage(self) -> dict[str, object]: ...
 
     # Optional: ``reopen_after_error = False`` keeps the same object after a failure (default: reopen).
+    # Optional: ``try_lock(key)``, a lock on the key shared by this host's processes (see ResultCache.lock).
 
 
-class CacheUnavailable(Exception):
+class CacheUnavailable(ServiceError):
     """The cache could not do what an admin asked (clearing it); the message says why."""
+
+    code = "cache_unavailable"
+
+
+class Flight:
+    """One output being looked up, then computed if it missed, in this process; other requests
+    for its key wait for it."""
+
+    def __init__(self) -> None:
+        self.landed = threading.Event()  # set once its result is there, or its leader gave up
+        self.data: bytes | None = None
+        self.bypassed = False  # its leader found the cache not working: each request computes its own
 
 
 class Lookup(NamedTuple):
@@ -64,6 +82,7 @@ class ResultCache:
         self._reopen = False  # a failure since the backend was opened: open it afresh at the next try
         self._last_log = -_LOG_INTERVAL_S
         self._unlogged = 0
+        self._flights: dict[str, Flight] = {}
         if open_backend is not None:
             self._usable()  # open at boot, so that a misconfiguration shows in the boot log
 
@@ -102,6 +121,56 @@ class ResultCache:
             return Lookup(None, MISS)
         self._count(f"{kind}_hits")
         return Lookup(found.payload, HIT)
+
+    # -- single flight: one computation per key at a time --------------------------------
+
+    def join(self, key: str) -> tuple[Flight, bool]:
+        """The flight computing ``key`` in this process, and whether the caller leads it (there was none)."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = Flight()
+            return flight, True
+
+    def land(self, key: str, flight: Flight) -> None:
+        """End the flight: its result is stored (or it gave up); the next miss of ``key`` leads a new one."""
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.landed.set()
+
+    def follow(self, flight: Flight, deadline: float, cancelled: Callable[[], bool]) -> Lookup | None:
+        """The flight's result once it lands, counted as this request's lookup; None if its leader
+        gave up (look again). Raises like the inference queue when the deadline passes or the
+        client leaves first."""
+        while not flight.landed.wait(max(0.0, min(deadline - time.monotonic(), POLL_S))):
+            if cancelled():
+                raise ClientGone("the client closed the connection while its result was being computed")
+            if time.monotonic() >= deadline:
+                raise Overloaded("server busy: the request waited past its deadline for the same request's "
+                                 "result; retry later", 2, code="timeout")
+        if flight.data is not None:
+            self._count("output_hits")
+            self._count("output_shared")
+            return Lookup(flight.data, HIT)
+        if flight.bypassed:
+            self._count("output_bypassed")
+            return Lookup(None, BYPASS)
+        return None
+
+    def lock(self, key: str) -> Callable[[], None] | None:
+        """The key's lock across this host's processes, as its release; None while another process
+        holds it. Backends without one (GCS: single flight within a process only), a backend that
+        is failing, or a lock that cannot be made: a release that does nothing."""
+        backend = self._usable()
+        try_lock = getattr(backend, "try_lock", None)
+        if try_lock is None:
+            return _nothing
+        try:
+            return try_lock(key)
+        except OSError:  # e.g. a read-only directory: the entry cannot be written either
+            return _nothing
 
     def store(self, key: str, payload: bytes) -> None:
         backend = self._usable()
@@ -160,6 +229,7 @@ class ResultCache:
             "errors": counts.get("errors", 0),
             "corrupt": counts.get("corrupt", 0),
             "expired": counts.get("expired", 0),
+            "shared": counts.get("output_shared", 0),  # hits handed over by the request reading or computing them
         })
         return out
 
@@ -241,3 +311,7 @@ class ResultCache:
             held, self._unlogged, self._last_log = self._unlogged, 0, now
         suffix = f" ({held} similar messages held back)" if held else ""
         log.warning("%s%s", message, suffix)
+
+
+def _nothing() -> None:
+    pass
