@@ -4,8 +4,8 @@ Why a proxy in front: gunicorn's gthread worker hands a connection to a thread a
 its first byte arrives, and the thread then blocks reading headers and body with no
 deadline. A few idle, dripping or slow-uploading clients (one per thread) stopped every
 request, health probes included. nginx reads each request completely (headers within
-``HEADER_TIMEOUT_S``, the body with at most ``BODY_TIMEOUT_S`` between two reads, bodies over
-``BODY_BUFFER`` spooled to disk) with an event loop that holds thousands of slow
+``HEADER_TIMEOUT_S``, the body with at most ``BODY_TIMEOUT_S`` between two reads, every body
+spooled to a temporary file) with an event loop that holds thousands of slow
 connections for a few KB each, and only then passes it to gunicorn over a unix socket;
 a thread is never spent waiting on a client. It also buffers responses for slow readers
 and answers its own errors (malformed requests, oversized headers, timeouts, the app not
@@ -14,7 +14,9 @@ deployment docs prescribe.
 
 This module renders nginx's configuration from the settings. ``config/serve``, a POSIX shell
 script (about 1 MB resident, where a Python supervisor took 15 of the 512 MB tier's budget), is
-the container's process 1: it starts gunicorn and nginx, and on SIGTERM stops them in the order
+the container's process 1: it starts gunicorn, then nginx once a worker serves (its model loaded
+and warm: until then the port is closed, so nginx never finds the app's socket missing and
+logs no [crit]), prints one ``listening on http://HOST:PORT`` line, and on SIGTERM stops them in the order
 that loses nothing: nginx first (it stops accepting and finishes every request it has taken,
 so queued requests are answered), then gunicorn. If either exits on its own, the other is
 stopped and the exit status passed on, so the platform restarts the container.
@@ -34,8 +36,12 @@ BODY_TIMEOUT_S = 20  # between two reads of the body: a phone uploading slowly i
 SEND_TIMEOUT_S = 30  # between two writes of the response
 KEEPALIVE_S = 15
 # Per connection, nginx holds at most a 1 KB header buffer (2 x 8 KB for long headers) and this
-# much of the body in memory; the rest waits on disk until complete: every connection held open
-# at once costs at most ~34 MB, for HEADER_TIMEOUT_S at a time.
+# much of the body in memory, as its write buffer: every body waits in a temporary file until
+# complete (client_body_in_file_only; removed after the request), so every connection held open at
+# once costs at most ~34 MB. A buffer sized to the largest body instead would let one client's
+# PER_CLIENT_CONNECTIONS uploads hold 64 x 8 MB in memory, the whole 512 MB tier. Bodies always on
+# disk are logged at notice, under the error log's level; bodies spilling over a buffer were
+# logged as a warning for most uploads.
 BODY_BUFFER = "16k"
 MAX_CONNECTIONS = 2048
 # Connections one client may hold at once (429 past it), so that no single client can take the
@@ -86,15 +92,24 @@ def render_nginx_conf(settings: Settings, run_dir: Path, upstream: Path) -> str:
             f" return {answer} '{{\"error\": {{\"code\": \"{code}\", \"message\": \"{message}\"}}}}\\n'; }}"
         )
     error_block = "\n".join(error_pages)
-    # The client a connection belongs to: the peer, or behind PROXY_HOPS proxies the address the
+    # PROXY_HOPS counts the edge (config/serve makes 0 or unset 1): the proxies in front of it are one fewer.
+    outer = max(settings.proxy_hops, 1) - 1
+    # The client a connection belongs to: the peer, or behind outer proxies the address the
     # outermost trusted one appended to X-Forwarded-For (the app's ProxyFix reads the same one).
-    if settings.proxy_hops:
-        last = r"(?:,[^,]*)" + "{%d}" % (settings.proxy_hops - 1) if settings.proxy_hops > 1 else ""
+    if outer:
+        last = r"(?:,[^,]*)" + "{%d}" % (outer - 1) if outer > 1 else ""
         client = ("map $http_x_forwarded_for $edge_client {\n"
                   f'    "~(?<addr>[^,\\s]+)\\s*{last}$" $addr;\n    default $remote_addr;\n  }}\n'
                   "  limit_conn_zone $edge_client zone=per_client:2m;")
+        # Each trusted proxy appends what it saw; the app counts PROXY_HOPS from the end.
+        forwarded = ("$proxy_add_x_forwarded_for", "$edge_forwarded_proto", "$edge_forwarded_host")
+        client += ('\n  map $http_x_forwarded_proto $edge_forwarded_proto { "" $scheme; default "$http_x_forwarded_proto, $scheme"; }'
+                   '\n  map $http_x_forwarded_host $edge_forwarded_host { "" $http_host; default "$http_x_forwarded_host, $http_host"; }')
     else:
         client = "limit_conn_zone $binary_remote_addr zone=per_client:2m;"
+        # The edge is the outermost trusted proxy: the client's own X-Forwarded-* are replaced, never
+        # appended to, so no client chooses the address its rate limit is counted against.
+        forwarded = ("$remote_addr", "$scheme", "$http_host")
     return f"""# Rendered by config/edge.py at start; do not edit.
 worker_processes 1;
 worker_rlimit_nofile {4 * MAX_CONNECTIONS};  # a client connection and its upstream socket each
@@ -119,6 +134,7 @@ http {{
   reset_timedout_connection on;
   client_max_body_size {max_body};
   client_body_buffer_size {BODY_BUFFER};
+  client_body_in_file_only clean;
   client_header_buffer_size 1k;
   large_client_header_buffers 2 8k;
   {client}
@@ -129,7 +145,9 @@ http {{
     listen {settings.host}:{settings.port} backlog=1024;
     proxy_http_version 1.1;
     proxy_set_header Host $http_host;
-    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-For {forwarded[0]};
+    proxy_set_header X-Forwarded-Proto {forwarded[1]};
+    proxy_set_header X-Forwarded-Host {forwarded[2]};
     proxy_request_buffering on;  # the whole body first, then the app
     proxy_buffering on;  # and the whole answer, so slow readers do not hold a thread
     proxy_connect_timeout 5s;
@@ -150,7 +168,8 @@ http {{
 
 
 def main(argv: list[str]) -> int:
-    """``python -m config.edge render DIR``: validate the settings, write DIR/nginx.conf. One line
+    """``python -m config.edge render DIR``: validate the settings, write DIR/nginx.conf and DIR/url
+    (the public address config/serve announces). One line
     on stderr and exit status 2 if a setting is bad or nginx is missing (config/serve stops there)."""
     if len(argv) != 2 or argv[0] != "render":
         sys.stderr.write("usage: python -m config.edge render RUN_DIR\n")
@@ -163,7 +182,14 @@ def main(argv: list[str]) -> int:
         return 2
     run_dir = Path(argv[1])
     (run_dir / "nginx.conf").write_text(render_nginx_conf(settings, run_dir, run_dir / "app.sock"))
+    (run_dir / "url").write_text(public_url(settings) + "\n")
     return 0
+
+
+def public_url(settings: Settings) -> str:
+    """Where clients reach the service: HOST:PORT (the edge's when it runs, else gunicorn's)."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ that fails to load stops the worker (and, through gunicorn's "app failed to
 load" exit, the master) with one line naming the file. No traceback either way.
 """
 
+import contextlib
 import os
 import shutil
 import sys
@@ -90,9 +91,41 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid, _metrics_dir)
 
 
+# Created by the first worker that serves, once per server start (see post_worker_init).
+_ready_marker = ""
+
+
+def when_ready(server):
+    """Bound, no worker yet: where the first serving worker will mark itself. Beside a unix socket
+    (config/serve waits for it there, then starts nginx), else in a directory of this start's own."""
+    global _ready_marker
+    address = server.cfg.address[0]
+    _ready_marker = address + ".ready" if isinstance(address, str) else os.path.join(
+        tempfile.mkdtemp(prefix="bgremove-ready-"), "ready")
+
+
+def post_worker_init(worker):
+    """This worker serves (its model loaded and, with WARMUP, run). The first one of this start
+    says so: on a TCP port, one "listening on" line; behind config/serve, the marker file it
+    waits for (it then prints the line with the edge's address)."""
+    try:
+        os.close(os.open(_ready_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    address = worker.cfg.address[0]
+    if not isinstance(address, str):
+        host, port = address
+        worker.log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+
+
 def on_exit(server):
     if not settings.metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+    if _ready_marker.endswith(".ready"):  # beside a unix socket
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_ready_marker)
+    elif _ready_marker:
+        shutil.rmtree(os.path.dirname(_ready_marker), ignore_errors=True)
 
 
 def post_fork(server, worker):

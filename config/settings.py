@@ -101,7 +101,10 @@ class Settings:
     max_output_pixels: int = _env("MAX_OUTPUT_PIXELS", 2048 * 2048, "integer", lo=256, hi=1 << 31)
     # Also read as MAX_CONCURRENT_REQUESTS: the GPU deployment's name for it (Cloud Run's concurrency).
     max_concurrent_inferences: int = _env("MAX_CONCURRENT_INFERENCES", 1, "integer", lo=1, hi=256)
-    max_queue: int = _env("MAX_QUEUE", 4, "integer", lo=0, hi=10_000)
+    # 1 slot and 8 waiting: a burst of 8 uploads at once is queued, not shed (each 0.5-0.8 s on 2 cores,
+    # the last answered in 4-7 s, well inside REQUEST_TIMEOUT_S); a queued request holds only its
+    # upload (<= MAX_FILE_SIZE_MB), it is decoded in its slot. Past 9 at once: 503 + Retry-After.
+    max_queue: int = _env("MAX_QUEUE", 8, "integer", lo=0, hi=10_000)
     request_timeout_s: float = _env("REQUEST_TIMEOUT_S", 60.0, "number", lo=0.1, hi=3600)
     web_concurrency: int = _env("WEB_CONCURRENCY", 1, "integer", lo=1, hi=64)
     # 0 (the default): enough threads for every admitted request plus two spare, so that health
@@ -144,8 +147,10 @@ class Settings:
     # Failed API-key checks allowed per client IP (only with API_KEYS); over it, 429 without checking the key.
     auth_failure_limit: str = _env("AUTH_FAILURE_LIMIT", "10/minute", "rate")
     cors_origins: tuple[str, ...] = _env("CORS_ORIGINS", (), "words")
+    # Proxies in front of gunicorn that set X-Forwarded-For; 0: clients' own X-Forwarded-For is ignored.
+    # config/serve counts its nginx edge: 1 unless set (the edge alone), e.g. 2 behind Cloud Run's front.
     proxy_hops: int = _env("PROXY_HOPS", 0, "integer", lo=0, hi=10)
-    # Set by config/serve: nginx (config/edge.py) is one more proxy in front, appending to X-Forwarded-For.
+    # No longer set by config/serve (PROXY_HOPS counts the edge); kept until app/web/protection.py stops reading it.
     edge_proxy: bool = _env("EDGE_PROXY", False, "boolean")
     # Set by gunicorn.conf.py for the workers: prometheus-client's shared directory (multiprocess mode).
     metrics_dir: str = _env("PROMETHEUS_MULTIPROC_DIR", "")

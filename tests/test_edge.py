@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from benchmarks import hostile
+from tests import hostile
 from tests.serverkit import fixture_images, post_image, running_server, wait_until_busy
 from config.edge import HEADER_TIMEOUT_S, PER_CLIENT_CONNECTIONS
 from tests.conftest import photo
@@ -90,13 +90,75 @@ def test_one_client_cannot_hold_every_connection(edge):
         time.sleep(0.1)
 
 
-def test_a_client_cannot_choose_its_address_behind_the_edge(tmp_path):
-    """With no proxy in front (PROXY_HOPS=0), X-Forwarded-For from the client is not believed:
-    a new forged address per request buys no fresh rate-limit budget."""
-    with running_server({"RATE_LIMIT": "3/minute"}, log_dir=tmp_path, edge=True) as srv:
-        statuses = [requests.post(srv.url + "/api/bg/remove", headers={"X-Forwarded-For": f"10.0.0.{i}"},
+@pytest.mark.parametrize("edge, env", [
+    (True, {}),  # make run
+    (True, {"PROXY_HOPS": "1"}),  # what the images set: the edge is that one proxy
+    (False, {}),  # gunicorn alone, default settings
+])
+def test_a_client_cannot_choose_its_address(edge, env, tmp_path):
+    """With no proxy in front of the service, X-Forwarded-For from the client is not believed (the
+    edge replaces it with the peer's address): a new forged address per request buys no fresh
+    rate-limit budget."""
+    with running_server({"RATE_LIMIT": "3/minute", **env}, log_dir=tmp_path, edge=edge) as srv:
+        statuses = [requests.post(srv.url + "/api/bg/remove", headers={"X-Forwarded-For": f"1.2.3.{i}"},
                                   timeout=10).status_code for i in range(6)]
     assert statuses == [400, 400, 400, 429, 429, 429]
+
+
+def test_uploads_are_spooled_without_warnings(edge):
+    """A 5 MB upload (a photo with 5 MB appended after its end) is read to disk by the edge before
+    the app sees it, and nginx logs nothing about it."""
+    body = photo("animal-1.jpg").read_bytes() + bytes(5 * 2**20)
+    resp = requests.post(edge.url + "/api/bg/remove", files={"file": ("big.jpg", body, "image/jpeg")}, timeout=60)
+    assert resp.status_code == 200 and resp.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "buffered to a temporary file" not in edge.log()
+
+
+def test_boot_answers_probes_cleanly_and_says_once_where_it_listens(tmp_path):
+    """Polled from the moment config/serve starts, the service refuses connections or answers 200
+    (never an nginx error: the edge starts once a worker serves, so it never logs [crit] or
+    [error] about the app's socket); it prints one "listening on" line with its public address,
+    which answers 200 at once."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.serverkit import ROOT, free_port
+
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "PYTHON": sys.executable, "CACHE_BACKEND": "none"}
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["config/serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    statuses, line_seen = [], None
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if line_seen is None and "listening on" in log_path.read_text():
+                line_seen = len(statuses)
+                url = log_path.read_text().split("listening on ", 1)[1].split()[0]
+                assert url == f"http://127.0.0.1:{port}"
+                assert requests.get(url + "/api/bg/health", timeout=PROBE_TIMEOUT_S).status_code == 200
+            try:
+                statuses.append(requests.get(f"http://127.0.0.1:{port}/api/bg/health", timeout=PROBE_TIMEOUT_S)
+                                .status_code)
+            except requests.ConnectionError:
+                continue
+            if line_seen is not None and len(statuses) > line_seen + 20:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    text = log_path.read_text()
+    assert line_seen is not None, text
+    assert statuses and set(statuses) <= {200, 503}, statuses
+    assert text.count("listening on") == 1, text
+    assert "[crit]" not in text and "[error]" not in text, text
+
+
+def test_gunicorn_alone_says_once_where_it_listens(bare):
+    """Without the edge, gunicorn's first serving worker prints the line (its model loaded and warm)."""
+    assert bare.log().count(f"listening on {bare.url}") == 1, bare.log()
 
 
 def test_idle_and_dripping_connections_are_closed_at_the_header_deadline(edge):

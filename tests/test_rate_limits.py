@@ -366,9 +366,9 @@ def test_storage_settings_are_validated_at_boot():
 
 
 def test_behind_the_edge_each_client_has_its_own_bucket(tmp_path):
-    """As deployed (config/serve: nginx in front, EDGE_PROXY=1), the client is the address the
-    outer proxy saw, not nginx: PROXY_HOPS counts the proxies in front, the edge adds one."""
-    env = {"RATE_LIMIT": "2/minute", "PROXY_HOPS": "1"}
+    """As deployed behind a platform's proxy (Cloud Run's front, then config/serve's nginx:
+    PROXY_HOPS=2), the client is the address the outer proxy saw, not nginx nor one it forged."""
+    env = {"RATE_LIMIT": "2/minute", "PROXY_HOPS": "2"}
     with running_server(env, log_dir=tmp_path, edge=True) as srv:
         def send(client_ip):
             return requests.post(srv.url + "/api/bg/remove", headers={"X-Forwarded-For": client_ip},
@@ -376,3 +376,5 @@ def test_behind_the_edge_each_client_has_its_own_bucket(tmp_path):
 
         assert [send("203.0.113.50") for _ in range(3)] == [400, 400, 429]
         assert [send("203.0.113.51") for _ in range(3)] == [400, 400, 429]  # not nginx's bucket, not the first's
+        # what the outer proxy appends to a forged header: the forged part buys nothing
+        assert [send(f"1.2.3.{i}, 203.0.113.52") for i in range(3)] == [400, 400, 429]

@@ -179,3 +179,12 @@ def test_corrupt_model_stops_boot_without_traceback(content, tmp_path):
     assert proc.returncode == 4, output  # gunicorn's "App failed to load": the master halts, no respawn loop
     assert "Traceback" not in output
     assert sum(1 for line in output.splitlines() if "MODEL_PATH" in line and str(bad) in line) == 1
+
+
+def test_a_burst_of_eight_uploads_is_queued_not_shed(tmp_path):
+    """Default settings, as `make run` serves them (behind the edge): 8 uploads at once all get
+    200 (one runs, the rest wait their turn); only past the queue is anything shed."""
+    with running_server(log_dir=tmp_path, edge=True) as srv:
+        results = concurrent_clients(srv.url, 8, [fixture_images()[0]])
+    assert sorted(status for status, _ in results) == [200] * 8
+

@@ -13,6 +13,8 @@ def test_cpu_tier_defaults():
     assert s.model_path == PROJECT_ROOT / "models" / "u2netp.onnx"
     assert (s.port, s.max_file_size_mb, s.max_dimension) == (5000, 8.0, 1024)
     assert (s.max_concurrent_inferences, s.request_timeout_s, s.web_concurrency) == (1, 60.0, 1)
+    assert s.max_queue == 8  # a burst of 8 uploads is queued, not shed (tests/test_server.py)
+    assert s.proxy_hops == 0  # no client's X-Forwarded-For is believed unless a proxy is declared
     assert s.web_threads == s.max_concurrent_inferences + s.max_queue + 2
     assert s.onnx_memory_mode == "lean"
 
