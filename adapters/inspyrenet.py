@@ -306,7 +306,7 @@ def check_image(size: int) -> np.ndarray:
 
 def load(settings: Settings) -> InSPyReNetSegmenter:
     path = Path(settings.model_path)  # config.Settings checked that it is a file
-    device = pick_device(settings.device)  # on CPU, app.ops.process.configure sized torch's threads
+    device = pick_device(settings.device)  # on CPU, app.ops.tuning.configure sized torch's threads
     size = settings.target_size
     state_dict = read_checkpoint(path)
     try:

@@ -50,7 +50,7 @@ PROFILES = {
 #   lean      no arena, no memory pattern, 'extended' graph optimisation: lowest peak
 #   balanced  no arena, no memory pattern, 'all' (NCHWc layouts): ~25% faster, ~75 MB more
 #   fast      CPU arena kept between runs, 'all': fastest, holds its peak for good
-# Without the arena, the malloc policy of app.ops.process.configure returns freed activations to the OS.
+# Without the arena, the malloc policy of app.ops.tuning.configure returns freed activations to the OS.
 # Where lean's time goes against rembg (ort defaults: arena, pattern, 'all'), issue 19, measured
 # interleaved (ort_options.py; 2 CPUs, busy: ratios to lean): two parts, neither free in memory.
 #  - 'extended' vs 'all': the FusedConv kernels (im2col + GEMM; ~70% of a run in onnxruntime's
@@ -62,7 +62,7 @@ PROFILES = {
 #    planned memory pattern, jemalloc without decay), but each holds ~40-50 MB above lean's peak
 #    (its fragmentation: 318-331 MB against 281 MB per process), and giving it back after each
 #    run (memory.enable_memory_arena_shrinkage) brings the faults and the time back (1.02-1.05x).
-#  So lean stays as it is and only faults in huge pages (app.ops.process.MALLOC_TUNABLES, set at
+#  So lean stays as it is and only faults in huge pages (app.ops.tuning.MALLOC_TUNABLES, set at
 #  process start): ~12,000 faults per image instead of ~55,000, identical masks, 0.92-1.00x in
 #  five interleaved runs (bench_pipeline.py: 1.36x rembg against 1.45x without, on a busy machine),
 #  peak 282 against 281 MB per process, the 4-client server's 307 against 304 MB (idle +4 MB).

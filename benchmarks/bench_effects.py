@@ -5,7 +5,7 @@ in Python (same steps: panchromatic grey + tone curve + local contrast + glow + 
 cell means + Floyd–Steinberg + dots; luma + blur + bands; block means + nearest palette
 colour). References are timed on a 128x128 crop (their cost is linear in pixels) and
 reported per megapixel. Then the product's figures are measured again in a fresh
-process under the 512 MB tier's malloc policy (app/ops/process.py), which makes every
+process under the 512 MB tier's malloc policy (app/ops/tuning.py), which makes every
 array over 128 KiB a fresh mmap: the page faults are the price of its lower RSS.
 
 Usage: python benchmarks/bench_effects.py [--runs 5]
@@ -218,10 +218,10 @@ def main() -> None:
     parser.add_argument("--tier-malloc", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tier_malloc:  # child process: the 512 MB tier's allocator policy, ours only
-        from app.ops import process
+        from app.ops import tuning
         from config import Settings
 
-        process.configure(Settings())  # the fields' defaults: the onnx tier, lean mode
+        tuning.configure(Settings())  # the fields' defaults: the onnx tier, lean mode
         for (name, side), value in measure_ours(args.runs).items():
             print(f"{name} {side} {value:.2f}")
         return

@@ -32,7 +32,7 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from adapters import inspyrenet  # noqa: E402
-from app.ops import process  # noqa: E402
+from app.ops import tuning  # noqa: E402
 from tests.serverkit import fixture_images  # noqa: E402
 from config import Settings  # noqa: E402
 
@@ -126,7 +126,7 @@ def main() -> None:
             env = {"SEGMENTER": "inspyrenet", "MODEL_PATH": str(ckpt), "TARGET_SIZE": str(size), "DEVICE": str(device),
                    "MAX_BATCH": str(max_batch), "PRECISION": precision, "BATCH_WINDOW_MS": "5"}
             settings = Settings.from_env(env)
-            process.configure(settings)  # the service's thread pools, as create_app sets them
+            tuning.configure(settings)  # the service's thread pools, as create_app sets them
             return inspyrenet.load(settings)
 
         images = photos()

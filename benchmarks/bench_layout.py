@@ -1,7 +1,7 @@
 """Layout stage (issue 14): ms per output megapixel on one core, ours against Pillow done the straightforward way.
 
 Inputs: for each photo (animal-1.jpg and cloth-1.jpg by default), the real cut-out, computed
-once as the service does (the model of Settings.from_env({}), process.configure first), of
+once as the service does (the model of Settings.from_env({}), tuning.configure first), of
 - "xK": the photo upscaled by K (LANCZOS) so that the subject's box is ~3.3 MP: a crop with 5 %
   padding (or the sticker's 32 px and outline) is then a ~4 MP output, and a fixed 2000x2000
   canvas (4 MP) downscales the subject (LANCZOS: the resampling path, "scale" < 1);
@@ -31,7 +31,7 @@ is pinned to one CPU (sched_setaffinity), OMP/BLAS/onnxruntime at one thread. Pe
 (MB): the process's peak RSS during a run (VmHWM, reset through /proc/self/clear_refs before
 each run) minus its RSS just before (psutil), the largest over the runs: what the layout adds to
 a worker, its output (W x H x 4 bytes, 16 MB at 4 MP) included. The malloc policy is the 512 MB
-tier's (process.configure), so freed blocks go back to the OS between runs. "-": the kernel
+tier's (tuning.configure), so freed blocks go back to the OS between runs. "-": the kernel
 does not let the peak be reset.
 
 Goal (issue 14 point 6): framing, background, shadow and outline together (the "full" row) cost
@@ -72,7 +72,7 @@ from app.pipeline.layout.geometry import CONTACT_ASPECT, CONTACT_BAND, CONTACT_W
 from app.pipeline.layout.outline import OUTLINE_LEVELS  # noqa: E402
 from app.pipeline.options import RemoveOptions  # noqa: E402
 
-IMAGES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "images"
+IMAGES = Path(__file__).resolve().parent.parent / "tests" / "data" / "fixtures" / "images"
 PHOTOS = ("animal-1.jpg", "cloth-1.jpg")
 BACKDROP = "plants-1.jpg"  # the image background (987x1481: upscaled to cover 2000x2000)
 SUBJECT_MP = 3.3  # the subject's box after the input's upscale: a 5 % padded crop is ~4 MP
@@ -99,11 +99,11 @@ def cutouts(names: list[str]) -> dict[str, list[tuple[str, np.ndarray, np.ndarra
     """name -> [(label, RGBA cut-out, RGB photo)]: the photo upscaled so that its subject's box is
     ~SUBJECT_MP, then the photo as sent; each cut out by the model on that very photo."""
     from adapters import load_segmenter
-    from app.ops import process
+    from app.ops import tuning
     from config import Settings
 
     settings = Settings.from_env({})
-    process.configure(settings)
+    tuning.configure(settings)
     seg = load_segmenter(settings)
     out = {}
     for name in names:

@@ -8,7 +8,7 @@ every 5 ms; phases run one after another in this process, ours first). The laten
 come from an interleaved pass: every image through the three in a shuffled order, round after
 round (--rounds), so that a busy machine slows all three alike; the load average is printed.
 The process runs under the lean mode's malloc tunables, as the server does
-(app.ops.process.exec_with_malloc_tunables; GLIBC_TUNABLES=glibc.malloc.hugetlb=0 runs without).
+(app.ops.tuning.exec_with_malloc_tunables; GLIBC_TUNABLES=glibc.malloc.hugetlb=0 runs without).
 Usage: python benchmarks/bench_pipeline.py [--repeat 3] [--rounds 5]
 """
 
@@ -30,10 +30,10 @@ os.environ.setdefault("U2NET_HOME", str(ROOT / "models"))
 
 import psutil  # noqa: E402
 
-from app.ops import process  # noqa: E402
+from app.ops import tuning  # noqa: E402
 from app.pipeline import IMAGE, Job  # noqa: E402
 from app.pipeline.options import RemoveOptions  # noqa: E402
-from app.service import build_service  # noqa: E402
+from app.pipeline.runtime import build_runtime  # noqa: E402
 from config import Settings  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "data" / "fixtures" / "images"
@@ -80,12 +80,12 @@ def time_each(fn, images, repeat):
 def ours(**env: str):
     """The service's own pipeline (app.pipeline.Job), as a request to /api/bg/remove runs it, without
     the cache; ``env``: settings over the defaults (ONNX_MEMORY_MODE, ONNX_PRECISION)."""
-    service = build_service(Settings.from_env({**env, "CACHE_BACKEND": "none", "WARMUP": "false"}))
-    print(f"  {env or 'defaults'}: {service.segmenter.info.model_id}, {service.segmenter.runtime()}")
+    runtime = build_runtime(Settings.from_env({**env, "CACHE_BACKEND": "none", "WARMUP": "false"}))
+    print(f"  {env or 'defaults'}: {runtime.segmenter.info.model_id}, {runtime.segmenter.runtime()}")
     options = RemoveOptions(use_cache=False)
 
     def run(data: bytes) -> bytes:
-        return Job(service, options, data).run().images[IMAGE]
+        return Job(runtime, options, data).run().images[IMAGE]
 
     return run
 
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the interleaved pass the latencies come from")
     args = parser.parse_args()
-    process.exec_with_malloc_tunables(Settings.from_env({}))  # as config/gunicorn.conf.py does
+    tuning.exec_with_malloc_tunables(Settings.from_env({}))  # as config/gunicorn.conf.py does
     images = sorted(FIXTURES.glob("*.jpg"))
     def rembg():
         from rembg import new_session, remove

@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.ops.process import MALLOC_TUNABLES  # noqa: E402
+from app.ops.tuning import MALLOC_TUNABLES  # noqa: E402
 
 # name: arena (True, or "same": a shared arena with arena_extend_strategy kSameAsRequested), memory
-# pattern, optimisation level, the lean malloc policy (app.ops.process.configure), glibc tunables,
+# pattern, optimisation level, the lean malloc policy (app.ops.tuning.configure), glibc tunables,
 # arena shrinkage after every run, thread spinning.
 CONFIGS = {
     "lean, old (no THP)": dict(arena=False, pattern=False, level="extended", policy=True, tunables=""),
@@ -56,12 +56,12 @@ from adapters.base import ModelInfo
 from adapters.onnx import PROFILES, OnnxSegmenter
 from app.pipeline import decode
 from config import Settings
-# app/ops/process.py by path: importing the app package would add the whole app (~30 MB) to the RSS measured here
-spec = importlib.util.spec_from_file_location("process", ROOT + "/app/ops/process.py")
+# app/ops/tuning.py by path: importing the app package would add the whole app (~30 MB) to the RSS measured here
+spec = importlib.util.spec_from_file_location("process", ROOT + "/app/ops/tuning.py")
 process = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(process)
 if C["policy"]:
-    process.configure(Settings())  # the malloc policy of the lean and balanced modes, as at boot
+    tuning.configure(Settings())  # the malloc policy of the lean and balanced modes, as at boot
 if C.get("mmap_threshold"):
     process._libc.mallopt(process.M_MMAP_THRESHOLD, C["mmap_threshold"])
 so = ort.SessionOptions()

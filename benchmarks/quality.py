@@ -305,11 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import onnxruntime as ort
 
-    from app.ops import process
+    from app.ops import tuning
 
     try:
         settings = settings_for({})
-        process.configure(settings)
+        tuning.configure(settings)
         default_seg = load_ours(settings)
     except Skip as exc:
         print(f"cannot run ours, the configured service: {exc}", file=sys.stderr)

@@ -113,7 +113,7 @@ class Settings:
     graceful_timeout_s: float = _env("GRACEFUL_TIMEOUT_S", 30.0, "number", lo=0, hi=3600)
     inference_threads: int = _env("INFERENCE_THREADS", _available_cpus(), "integer", lo=1, hi=256)
     png_compress_level: int = _env("PNG_COMPRESS_LEVEL", 1, "integer", lo=0, hi=9)
-    # lean and balanced also run under app.ops.process.MALLOC_TUNABLES (huge pages), set at process start.
+    # lean and balanced also run under app.ops.tuning.MALLOC_TUNABLES (huge pages), set at process start.
     onnx_memory_mode: str = _env("ONNX_MEMORY_MODE", "lean", "choice", choices=ONNX_MEMORY_MODES)
     # int8: MODEL_PATH's <stem>.int8.onnx (built by `make setup`); auto: that file where the CPU has
     # VNNI and it passes its self-check at boot, else MODEL_PATH itself.

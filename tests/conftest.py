@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from adapters import load_segmenter
-from app import create_app
+from app.web.factory import create_app
 from config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

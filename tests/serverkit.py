@@ -70,7 +70,7 @@ def running_server(env: dict[str, str] | None = None, boot_timeout_s: float = 60
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"{'edge' if edge else 'gunicorn'}-{port}.log"
     command = (["config/serve"] if edge else
-               [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:create_app()"])
+               [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app.web.factory:create_app()"])
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=ROOT, env={**full_env, "PYTHON": sys.executable}, stdout=log,
                                 stderr=subprocess.STDOUT)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from adapters import ModelLoadError, inspyrenet, load_segmenter
 from adapters.batching import MicroBatcher
-from app.ops import process
+from app.ops import tuning
 from tests.serverkit import fixture_images, post_image, running_server
 from config import Settings
 from tests.conftest import DATA
@@ -53,7 +53,7 @@ def cpu_settings(checkpoint):
 
 @pytest.fixture(scope="module")
 def segmenter(cpu_settings):
-    process.configure(cpu_settings)  # as create_app does at boot: torch's threads on CPU
+    tuning.configure(cpu_settings)  # as create_app does at boot: torch's threads on CPU
     return load_segmenter(cpu_settings)
 
 

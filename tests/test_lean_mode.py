@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from adapters import onnx
-from app.ops import process
+from app.ops import tuning
 from config import Settings
 from tests.conftest import IMAGES, ROOT
 from tests.serverkit import running_server
@@ -31,16 +31,16 @@ def test_lean_is_the_default_and_keeps_no_arena(settings):
 
 @pytest.mark.parametrize("mode, wanted", [("lean", True), ("balanced", True), ("fast", False)])
 def test_the_tunables_follow_the_mode(mode, wanted):
-    assert process.wants_malloc_tunables(Settings.from_env({"ONNX_MEMORY_MODE": mode})) is wanted
+    assert tuning.wants_malloc_tunables(Settings.from_env({"ONNX_MEMORY_MODE": mode})) is wanted
 
 
 CHILD = """
 import os, sys
 sys.path.insert(0, {root!r})
-from app.ops import process
+from app.ops import tuning
 from config import Settings
 print(os.getpid(), os.environ.get("GLIBC_TUNABLES", ""), flush=True)
-process.exec_with_malloc_tunables(Settings.from_env())
+tuning.exec_with_malloc_tunables(Settings.from_env())
 """
 
 
@@ -56,12 +56,12 @@ def test_exec_restarts_once_with_the_tunable_same_pid():
     lines = _exec_once({})
     assert len(lines) == 2, lines  # the first start, then the restart, which returns
     (pid1, before), (pid2, after) = lines
-    assert pid1 == pid2 and before == "" and after == process.MALLOC_TUNABLES
+    assert pid1 == pid2 and before == "" and after == tuning.MALLOC_TUNABLES
 
 
 def test_exec_keeps_other_tunables_and_an_explicit_choice():
     (_, _), (_, after) = _exec_once({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
-    assert after == "glibc.malloc.arena_max=2:" + process.MALLOC_TUNABLES
+    assert after == "glibc.malloc.arena_max=2:" + tuning.MALLOC_TUNABLES
     opted_out = _exec_once({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})
     assert len(opted_out) == 1 and opted_out[0][1] == "glibc.malloc.hugetlb=0"  # no restart
     assert len(_exec_once({"ONNX_MEMORY_MODE": "fast"})) == 1
@@ -72,10 +72,10 @@ import hashlib, sys
 sys.path.insert(0, {root!r})
 from adapters import onnx
 from app import pipeline
-from app.ops import process
+from app.ops import tuning
 from config import Settings
 settings = Settings.from_env({{**__import__("os").environ, "ONNX_PRECISION": "fp32"}})  # the lean fp32 session
-process.configure(settings)
+tuning.configure(settings)
 segmenter = onnx.load(settings)
 for path in sys.argv[1:]:
     print(hashlib.sha256(segmenter.mask(pipeline.decode(open(path, "rb").read(), settings).rgb).tobytes()).hexdigest())
@@ -86,7 +86,7 @@ def test_huge_pages_leave_the_masks_byte_identical():
     """The tunable changes where activations live, never what is computed."""
     paths = [str(p) for p in IMAGES[:3]]
     digests = {}
-    for tunables in ("glibc.malloc.hugetlb=0", process.MALLOC_TUNABLES):
+    for tunables in ("glibc.malloc.hugetlb=0", tuning.MALLOC_TUNABLES):
         env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"} | {"GLIBC_TUNABLES": tunables}
         out = subprocess.run([sys.executable, "-c", MASKS.format(root=str(ROOT)), *paths], env=env,
                              capture_output=True, text=True, timeout=120, check=True).stdout
@@ -101,7 +101,7 @@ def test_in_process_masks_match_a_lean_subprocess(segmenter, settings):
 
     path = IMAGES[0]
     expected = hashlib.sha256(segmenter.mask(pipeline.decode(path.read_bytes(), settings).rgb).tobytes()).hexdigest()
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"} | {"GLIBC_TUNABLES": process.MALLOC_TUNABLES}
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"} | {"GLIBC_TUNABLES": tuning.MALLOC_TUNABLES}
     out = subprocess.run([sys.executable, "-c", MASKS.format(root=str(ROOT)), str(path)], env=env,
                          capture_output=True, text=True, timeout=120, check=True).stdout
     assert out.split() == [expected]
@@ -114,5 +114,5 @@ def test_gunicorn_workers_run_under_the_tunable():
         assert workers
         for pid in [master, *map(int, workers)]:
             environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-            assert f"GLIBC_TUNABLES={process.MALLOC_TUNABLES}".encode() in environ, pid
+            assert f"GLIBC_TUNABLES={tuning.MALLOC_TUNABLES}".encode() in environ, pid
         assert requests.get(server.url + "/api/bg/health", timeout=5).status_code == 200

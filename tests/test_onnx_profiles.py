@@ -73,18 +73,18 @@ def test_explicit_profile_must_fit_the_graph(tmp_path, settings):
 
 
 def test_the_malloc_policy_is_set_at_boot_not_by_the_adapter(tmp_path, settings, monkeypatch):
-    """Lean and balanced run without onnxruntime's arena: app.ops.process.configure makes large blocks
+    """Lean and balanced run without onnxruntime's arena: app.ops.tuning.configure makes large blocks
     mmaps and caps the malloc arenas, once for the process; loading the model sets nothing."""
     from types import SimpleNamespace
 
-    from app.ops import process
+    from app.ops import tuning
 
     calls = []
     monkeypatch.setattr(process, "_libc", SimpleNamespace(mallopt=lambda *args: calls.append(args)))
     load_segmenter(settings.replace(model_path=channel_mean_graph(tmp_path / "u.onnx", 320)))
-    process.configure(settings.replace(onnx_memory_mode="fast"))
+    tuning.configure(settings.replace(onnx_memory_mode="fast"))
     assert calls == []
     for mode in ("lean", "balanced"):
-        process.configure(settings.replace(onnx_memory_mode=mode))
+        tuning.configure(settings.replace(onnx_memory_mode=mode))
         assert calls == [(process.M_MMAP_THRESHOLD, 128 * 1024), (process.M_ARENA_MAX, 2)]
         calls.clear()

@@ -13,7 +13,7 @@ from PIL import Image
 from adapters import int8, load_segmenter, quantize
 from adapters.base import ModelLoadError
 from adapters.onnx import int8_path
-from app import create_app
+from app.web.factory import create_app
 from app.pipeline.cache.keys import fingerprint
 from config import ConfigError, Settings
 from tests.conftest import ROOT, iou, photo, post

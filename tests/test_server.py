@@ -149,7 +149,7 @@ def test_sigterm_finishes_in_flight_requests(tmp_path):
 def boot(env, tmp_path, timeout=60):
     full_env = {**os.environ, "PORT": str(free_port()), "HOST": "127.0.0.1", **env}
     return subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app:create_app()"],
+        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "app.web.factory:create_app()"],
         cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
 

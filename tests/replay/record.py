@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from adapters import load_segmenter
-from app import create_app
+from app.web.factory import create_app
 from config import Settings
 from tests.replay.cases import CASES, case_id, fingerprint
 
