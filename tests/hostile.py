@@ -223,3 +223,51 @@ def memory_bombs() -> dict[str, bytes]:
         "png16_keyed_4096.png": keyed_png16(),
         "rgba_4096.png": rgba_png(),
     }
+
+
+def tiff_strip_bomb(height: int = 2_090_000) -> bytes:
+    """An 8-bit grey TIFF 1 pixel wide in one-row strips (the held-out probe's file, 8.4 MB): every
+    strip points at the same pixel; its offsets and byte counts are the whole file."""
+    tags = [(256, 3, 1, 1), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 3, height, 0), (277, 3, 1, 1), (278, 3, 1, 1), (279, 3, height, 0)]
+    pixel = 8 + 2 + 12 * len(tags) + 4
+    offsets = pixel + 2
+    counts = offsets + 2 * height
+    ifd = b"".join(struct.pack("<HHI", tag, kind, count) + (
+        struct.pack("<I", offsets if tag == 273 else counts) if count > 2 else
+        struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)) for tag, kind, count, value in tags)
+    head = b"II*\x00" + struct.pack("<IH", 8, len(tags)) + ifd + b"\x00" * 4 + b"\x00\x00"
+    return head + struct.pack("<H", pixel) * height + struct.pack("<H", 1) * height
+
+
+def bmp_rle_bomb(side: int = 2046) -> bytes:
+    """An 8-bit RLE BMP made of runs of one pixel: 2 bytes of file per pixel (8 MB at 2046², under the 8 MiB upload limit),
+    each run a step of Pillow's Python decoder."""
+    runs = (b"\x01\x07\x01\x09" * (side // 2) + b"\x00\x00") * side + b"\x00\x01"
+    return _bmp_rle(side, side, runs)
+
+
+def _bmp_rle(width: int, height: int, runs: bytes) -> bytes:
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(runs), 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(runs), 0, 0, offset) + info + palette + runs
+
+
+def bmp_rle(side: int = 256) -> bytes:
+    """A modest RLE BMP as a drawing program writes one: rows of long runs."""
+    rows = b"".join((bytes((side // 2, y % 256, side - side // 2, 255 - y % 256)) + b"\x00\x00") for y in range(side))
+    return _bmp_rle(side, side, rows + b"\x00\x01")
+
+
+def heic_header(brand: bytes = b"heic", compatible: tuple[bytes, ...] = (b"mif1", b"heic")) -> bytes:
+    """The start of an ISO-BMFF image (``ftyp`` and an empty ``meta``): what Pillow here cannot name."""
+    ftyp = brand + b"\x00\x00\x00\x00" + b"".join(compatible)
+    return struct.pack(">I", 8 + len(ftyp)) + b"ftyp" + ftyp + struct.pack(">I", 12) + b"meta" + b"\x00" * 4
+
+
+def ico_png_bomb(side: int = 12000) -> bytes:
+    """An icon whose one entry is a ``side``² greyscale PNG (a 140 KB file): Pillow's icon reader
+    decodes it when it opens the file."""
+    png = _encode(Image.new("L", (side, side)), "PNG")
+    return struct.pack("<HHHBBBBHHII", 0, 1, 1, 0, 0, 0, 0, 1, 32, len(png), 22) + png

@@ -10,7 +10,7 @@ import threading
 import pytest
 import requests
 
-from benchmarks import hostile
+from tests import hostile
 from tests.serverkit import RssSampler, fixture_images, post_image, running_server
 from tests.conftest import photo, post
 

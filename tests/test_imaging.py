@@ -12,7 +12,7 @@ from PIL import Image, ImageCms
 
 from app.pipeline.errors import ImageTooComplex, ImageTooLarge, InvalidImage, UnsupportedImage
 from app.pipeline.imaging import MAX_JPEG_SCANS, decode_cost_bytes, decode_image, encode_image, jpeg_scans
-from benchmarks import hostile
+from tests import hostile
 from tests.conftest import encode, photo, png_bytes
 
 

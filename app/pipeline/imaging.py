@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,9 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
       the whole image's coefficients, whatever the draft scale: it is judged by its full size,
       and its scans are counted (each one is a pass over every block) and capped at
       ``MAX_JPEG_SCANS``, as libjpeg's ``-maxscans`` does;
+    - a TIFF's first directory is read before Pillow opens the file, which builds a tile for
+      each strip (:func:`check_tiff_structure`); an RLE BMP's runs, which Pillow decodes in
+      Python, are capped at ``MAX_BMP_RLE_BYTES``;
     - ``max_decode_bytes`` bounds the memory decoding takes (:func:`decode_cost_bytes`): the
       decoded pixels in their own mode and the copies the decoder and the scaling make.
     Errors name ``field``, the form field the bytes came in (``file``, ``background_file``).
@@ -71,6 +75,8 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
     rotation, so that no second full-size copy is made (a high-bit-depth or RGBA image is
     several times its file's size); then it is rotated and converted at the working size.
     """
+    if data[:4] in _TIFF_HEADERS:
+        check_tiff_structure(data, max_pixels, field)
     img = _open(data, field)
     try:
         width, height = img.size
@@ -93,6 +99,13 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
                 )
             if max(width, height) > max_dimension:
                 img.draft(None, (max_dimension, max_dimension))
+        if img.format == "BMP" and img.info.get("compression") in (1, 2):  # RLE8, RLE4
+            rle_bytes = len(data) - img.tile[0].offset
+            if rle_bytes > MAX_BMP_RLE_BYTES:
+                raise ImageTooComplex(
+                    f"{field}: the BMP has {rle_bytes / 2**20:.1f} MB of run-length data; at most "
+                    f"{MAX_BMP_RLE_BYTES / 2**20:.0f} MB of it is decoded here (send it as a PNG)", field=field
+                )
         decoded = img.size[0] * img.size[1]
         if decoded > max_pixels:
             raise ImageTooLarge(
@@ -127,6 +140,16 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
 MAX_JPEG_SCANS = 100
 # Real ICC profiles are a few KB, up to a few hundred KB for detailed printer profiles.
 MAX_ICC_BYTES = 1 << 20
+# Pillow decodes RLE BMPs in Python, a step for every 2 bytes (~1.3 µs): 1 MB of runs is
+# under a second, and far more than a real RLE image (they compress, or would be sent raw) has.
+MAX_BMP_RLE_BYTES = 1 << 20
+# Pillow's TIFF reader makes a Python tile descriptor for every strip or tile when it opens
+# the file (~350 bytes, and ~8 µs of decoding, each): 2 million one-row strips took 730 MB
+# and 16 s. A 8192-row image in one-row strips, planar RGBA, has 32,768; no other table of
+# numbers in a real first directory (colour map, transfer function) is longer.
+MAX_TIFF_TABLE = 1 << 16
+_TIFF_HEADERS = (b"MM\x00\x2a", b"II\x2a\x00", b"MM\x2a\x00", b"II\x00\x2a", b"MM\x00\x2b", b"II\x2b\x00")
+_TIFF_NUMBERS = {3, 4, 5, 8, 9, 10, 11, 12, 16, 17, 18}  # SHORT, LONG, RATIONAL... the types read as tuples
 _MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # in entropy-coded data: a marker, not a stuffed byte or RSTn
 
 
@@ -203,6 +226,45 @@ def jpeg_scans(data: bytes, stop_after: int = MAX_JPEG_SCANS + 1) -> int:
     return scans
 
 
+def check_tiff_structure(data: bytes, max_pixels: int, field: str = "file") -> None:
+    """Refuse a TIFF from its first directory (the only one decoded), before Pillow reads it:
+    more than ``max_pixels`` pixels, or a table (strip or tile offsets, any list of numbers)
+    longer than ``MAX_TIFF_TABLE``. Reads the header and the directory's entries, nothing else,
+    the way Pillow does (byte order from the first two bytes, BigTIFF from version 43); a
+    directory it cannot read is left for Pillow to refuse."""
+    endian = "<" if data[:2] == b"II" else ">"
+    big = data[2] == 43
+    try:
+        if big:
+            (pos,) = struct.unpack_from(endian + "Q", data, 8)
+            (entries,) = struct.unpack_from(endian + "Q", data, pos)
+            layout, start, size = endian + "HHQ8s", pos + 8, 20
+        else:
+            (pos,) = struct.unpack_from(endian + "L", data, 4)
+            (entries,) = struct.unpack_from(endian + "H", data, pos)
+            layout, start, size = endian + "HHL4s", pos + 2, 12
+    except struct.error:
+        return
+    entries = min(entries, (len(data) - start) // size)
+    if entries > MAX_TIFF_TABLE:
+        raise ImageTooComplex(f"{field}: the TIFF's directory has {entries:,} entries; a real one has a few dozen",
+                              field=field)
+    dims: dict[int, int] = {}
+    for tag, kind, count, value in struct.iter_unpack(layout, data[start:start + entries * size]):
+        if kind in _TIFF_NUMBERS and count > MAX_TIFF_TABLE:
+            what = {273: "strips", 324: "tiles"}.get(tag, f"values in tag {tag}")
+            raise ImageTooComplex(
+                f"{field}: the TIFF has {count:,} {what}; at most {MAX_TIFF_TABLE:,} are read here "
+                "(save it with larger strips, e.g. as one compressed strip, or send a PNG)", field=field
+            )
+        if tag in (256, 257) and kind in (3, 4, 16) and count == 1 and tag not in dims:
+            dims[tag] = int.from_bytes(value[:{3: 2, 4: 4, 16: 8}[kind]], "little" if endian == "<" else "big")
+    width, height = dims.get(256, 0), dims.get(257, 0)
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{field}: the image is {width}x{height} pixels; at most {max_pixels:,} pixels can be "
+                            "decoded", field=field)
+
+
 def valid_icc_profile(icc: bytes | None) -> bytes | None:
     """The input's ICC profile if it is a real RGB profile of sane size, else None (dropped:
     a broken or oversized profile must not be copied into every output)."""
@@ -225,16 +287,41 @@ def _open(data: bytes, field: str) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         pass
     # Not one of ours: is it an image at all? (header parsing only, nothing is decoded)
-    try:
-        with Image.open(io.BytesIO(data)) as other:
-            kind = other.format
-    except Exception:
-        kind = None
+    brands = _ftyp_brands(data)
+    if brands & {b"avif", b"avis"}:
+        raise UnsupportedImage(f"{field}: AVIF images are not supported yet; send one of "
+                               f"{', '.join(ALLOWED_EXTENSIONS)}", field=field)
+    if brands & _HEIF_BRANDS:
+        raise UnsupportedImage(f"{field}: HEIC/HEIF images are not supported yet; send one of "
+                               f"{', '.join(ALLOWED_EXTENSIONS)}", field=field)
+    kind = next((f for f in _BY_MAGIC if Image.OPEN[f][1](data[:16])), None)
+    if kind is None:
+        try:
+            with Image.open(io.BytesIO(data), formats=[f for f in Image.ID if f not in _BY_MAGIC]) as other:
+                kind = other.format
+        except Exception:
+            kind = None
     if kind:
         raise UnsupportedImage(
             f"{field}: {kind} images are not supported; send one of {', '.join(ALLOWED_EXTENSIONS)}", field=field
         )
     raise InvalidImage(f"{field}: not a readable image; send one of {', '.join(ALLOWED_EXTENSIONS)}", field=field)
+
+
+# Formats whose Pillow reader decodes pixels or walks every entry when it opens a file (an
+# icon's largest image, an icon set's or Photoshop file's every resource): named by their
+# magic bytes, never opened. (CUR's magic is also a TGA's first bytes: it stays opened.)
+_BY_MAGIC = ("ICO", "ICNS", "PSD", "FLI", "DCX")
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+
+
+def _ftyp_brands(data: bytes) -> set[bytes]:
+    """The brands of an ISO-BMFF file's ``ftyp`` box (major and compatible: a phone's HEIC says
+    ``heic``, an AVIF ``avif``, either may say only ``mif1`` first); empty for other files."""
+    if data[4:8] != b"ftyp":
+        return set()
+    box = data[8:min(int.from_bytes(data[:4], "big"), 256)]
+    return {box[i:i + 4] for i in range(0, len(box) - 3, 4) if i != 4}  # 4: the minor version
 
 
 def _apply_orientation(img: Image.Image) -> Image.Image:
