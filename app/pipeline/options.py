@@ -1,14 +1,18 @@
 """The typed options of each kind of result, one declaration per field.
 
-Each options class is a msgspec ``Struct``. A field's annotation (type, range, description)
-and its default are its one declaration, and drive:
+Each options class is a msgspec ``Struct``. A field's annotation (type, range, description, the
+pipeline stage that uses it) and its default are its one declaration. :func:`fields` walks it:
+one :class:`OptionField` per form field, and everything else derives from that walk:
 - parsing a form of strings (:meth:`Options.from_form`; every way in maps onto these classes):
-  booleans as true/false/1/0/yes/no/on/off, choices in any case (``jpg`` = ``jpeg``), colours in
+  booleans in the words of :data:`BOOLEAN_WORDS`, choices in any case (``jpg`` = ``jpeg``), colours in
   every form ``effects.colors`` reads, JSON fields decoded; a missing or blank field is its default;
 - validation by msgspec against the declared types and ranges, a bad value being a
   :class:`BadOption` naming the field and saying what the declaration expects;
 - the result cache's key (:meth:`Options.cache_fields`: the values that decide the bytes);
-- the form's schema in the OpenAPI document (:meth:`Options.form_schema`, msgspec's JSON Schema).
+- the form's schema in the OpenAPI document (:func:`form_schema`, msgspec's JSON Schema).
+
+Options are immutable: what a request leaves to the endpoint (its background, each effect's
+parameters) is filled in by :meth:`Options.completed`, a new instance.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import dataclasses
 import functools
 import json
 import re
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Mapping
 
@@ -30,8 +35,8 @@ from effects.colors import FORMS as COLOR_FORMS, hex_color, parse_color
 
 MAX_EFFECTS = 4
 WHITE = (255, 255, 255)
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
+# How a form writes a boolean, in any case (the one table: config reads environment booleans by it too).
+BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _ALIASES = {"jpg": "jpeg"}
 _AT_FIELD = re.compile(r"at `\$\.([\w.]+)")  # where a msgspec.ValidationError is
 
@@ -202,10 +207,11 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                                  extra={"percent": True})] | None = None
     max_upscale: Annotated[float, Meta(ge=0.1, le=8.0, description="the most the subject is enlarged to fit a "
                                                                    "fixed size (1 = never)")] = 1.0
-    # None: the endpoint's own (transparent; change_color's `color`; white under JPEG), set by Options
+    # None: the endpoint's own, filled in by Options.completed
     background: Annotated[Background, Meta(description="transparent, a colour (also #RRGGBBAA), blur (the photo's own "
-                                                       "background, blurred) or image (background_file)",
-                                           extra={"default": "transparent"})] | None = None
+                                                       "background, blurred) or image (background_file); unset: the "
+                                                       "endpoint's (transparent; change_color: `color`; white for JPEG)"
+                                           )] | None = None
     blur_radius: Annotated[int, Meta(ge=1, le=500, description="background=blur: the blur's radius in px")] = 20
     background_fit: Annotated[Literal["cover", "contain"], Meta(description="background=image: fill the canvas "
                                                                             "(cover) or fit inside it (contain)")] = "cover"
@@ -235,94 +241,94 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 NO_LAYOUT = Layout()
 
-Quality = Annotated[int, Meta(ge=1, le=100, description="JPEG/WebP quality (WebP: 100 = lossless); ignored for PNG")]
+Quality = Annotated[int, Meta(ge=1, le=100, description="JPEG/WebP quality (WebP: 100 = lossless); ignored for PNG",
+                              extra={"stage": "encode"})]
 Refine = Annotated[bool, Meta(description="re-estimate the subject's colours at soft edges (hair, fur) "
-                                          "so they lose the old background's tint")]
-UseCache = Annotated[bool, Meta(description="read and write the result cache")]
+                                          "so they lose the old background's tint", extra={"stage": "compose"})]
+UseCache = Annotated[bool, Meta(description="read and write the result cache", extra={"stage": "cache"})]
 
 
 def _format(*formats: str, description: str) -> Any:
-    return Annotated[Literal[formats], Meta(description=description)]  # type: ignore[valid-type]
+    return Annotated[Literal[formats], Meta(description=description, extra={"stage": "encode"})]  # type: ignore[valid-type]
+
+
+PLAIN = Layout(background=TRANSPARENT)  # the default layout, complete (its background filled in)
 
 
 class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Fields every kind of result has; subclasses declare theirs. ``KIND`` names the result in cache keys."""
+    """Fields every kind of result has; subclasses declare theirs. ``KIND`` names the result in cache keys.
+
+    Built by :meth:`from_form` (or, in code, with :meth:`completed` after the constructor when a
+    field is left to the endpoint); the defaults alone are complete."""
 
     KIND: ClassVar[str]
-    layout: Layout = NO_LAYOUT  # its fields are the form's own (flat), after the class's
+    layout: Layout = PLAIN  # its fields are the form's own (flat), after the class's
     use_cache: UseCache = True
-
-    def __post_init__(self) -> None:
-        if self.layout.background is None:
-            self._set_background(self.default_background())
 
     def default_background(self) -> Background:
         """The background when the request names none."""
         return TRANSPARENT
 
-    def _set_background(self, background: Background) -> None:
-        msgspec.structs.force_setattr(self, "layout", msgspec.structs.replace(self.layout, background=background))
+    def completed(self) -> "Options":
+        """These options with what the request left to the endpoint filled in (a new instance)."""
+        if self.layout.background is not None:
+            return self
+        return msgspec.structs.replace(
+            self, layout=msgspec.structs.replace(self.layout, background=self.default_background()))
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> "Options":
         """Options from form fields (strings); fields the class does not declare are not read here
         (:func:`unknown_fields` finds them)."""
-        fields = _fields(cls)
-        given = {f.name: raw.strip() for f in fields if (raw := form.get(f.name)) is not None and raw.strip()}
+        walk = fields(cls)
+        given = {f.name: raw.strip() for f in walk if (raw := form.get(f.name)) is not None and raw.strip()}
         preset = given.get("preset", "").lower()
         if preset in PRESETS:  # its fields as if sent, under the ones that were
             given = {**PRESETS[preset], **given}
-        values: dict[str, Any] = {}
-        for field in fields:
+        values: dict[str, Any] = {f.group: {} for f in walk if f.group}  # a group's unset fields: the endpoint's
+        for field in walk:
             if field.name in given:
-                into = values.setdefault(field.group, {}) if field.group else values
+                into = values[field.group] if field.group else values
                 into[field.name] = field.prepare(given[field.name])
             elif field.required:
                 raise BadOption(field.name, f"required: {field.expected}")
         try:  # one conversion of the whole form: msgspec checks every declared type and range
-            return msgspec.convert(values, cls, strict=False)
+            options = msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
             name = _AT_FIELD.search(str(exc)).group(1).rsplit(".", 1)[-1]  # type: ignore[union-attr]
-            raise next(f for f in fields if f.name == name).refusal(given[name]) from None
+            raise next(f for f in walk if f.name == name).refusal(given[name]) from None
+        return options.completed()
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         """The form's fields (the layout's among them)."""
-        return tuple(f.name for f in _fields(cls))
+        return tuple(f.name for f in fields(cls))
 
     @classmethod
     def form_schema(cls) -> dict[str, Any]:
         """The JSON Schema of each form field (JSON-valued fields are strings in a form)."""
-        (schema,), components = msgspec.json.schema_components([cls], schema_hook=_form_value_schema,
-                                                                  ref_template="{name}")
-        own = components[schema["$ref"]]["properties"]
-        grouped = {name: components[ref.split("/")[-1]]["properties"] for name, prop in own.items()
-                   if (ref := prop.get("$ref"))}
-        properties = {}
-        for field in _fields(cls):
-            prop = grouped[field.group][field.name] if field.group else own[field.name]
-            if "anyOf" in prop:  # an optional value: its type, not null (a form leaves it out)
-                prop = {**next(p for p in prop["anyOf"] if p.get("type") != "null"),
-                        **{k: v for k, v in prop.items() if k not in ("anyOf", "default")}}
-            if field.kind in ("json", "value", "percent"):
-                prop = {"type": "string", "description": prop.get("description", ""), **field.schema_default}
-            properties[field.name] = prop
-        return properties
+        return form_schema(cls)
 
     def resolved(self) -> "Options":
         """The options of the result to make (a front for another kind of result maps onto it)."""
         return self
 
-    def irrelevant(self) -> tuple[str, ...]:
+    def fields_without_effect(self) -> tuple[str, ...]:
         """Fields whose values do not change this result's bytes (left out of the cache key)."""
         return ("quality",) if getattr(self, "format", None) == "png" else ()  # PNG is lossless
 
     def cache_fields(self) -> dict[str, Any]:
-        """The options that decide the output's bytes, normalised: the result cache's key."""
-        skip = {"use_cache", *self.irrelevant()}
-        fields = {name: msgspec.to_builtins(getattr(self, name)) for name in self.__struct_fields__ if name not in skip}
-        fields["layout"].pop("preset", None)  # a preset is the fields it sets (explicit fields give the same key)
-        return fields
+        """The options that decide the output's bytes, normalised: the result cache's key. A preset
+        is left out: it is the fields it sets (explicit fields give the same key)."""
+        skip = {"use_cache", "preset", *self.fields_without_effect()}
+        key: dict[str, Any] = {}
+        for field in fields(type(self)):
+            if field.name in skip:
+                continue
+            holder = getattr(self, field.group) if field.group else self
+            into = key.setdefault(field.group, {}) if field.group else key
+            into[field.name] = msgspec.to_builtins(getattr(holder, field.name))
+        return key
 
 
 class RemoveOptions(Options, frozen=True):
@@ -330,29 +336,31 @@ class RemoveOptions(Options, frozen=True):
 
     KIND = "remove"
     format: _format("png", "webp", description="output format (transparent background)") = "png"
-    only_mask: Annotated[bool, Meta(description="return the 8-bit mask instead")] = False
+    only_mask: Annotated[bool, Meta(description="return the 8-bit mask instead", extra={"stage": "compose"})] = False
     quality: Quality = 90
     refine_foreground: Refine = False
 
-    def irrelevant(self) -> tuple[str, ...]:
-        return (*super().irrelevant(), "refine_foreground") if self.only_mask else super().irrelevant()
+    def fields_without_effect(self) -> tuple[str, ...]:
+        return (*super().fields_without_effect(), "refine_foreground") if self.only_mask \
+            else super().fields_without_effect()
 
 
 class ChangeColorOptions(Options, frozen=True):
     """The subject over a solid colour."""
 
     KIND = "change_color"
-    color: Annotated[Color, Meta(description=f"the background colour ({COLOR_FORMS}); `background` overrides it")] \
-        = Color(WHITE)
+    color: Annotated[Color, Meta(description=f"the background colour ({COLOR_FORMS}); `background` overrides it",
+                                 extra={"stage": "compose"})] = Color(WHITE)
     format: _format("jpeg", "png", "webp", description="output format (jpg = jpeg)") = "jpeg"
     quality: Quality = 90
     refine_foreground: Refine = False
+    layout: Layout = Layout(background=Background(("color", *WHITE, 255)))  # the default `color`'s
 
     def default_background(self) -> Background:  # `color`, unless `background` (or a preset) says otherwise
         return Background(("color", *self.color, 255))
 
-    def irrelevant(self) -> tuple[str, ...]:
-        return (*super().irrelevant(), "color")  # the layout's background holds it
+    def fields_without_effect(self) -> tuple[str, ...]:
+        return (*super().fields_without_effect(), "color")  # the layout's background holds it
 
 
 class RemoveBackgroundOptions(Options, frozen=True):
@@ -362,15 +370,15 @@ class RemoveBackgroundOptions(Options, frozen=True):
     output_format: _format("png", "jpeg", "webp", description="png/webp: transparent; jpeg: over white") = "png"
     quality: Quality = 90
 
-    def __post_init__(self) -> None:  # no background of its own: the options it resolves to give theirs
-        pass
+    def completed(self) -> Options:  # no background of its own: the options it resolves to give theirs
+        return self
 
     def resolved(self) -> Options:
         """The equivalent request to /api/bg/remove or /api/bg/change_color (sharing their cache entries)."""
         common = {"quality": self.quality, "use_cache": self.use_cache, "layout": self.layout}
         if self.output_format == "jpeg":
-            return ChangeColorOptions(format="jpeg", **common)
-        return RemoveOptions(format=self.output_format, **common)
+            return ChangeColorOptions(format="jpeg", **common).completed()
+        return RemoveOptions(format=self.output_format, **common).completed()
 
 
 _EFFECTS_EXAMPLE = 'e.g. ["blackwhite", "popart"]'
@@ -383,15 +391,16 @@ class ProcessOptions(Options, frozen=True):
     effects: Annotated[list, Meta(
         min_length=1, max_length=MAX_EFFECTS,
         description=f"JSON array of 1-{MAX_EFFECTS} effect names, {_EFFECTS_EXAMPLE} (GET /api/v2/effects lists them)",
-        extra={"expected": f"a JSON array of 1 to {MAX_EFFECTS} effect names, {_EFFECTS_EXAMPLE}"},
+        extra={"expected": f"a JSON array of 1 to {MAX_EFFECTS} effect names, {_EFFECTS_EXAMPLE}", "stage": "effects"},
     )]
-    # After parsing: each effect's resolved parameters, in the order of ``effects``.
+    # Completed: each effect's resolved parameters, in the order of ``effects``.
     effect_params: Annotated[dict, Meta(
         description='JSON object keyed by effect name, e.g. {"dither": {"dot_spacing": 3}}',
-        extra={"expected": 'a JSON object keyed by effect name, e.g. {"dither": {"dot_spacing": 3}}'},
+        extra={"expected": 'a JSON object keyed by effect name, e.g. {"dither": {"dot_spacing": 3}}',
+               "stage": "effects"},
     )] = {}
     remove_background: Annotated[bool, Meta(
-        description="effects act on the cut-out subject (false: on the whole photo)")] = True
+        description="effects act on the cut-out subject (false: on the whole photo)", extra={"stage": "segment"})] = True
     format: _format("png", "webp", "jpeg", description="output format of every image") = "png"
     quality: Quality = 90
     refine_foreground: Refine = False
@@ -408,32 +417,34 @@ class ProcessOptions(Options, frozen=True):
         for key in self.effect_params:
             if key not in names:
                 raise BadOption(f"effect_params.{key}", f"parameters for an effect not in `effects` ({', '.join(names)})")
+
+    def default_background(self) -> Background:  # JPEG has no transparency
+        return Background(("color", *WHITE, 255)) if self.format == "jpeg" else TRANSPARENT
+
+    def completed(self) -> "ProcessOptions":
+        """Each effect's parameters resolved (defaults, preset, the given ones, checked); the background
+        filled in, white for JPEG (also when asked for transparent)."""
         resolved = {}
-        for name in names:
+        for name in self.effects:
             try:
                 resolved[name] = effects.resolve(name, self.effect_params.get(name), path=f"effect_params.{name}")
             except ParamError as exc:
                 raise BadOption(exc.field, exc.message) from None
-        msgspec.structs.force_setattr(self, "effect_params", resolved)
-        super().__post_init__()
-        if self.layout.background == TRANSPARENT and self.format == "jpeg":  # JPEG has no transparency
-            self._set_background(Background(("color", *WHITE, 255)))
+        background = self.layout.background
+        if background is None or background == TRANSPARENT:
+            background = self.default_background()
+        return msgspec.structs.replace(self, effect_params=resolved,
+                                       layout=msgspec.structs.replace(self.layout, background=background))
 
     def public_params(self) -> dict[str, dict[str, Any]]:
         """Each effect's parameters as applied, as JSON values (colours as #rrggbb)."""
         return {name: effects.get(name).public(params) for name, params in self.effect_params.items()}
 
 
-def _form_value_schema(t: type) -> dict[str, Any]:
-    if isinstance(t, type) and issubclass(t, FormValue):
-        return {"type": "string"}
-    raise NotImplementedError
-
-
 def unknown_fields(options: type[Options], given: list[str], taker: str, also: tuple[str, ...] = ()) -> BadOption | None:
     """A form field the options do not declare is a 400 naming it, not silently ignored: someone
     migrating from another API (``crop=true``, ``bg_image=@x.jpg``) must learn it had no effect."""
-    allowed = {*options.field_names(), *also}
+    allowed = {*(f.name for f in fields(options)), *also}
     unknown = [name for name in dict.fromkeys(given) if name not in allowed]
     if not unknown:
         return None
@@ -442,25 +453,37 @@ def unknown_fields(options: type[Options], given: list[str], taker: str, also: t
                                        f"{taker} takes {', '.join(sorted(allowed))}")
 
 
-# -- reading a form, from the declaration -------------------------------------------------
+# -- the walk over the declaration ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Field:
+class OptionField:
+    """One form field as its class declares it. ``default`` is :data:`msgspec.NODEFAULT` for a
+    required field, None where the endpoint decides (``background``, ``scale``, ``preset``)."""
+
     name: str
-    kind: str  # bool | choice | int | value (a FormValue) | json
+    type: Any  # the declared Python type (``int``, ``Literal[...]``, ``Color``, ``list``), optional unwrapped
+    schema: Mapping[str, Any]  # its JSON Schema in a form (OpenAPI's): msgspec's, text-valued fields as strings
+    default: Any
+    minimum: float | None
+    maximum: float | None
+    choices: tuple[str, ...]
+    description: str
+    stage: str | None  # the pipeline step it acts on: layout, segment, compose, effects, encode, cache
+    group: str | None  # the options' field holding it (``layout``), if not the options themselves
+    kind: str  # how a form writes it: bool | choice | int | float | percent | value (a FormValue) | json
     expected: str  # what a valid value is, for error messages
-    required: bool
-    schema_default: Mapping[str, Any]  # the default as the form writes it, for the schema
-    reader: type[FormValue] | None = None  # of a FormValue field
-    group: str | None = None  # the options' field holding it (``layout``), if not the options themselves
+
+    @property
+    def required(self) -> bool:
+        return self.default is msgspec.NODEFAULT
 
     def prepare(self, raw: str) -> Any:
         """The form's text as the declared type reads it (msgspec then checks it): booleans and
         choices in their spellings, JSON decoded; colours parsed here (their own messages)."""
         kind = self.kind
         if kind == "bool":
-            return True if raw.lower() in _TRUE else False if raw.lower() in _FALSE else raw
+            return BOOLEAN_WORDS.get(raw.lower(), raw)
         if kind == "choice":
             return _ALIASES.get(raw.lower(), raw.lower())
         if kind == "percent":
@@ -474,7 +497,7 @@ class _Field:
             return _json(self.name, raw)
         if kind == "value":
             try:
-                return self.reader.from_text(raw)  # type: ignore[union-attr]
+                return self.type.from_text(raw)
             except ValueError as exc:
                 raise BadOption(self.name, str(exc)) from None
         return raw
@@ -493,41 +516,93 @@ class _Field:
 
 
 @functools.cache
-def _fields(cls: type[Options]) -> tuple[_Field, ...]:
-    """The class's fields as the form reader needs them, from msgspec's view of the declaration;
-    its own fields first, the common ones (``use_cache``) last."""
-    fields: list[_Field] = []
+def fields(cls: type[msgspec.Struct]) -> tuple[OptionField, ...]:
+    """Every form field of an options class, as declared: its own first, then the layout's (a group's
+    fields are the form's own), the common ones (``use_cache``) last. The one reader of msgspec's view
+    of the declaration: the form reader, the cache key and the OpenAPI document all start here."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    schemas = _schemas(cls)
+    walk: list[OptionField] = []
     for f in mi.type_info(cls).fields:
         if isinstance(f.type, mi.StructType):  # a group (the layout): its fields are the form's own
-            fields.extend(dataclasses.replace(g, group=f.name) for g in _fields(f.type.cls))
+            walk.extend(_in_group(g, f.name) for g in fields(f.type.cls))
             continue
-        t, extra = f.type, {}
+        walk.append(_field(f, _python_type(hints[f.name]), schemas[f.name]))
+    common = set(Options.__struct_fields__)
+    return (*(f for f in walk if f.name not in common and not f.group), *(f for f in walk if f.group),
+            *(f for f in walk if f.name in common))
+
+
+def form_schema(cls: type[Options]) -> dict[str, Any]:
+    """Each form field's JSON Schema, by name (the form in the OpenAPI document)."""
+    return {f.name: dict(f.schema) for f in fields(cls)}
+
+
+def _in_group(field: OptionField, group: str) -> OptionField:
+    return dataclasses.replace(field, group=group, stage=field.stage or group)  # a group's stage is its name
+
+
+def _field(f: mi.Field, python_type: Any, prop: dict[str, Any]) -> OptionField:
+    t, extra = f.type, {}
+    if isinstance(t, mi.Metadata):
+        t, extra = t.type, t.extra or {}
+    if isinstance(t, mi.UnionType) and any(isinstance(x, mi.NoneType) for x in t.types):  # optional
+        t = next(x for x in t.types if not isinstance(x, mi.NoneType))
         if isinstance(t, mi.Metadata):
             t, extra = t.type, t.extra or {}
-        if isinstance(t, mi.UnionType) and any(isinstance(x, mi.NoneType) for x in t.types):  # optional
-            t = next(x for x in t.types if not isinstance(x, mi.NoneType))
-            if isinstance(t, mi.Metadata):
-                t, extra = t.type, t.extra or {}
-        if isinstance(t, mi.BoolType):
-            kind, expected = "bool", "true or false"
-        elif isinstance(t, mi.LiteralType):
-            kind, expected = "choice", "one of " + ", ".join(t.values)
-        elif isinstance(t, mi.IntType):
-            kind, expected = "int", f"an integer from {t.ge} to {t.le}"
-        elif isinstance(t, mi.FloatType):
-            percent = extra.get("percent")
-            kind = "percent" if percent else "float"
-            expected = f"{t.ge * 100:g}% to {t.le * 100:g}%" if percent else f"a number from {t.ge:g} to {t.le:g}"
-        elif isinstance(t, mi.CustomType) and issubclass(t.cls, FormValue):
-            kind, expected = "value", ""  # its own messages
-        else:  # a list or an object, sent as JSON text
-            kind, expected = "json", extra.get("expected", "JSON")
-        # a value's default as a form writes it; a JSON field's default is its absence
-        schema_default = {"default": str(extra.get("default", f.default))} if kind == "value" else {}
-        fields.append(_Field(f.name, kind, expected, f.required, schema_default,
-                             t.cls if kind == "value" else None))
-    common = set(Options.__struct_fields__) - {"layout"}
-    return (*(f for f in fields if f.name not in common), *(f for f in fields if f.name in common))
+    lo = hi = None
+    choices: tuple[str, ...] = ()
+    if isinstance(t, mi.BoolType):
+        kind, expected = "bool", "true or false"
+    elif isinstance(t, mi.LiteralType):
+        choices = tuple(t.values)
+        kind, expected = "choice", "one of " + ", ".join(choices)
+    elif isinstance(t, mi.IntType):
+        lo, hi = t.ge, t.le
+        kind, expected = "int", f"an integer from {lo} to {hi}"
+    elif isinstance(t, mi.FloatType):
+        lo, hi = t.ge, t.le
+        percent = extra.get("percent")
+        kind = "percent" if percent else "float"
+        expected = f"{lo * 100:g}% to {hi * 100:g}%" if percent else f"a number from {lo:g} to {hi:g}"
+    elif isinstance(t, mi.CustomType) and issubclass(t.cls, FormValue):
+        kind, expected = "value", ""  # its own messages
+    else:  # a list or an object, sent as JSON text
+        lo, hi = getattr(t, "min_length", None), getattr(t, "max_length", None)
+        kind, expected = "json", extra.get("expected", "JSON")
+    default = f.default if f.default_factory is msgspec.NODEFAULT else f.default_factory()
+    if "anyOf" in prop:  # an optional value: its type, not null (a form leaves it out)
+        prop = {**next(p for p in prop["anyOf"] if p.get("type") != "null"),
+                **{k: v for k, v in prop.items() if k not in ("anyOf", "default")}}
+    if kind in ("json", "value", "percent"):  # text in a form; a value's default as the form writes it
+        prop = {"type": "string", "description": prop.get("description", ""),
+                **({"default": str(default)} if kind == "value" and default is not None else {})}
+    return OptionField(f.name, python_type, prop, default, lo, hi, choices, prop.get("description", ""),
+                       extra.get("stage"), None, kind, expected)
+
+
+def _python_type(hint: Any) -> Any:
+    """The declared type without its ``Annotated`` metadata and without ``| None``."""
+    if typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
+    args = typing.get_args(hint)
+    if type(None) in args and typing.get_origin(hint) is not Literal:
+        (hint,) = [a for a in args if a is not type(None)]
+        return _python_type(hint)
+    return hint
+
+
+def _schemas(cls: type[msgspec.Struct]) -> dict[str, dict[str, Any]]:
+    """msgspec's JSON Schema of each of the class's own fields (FormValues are text)."""
+    (schema,), components = msgspec.json.schema_components([cls], schema_hook=_form_value_schema,
+                                                              ref_template="{name}")
+    return components[schema["$ref"]]["properties"]
+
+
+def _form_value_schema(t: type) -> dict[str, Any]:
+    if isinstance(t, type) and issubclass(t, FormValue):
+        return {"type": "string"}
+    raise NotImplementedError
 
 
 def _json(field: str, raw: str) -> Any:

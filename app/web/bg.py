@@ -11,7 +11,7 @@ from app.pipeline.imaging import ALLOWED_EXTENSIONS
 from app.pipeline.options import ChangeColorOptions, RemoveBackgroundOptions, RemoveOptions
 from app.service import get_service
 from app.web.auth import admin_required
-from app.web.forms import image_response, processing
+from app.web.endpoints import image_response, processing
 from app.web.openapi import responds
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")

@@ -2,14 +2,18 @@
 
 Every response that is not a success is ``{"error": {"code", "message", "field"?}}``;
 nothing a client sends produces a 500 or a stack trace. The pipeline's errors
-(``app/pipeline/errors.py``) carry no statuses; this table gives them theirs.
+(``app/pipeline/errors.py``) carry no statuses: :data:`ERRORS` gives them theirs, and the
+error table of /openapi.json is generated from it.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from flask import Flask, jsonify
+from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
 from adapters.base import SegmenterBusy
@@ -18,6 +22,7 @@ from app.pipeline.errors import (
     BadOption, ClientGone, FileTooLarge, ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, Overloaded,
     ServiceError, UnsupportedImage,
 )
+from config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +47,70 @@ class Forbidden(ServiceError):
     code = "forbidden"
 
 
-STATUSES: dict[type[ServiceError], int] = {
-    BadOption: 400, MissingFile: 400, InvalidImage: 400,
-    Unauthorized: 401, Forbidden: 403,
-    FileTooLarge: 413, TooManyFields: 413, FieldTooLarge: 413,
-    UnsupportedImage: 415,
-    ImageTooLarge: 422, ImageTooComplex: 422,
-    ClientGone: 499,  # nginx's "client closed request"; logged, never seen by the client
-    Overloaded: 503,
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of error is answered: its status, its code, what /openapi.json says of it
+    (``{names}`` filled in from the settings' limits, :func:`limits`), and its headers."""
+
+    status: int
+    code: str
+    doc: str
+    headers: Callable[[BaseException], dict[str, str]] = lambda exc: {}
+
+
+def _retry_after(seconds: Callable[[Any], int]) -> Callable[[BaseException], dict[str, str]]:
+    return lambda exc: {"Retry-After": str(seconds(exc))}
+
+
+# Every error a client can get, by class (the most derived one in this table answers). Besides the
+# service's own errors, the model's (SegmenterBusy), the cache's and the interpreter's (MemoryError);
+# werkzeug's other HTTP errors answer with their own status (:func:`register_error_handlers`).
+ERRORS: dict[type[BaseException], Kind] = {
+    BadOption: Kind(400, BadOption.code, "a bad option value; the error names the field"),
+    MissingFile: Kind(400, MissingFile.code, "no image in the field `file` (or an image field sent as text)"),
+    InvalidImage: Kind(400, InvalidImage.code, "the upload is not a readable image"),
+    Unauthorized: Kind(401, Unauthorized.code, "API key (or admin token) required",
+                       lambda exc: {"WWW-Authenticate": exc.challenge}),
+    Forbidden: Kind(403, Forbidden.code, "wrong admin token, or admin endpoints disabled"),
+    FileTooLarge: Kind(413, FileTooLarge.code, "an upload over {max_file_size_mb:g} MB (MAX_FILE_SIZE_MB)"),
+    TooManyFields: Kind(413, TooManyFields.code, "more than {max_form_parts} form parts"),
+    FieldTooLarge: Kind(413, FieldTooLarge.code, "a non-file field over {max_field_kb:g} KB"),
+    UnsupportedImage: Kind(415, UnsupportedImage.code, "an image format we don't take ({formats})"),
+    ImageTooLarge: Kind(422, ImageTooLarge.code, "more than {max_input_pixels:,} pixels, or more than "
+                                                 "{max_decode_mb:g} MB to decode (judged from the header)"),
+    ImageTooComplex: Kind(422, ImageTooComplex.code, "a JPEG with too many scans (judged before decoding)"),
+    RateLimitExceeded: Kind(429, "too_many_requests", "rate limit ({rate_limit}) exceeded; see Retry-After"),
+    ClientGone: Kind(499, ClientGone.code, ""),  # nginx's "client closed request"; logged, never seen by the client
+    Overloaded: Kind(503, Overloaded.code, "overloaded or past the request's deadline; see Retry-After",
+                     _retry_after(lambda exc: exc.retry_after)),
+    SegmenterBusy: Kind(503, "model_busy", "the model cannot take the request now; see Retry-After",
+                        _retry_after(lambda exc: exc.retry_after_s)),
+    CacheUnavailable: Kind(503, "cache_unavailable", "the result cache is unavailable; see Retry-After",
+                           _retry_after(lambda exc: 5)),
+    MemoryError: Kind(503, "out_of_memory", "the server ran out of memory for this request; see Retry-After",
+                      _retry_after(lambda exc: 2)),
 }
+STATUSES: dict[type[BaseException], int] = {cls: kind.status for cls, kind in ERRORS.items()}
 
 
-def status_of(exc: ServiceError) -> int:
-    return next((STATUSES[cls] for cls in type(exc).__mro__ if cls in STATUSES), 400)
+def kind_of(exc: BaseException) -> Kind | None:
+    return next((ERRORS[cls] for cls in type(exc).__mro__ if cls in ERRORS), None)
 
 
-def headers_of(exc: ServiceError) -> dict[str, str]:
-    if isinstance(exc, Overloaded):
-        return {"Retry-After": str(exc.retry_after)}
-    if isinstance(exc, Unauthorized):
-        return {"WWW-Authenticate": exc.challenge}
-    return {}
+def status_of(exc: BaseException) -> int:
+    kind = kind_of(exc)
+    return kind.status if kind else 400
+
+
+def limits(settings: Settings) -> dict[str, Any]:
+    """The limits the errors' documentation quotes, from the settings."""
+    from app.pipeline.imaging import ALLOWED_EXTENSIONS
+    from app.web.multipart import MAX_FIELD_BYTES, MAX_FORM_PARTS
+
+    return {"max_file_size_mb": settings.max_file_size_mb, "max_form_parts": MAX_FORM_PARTS,
+            "max_field_kb": MAX_FIELD_BYTES / 1000, "max_input_pixels": settings.max_input_pixels,
+            "max_decode_mb": settings.max_decode_mb, "rate_limit": settings.rate_limit or "RATE_LIMIT",
+            "formats": ", ".join(ALLOWED_EXTENSIONS)}
 
 
 def error_response(
@@ -79,33 +127,32 @@ def error_response(
 
 
 def too_large_message(max_file_size_mb: float, field: str = "file") -> str:
-    return f"{field}: larger than the {max_file_size_mb:g} MB allowed"
+    return f"{field}: upload exceeds {max_file_size_mb:g} MB (MAX_FILE_SIZE_MB)"
+
+
+def answer(exc: BaseException):
+    """The JSON error of anything in :data:`ERRORS`."""
+    kind = kind_of(exc)
+    assert kind is not None, type(exc)
+    message = getattr(exc, "message", None) or str(exc)
+    if isinstance(exc, CacheUnavailable):
+        message = f"cache: {exc}; retry later"
+    elif isinstance(exc, MemoryError):
+        log.warning("out of memory while serving a request; answered 503")
+        message = "the server ran out of memory for this request; retry shortly"
+    return error_response(kind.status, getattr(exc, "code", None) or kind.code, message, kind.headers(exc),
+                          getattr(exc, "field", None))
 
 
 def register_error_handlers(app: Flask, max_file_size_mb: float) -> None:
-    @app.errorhandler(ServiceError)
-    def _service_error(exc: ServiceError):
-        return error_response(status_of(exc), exc.code, exc.message, headers_of(exc), exc.field)
-
-    @app.errorhandler(SegmenterBusy)
-    def _segmenter_busy(exc: SegmenterBusy):
-        return error_response(503, "model_busy", str(exc), {"Retry-After": str(exc.retry_after_s)})
-
-    @app.errorhandler(CacheUnavailable)
-    def _cache_unavailable(exc: CacheUnavailable):
-        return error_response(503, "cache_unavailable", f"cache: {exc}; retry later", {"Retry-After": "5"})
-
-    @app.errorhandler(MemoryError)
-    def _out_of_memory(exc: MemoryError):
-        log.warning("out of memory while serving a request; answered 503")
-        return error_response(503, "out_of_memory", "the server ran out of memory for this request; retry shortly",
-                              {"Retry-After": "2"})
+    for cls in (ServiceError, SegmenterBusy, CacheUnavailable, MemoryError):
+        app.register_error_handler(cls, answer)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         status = exc.code or 500
         if status == 413:  # werkzeug refused the body (MAX_CONTENT_LENGTH): by its Content-Length, or chunked
-            return _service_error(FileTooLarge(too_large_message(max_file_size_mb)))
+            return answer(FileTooLarge(too_large_message(max_file_size_mb)))
         code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
         return error_response(status, code, exc.description or exc.name, headers)

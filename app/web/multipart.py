@@ -32,7 +32,7 @@ MAX_FIELD_BYTES = 500_000
 # - Its limits raise one RequestEntityTooLarge for three causes (413 file_too_large for all):
 #   here too many parts is TooManyFields (413 too_many_fields) and a large non-file field is
 #   FieldTooLarge (413 field_too_large); a body over MAX_CONTENT_LENGTH stays werkzeug's 413
-#   (file_too_large), and a file over MAX_FILE_SIZE_MB is the upload reader's (app/web/forms.py).
+#   (file_too_large), and a file over MAX_FILE_SIZE_MB is the upload reader's (app/web/endpoints.py).
 
 _HEADER_LINE = re.compile(rb"[^\r\n]+")
 

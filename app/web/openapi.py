@@ -3,10 +3,12 @@
 - Paths and methods: the app's URL map, so a new route appears without anyone editing a spec.
 - Summary and description: the view's docstring.
 - Request forms: the options class a processing view declares (``@processing(Options)``): its
-  one declaration per field, as msgspec's JSON Schema (``Options.form_schema``).
+  one declaration per field, as the walk over it gives it (``app.pipeline.options.form_schema``).
 - Effect parameters: the effects registry's own schemas (``GET /api/v2/effects``).
 - Security: ``X-API-Key`` on processing endpoints when ``API_KEYS`` is set; the admin bearer token
   on ``@admin_required`` endpoints.
+- Error responses: generated from the one error table (``app.web.errors.ERRORS``), with the limits
+  the settings give (upload MB, pixels, parts).
 - Other responses: what a view declares with :func:`responds` (its media type, other statuses).
 
 /docs is Swagger UI, served from the swagger-ui-bundle package: no CDN, nothing fetched at run time.
@@ -22,22 +24,15 @@ import swagger_ui_bundle
 from flask import Blueprint, Flask, Response, current_app, jsonify, url_for
 
 import effects
-from app.web.forms import FILE_FIELD
+from app.pipeline.cache import CacheUnavailable
+from app.pipeline.options import form_schema
+from app.web.endpoints import FILE_FIELD
+from app.web.errors import ERRORS, Forbidden, Unauthorized, limits
 
 bp = Blueprint("docs", __name__, static_folder=swagger_ui_bundle.swagger_ui_path, static_url_path="/docs/static")
 
 _IMAGE_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
-_ERROR_STATUSES = {
-    "400": "bad input: a bad option, missing or invalid file (the error names the field)",
-    "401": "API key (or admin token) required",
-    "413": "file larger than MAX_FILE_SIZE_MB (file_too_large), more than 32 form parts (too_many_fields), "
-           "a non-file field over 500 KB (field_too_large)",
-    "415": "an image format we don't take",
-    "422": "too many pixels or too much decoding memory (image_too_large), or a JPEG with too many scans "
-           "(image_too_complex); judged from the file's structure before decoding",
-    "429": "rate limit exceeded; see Retry-After",
-    "503": "overloaded, past the request's deadline, or warming up; see Retry-After",
-}
+_ADMIN_ERRORS = (Unauthorized, Forbidden, CacheUnavailable)  # what an admin endpoint answers besides 200
 
 
 def build(app: Flask) -> dict[str, Any]:
@@ -89,26 +84,36 @@ def _operation(endpoint: str, view, settings) -> dict[str, Any]:
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     processing = getattr(view, "processing", None)
     if processing is not None:
-        fields = {**FILE_FIELD, **processing.options.form_schema()}
+        fields = {**FILE_FIELD, **form_schema(processing.options)}
         op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["file"], "properties": fields}}}}
-        op["responses"] = {"200": _success(processing.produces, fields),
-                           **{status: {"description": text, "content": error} for status, text in _ERROR_STATUSES.items()}}
+        kinds = [cls for cls, kind in ERRORS.items() if kind.doc and cls not in (Forbidden, CacheUnavailable)]
+        op["responses"] = {"200": _success(processing.produces, fields), **_errors(kinds, settings)}
         if settings.api_keys:
             op["security"] = [{"ApiKey": []}]
         return op
     if getattr(view, "admin", False):
         op["security"] = [{"AdminToken": []}]
         op["responses"] = {"200": {"description": "done", "content": {"application/json": {"schema": {"type": "object"}}}},
-                           "401": {"description": "no bearer token", "content": error},
-                           "403": {"description": "wrong token, or admin endpoints disabled", "content": error},
-                           "503": {"description": "the cache is unavailable", "content": error}}
+                           **_errors(_ADMIN_ERRORS, settings)}
         return op
     media, statuses = getattr(view, "responds", ("application/json", {}))
     op["responses"] = {"200": {"description": "OK", "content": {media: {"schema": {"type": "string"} if media != "application/json" else {"type": "object"}}}}}
     for status, text in statuses.items():
         op["responses"][status] = {"description": text, "content": {"application/json": {"schema": {"type": "object"}}}}
     return op
+
+
+def _errors(classes, settings) -> dict[str, Any]:
+    """The error responses of ``classes``, from :data:`app.web.errors.ERRORS`: by status, each code
+    with what it means, the limits quoted from the settings."""
+    quoted = limits(settings)
+    texts: dict[str, list[str]] = {}
+    for cls in classes:
+        kind = ERRORS[cls]
+        texts.setdefault(str(kind.status), []).append(f"{kind.code}: {kind.doc.format(**quoted)}")
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return {status: {"description": "; ".join(lines), "content": error} for status, lines in sorted(texts.items())}
 
 
 def responds(media: str = "application/json", **statuses: str):

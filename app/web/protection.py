@@ -25,8 +25,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.web.errors import Unauthorized, error_response
-from app.web.forms import processing_of
+from app.web.endpoints import processing_of
+from app.web.errors import ERRORS, Unauthorized, error_response
 from config import Settings
 
 EXPOSED_HEADERS = ["X-Cache", "X-Cache-Mask", "X-Request-ID", "Server-Timing", "Retry-After", "Content-Disposition",
@@ -81,7 +81,8 @@ def register(app: Flask, settings: Settings) -> None:
         if exc.limit.scope == AUTH_FAILURE_SCOPE:  # on_breach failed (the store): a whole window
             headers = {"Retry-After": str(exc.limit.limit.get_expiry())}
         # Flask-Limiter adds Retry-After and X-RateLimit-* to the request budget's answer.
-        return error_response(429, "too_many_requests", exc.description or "rate limit exceeded", headers)
+        kind = ERRORS[RateLimitExceeded]
+        return error_response(kind.status, kind.code, exc.description or "rate limit exceeded", headers)
 
     if settings.cors_origins:
         origins = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
@@ -145,7 +146,8 @@ def _require_api_keys(app: Flask, keys: tuple[str, ...]) -> None:
 
 def _auth_failures_exceeded(limit: RequestLimit) -> Response:
     retry_after = max(1, int(limit.reset_at - time.time()))  # as Flask-Limiter writes it
-    return error_response(429, "too_many_requests", "too many failed API key checks from this client; "
+    kind = ERRORS[RateLimitExceeded]
+    return error_response(kind.status, kind.code, "too many failed API key checks from this client; "
                           f"retry in {retry_after} s", {"Retry-After": str(retry_after)})
 
 

@@ -7,8 +7,8 @@ import base64
 from flask import Blueprint, jsonify
 
 import effects
-from app.pipeline.options import MAX_EFFECTS, PRESETS, Layout, ProcessOptions
-from app.web.forms import processing
+from app.pipeline.options import MAX_EFFECTS, PRESETS, ProcessOptions, fields
+from app.web.endpoints import processing
 
 bp = Blueprint("v2", __name__, url_prefix="/api/v2")
 
@@ -43,8 +43,8 @@ def process(job, upload):
 @bp.get("/layouts")
 def list_layouts():
     """Every layout preset with the fields it sets (as a form writes them), and every layout field's schema."""
-    schema = ProcessOptions.form_schema()
-    return jsonify({"presets": PRESETS, "fields": {name: schema[name] for name in Layout.__struct_fields__}})
+    layout = {f.name: f.schema for f in fields(ProcessOptions) if f.group == "layout"}
+    return jsonify({"presets": PRESETS, "fields": layout})
 
 
 @bp.get("/effects")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from flask import Response, current_app, request
+from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
 from app.pipeline import IMAGE, Budget, Job, Rendered, peer_closed
@@ -59,17 +60,18 @@ def processing(options: type[Options], produces: str = "image") -> Callable[[Cal
             budget = Budget(time.monotonic() + service.settings.request_timeout_s,
                             peer_closed(request.environ.get("gunicorn.socket")))
             form = request.form  # reads the body: werkzeug refuses one over MAX_CONTENT_LENGTH (413)
-            refused = unknown_fields(options, [*form.keys(), *request.files.keys()], request.path, also=tuple(FILE_FIELD))
+            files = sent_files()
+            refused = unknown_fields(options, [*form.keys(), *files], request.path, also=tuple(FILE_FIELD))
             if refused:
                 raise refused
             for name in FILE_FIELD:  # upload fields sent as text: a 400, not silently ignored
                 if name in form:
                     raise MissingFile(f"{name}: send the image as a file (multipart part with a filename)", field=name)
-            if "background_file" in request.files and not form.get("background", "").strip():
+            if "background_file" in files and not form.get("background", "").strip():
                 form = {**form.to_dict(), "background": "image"}  # the upload says what the background is
             opts = options.from_form(form).resolved()  # every option checked before the uploads are read
-            upload = read_upload(service.settings)
-            background = read_upload(service.settings, "background_file") if "background_file" in request.files else None
+            upload = read_upload(service.settings, files)
+            background = read_upload(service.settings, files, "background_file") if "background_file" in files else None
             job = Job(service, opts, upload.data, budget, background and background.data)
             try:
                 response = current_app.make_response(view(job, upload))
@@ -96,10 +98,24 @@ def processing_of(endpoint: str | None) -> Processing | None:
     return getattr(view, "processing", None)
 
 
-def read_upload(settings: Settings, field: str = "file") -> Upload:
+def sent_files() -> dict[str, FileStorage]:
+    """The request's file parts, less the empty ones: a file input left blank (a browser's form,
+    Swagger UI's "Try it out") sends a part with ``filename=""`` and no bytes, meaning no file."""
+    sent = {}
+    for name, storage in request.files.items():
+        if not storage.filename:
+            empty = not storage.stream.read(1)
+            storage.stream.seek(0)
+            if empty:
+                continue
+        sent[name] = storage
+    return sent
+
+
+def read_upload(settings: Settings, files: dict[str, FileStorage], field: str = "file") -> Upload:
     if not request.mimetype.startswith("multipart/form-data"):
         raise MissingFile(f"{field}: send the image as multipart/form-data in the field '{field}'", field=field)
-    storage = request.files.get(field)
+    storage = files.get(field)
     if storage is None:
         raise MissingFile(f"{field}: no file in the multipart field '{field}'", field=field)
     data = storage.read(settings.max_file_size_bytes + 1)
