@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from app.pipeline.errors import ServiceError
 from config import BootError
 
 
@@ -36,9 +37,11 @@ class ModelInfo:
         }
 
 
-class SegmenterBusy(Exception):
+class SegmenterBusy(ServiceError):
     """The model cannot take this request now (e.g. the GPU ran out of memory); the
     worker is fine and the client should retry after ``retry_after_s`` seconds."""
+
+    code = "model_busy"
 
     def __init__(self, message: str, retry_after_s: int = 1):
         super().__init__(message)

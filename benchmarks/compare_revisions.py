@@ -74,7 +74,10 @@ import psutil
 
 mode, spec = sys.argv[1], json.loads(sys.argv[2])
 tree = Path.cwd().resolve()
-from app import create_app
+try:  # the factory's home since the pipeline stopped importing Flask; earlier revisions: app/__init__.py
+    from app.web.factory import create_app
+except ImportError:
+    from app import create_app
 import adapters, config, effects, app as app_pkg
 modules = {m.__name__: str(Path(m.__file__).resolve()) for m in (app_pkg, adapters, config, effects)}
 stray = {k: v for k, v in modules.items() if not Path(v).is_relative_to(tree)}

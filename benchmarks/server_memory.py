@@ -3,7 +3,7 @@ first to /api/bg/remove, then to /api/v2/process with all four effects.
 
 The 512 MB tier's budget: must stay <= 350 MB, target <= 300 MB. Prints the peak,
 the RSS at rest, and the latency seen by the clients.
---layout adds layout form fields (app/pipeline/layout.py; GET /api/v2/layouts) to every request
+--layout adds layout form fields (app/pipeline/layout/; GET /api/v2/layouts) to every request
 of both passes, e.g. issue 14's check: --layout 'size=2000x2000,shadow=drop,background=blur'
 (fields separated by commas; a value may hold commas itself, as shadow_offset=10,10 does).
 Usage: python benchmarks/server_memory.py [--clients 4] [--rounds 2] [--cache local] [--layout FIELDS]

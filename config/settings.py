@@ -56,6 +56,8 @@ LOG_FORMATS = ("json", "text")
 PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
 CACHE_BACKENDS = ("local", "gcs", "none")  # see app/pipeline/cache/
 MIN_ADMIN_TOKEN_CHARS = 16
+# The words a boolean is written in, in the environment and in a request's form (app.pipeline.options).
+BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 MULTIPART_SLACK_BYTES = 64 * 1024  # see Settings.max_request_body_bytes
 # Rate-limit stores (limits' URI schemes) that work with the synchronous Flask-Limiter and need
 # no package beyond redis-py: per-worker memory, or Redis (TCP, TLS, unix socket).
@@ -150,8 +152,6 @@ class Settings:
     # Proxies in front of gunicorn that set X-Forwarded-For; 0: clients' own X-Forwarded-For is ignored.
     # config/serve counts its nginx edge: 1 unless set (the edge alone), e.g. 2 behind Cloud Run's front.
     proxy_hops: int = _env("PROXY_HOPS", 0, "integer", lo=0, hi=10)
-    # No longer set by config/serve (PROXY_HOPS counts the edge); kept until app/web/protection.py stops reading it.
-    edge_proxy: bool = _env("EDGE_PROXY", False, "boolean")
     # Set by gunicorn.conf.py for the workers: prometheus-client's shared directory (multiprocess mode).
     metrics_dir: str = _env("PROMETHEUS_MULTIPROC_DIR", "")
 
@@ -313,11 +313,9 @@ class _Reader:
 
     def boolean(self, name: str, default: bool) -> bool:
         def parse(raw: str) -> bool:
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
+            try:
+                return BOOLEAN_WORDS[raw.lower()]
+            except KeyError:
+                raise ValueError(raw) from None
 
         return self._get(name, default, parse, "true or false")

@@ -41,6 +41,9 @@ def test_a_job_outside_flask_gives_the_bytes_the_endpoints_give(settings, segmen
     body = post(client, "/api/v2/process", DOG, effects=EFFECTS2).get_json()
     assert {k: base64.b64encode(v).decode() for k, v in v2.images.items()} == body["images"]
     assert (v2.width, v2.height) == (body["width"], body["height"])
+    # options built in code, as a CLI builds them: what the form would leave to the endpoint is filled in
+    built = Job(runtime, ProcessOptions(effects=["dither", "8bit"], use_cache=False), DOG).run()
+    assert built.images == v2.images
 
 
 def stage_count(stage: str) -> float:

@@ -68,6 +68,10 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
     - a TIFF's first directory is read before Pillow opens the file, which builds a tile for
       each strip (:func:`check_tiff_structure`); an RLE BMP's runs, which Pillow decodes in
       Python, are capped at ``MAX_BMP_RLE_BYTES``;
+    - the blocks that Pillow reads one by one in Python to reach the first frame are counted
+      first, and capped: a JPEG's marker segments and padding (:func:`jpeg_structure`), a PNG's
+      chunks (:func:`png_chunks`), a GIF's extension blocks (:func:`gif_blocks`). The other
+      frames of an animation or multi-page file cost nothing: only the first is read;
     - ``max_decode_bytes`` bounds the memory decoding takes (:func:`decode_cost_bytes`): the
       decoded pixels in their own mode and the copies the decoder and the scaling make.
     Errors name ``field``, the form field the bytes came in (``file``, ``background_file``).
@@ -77,6 +81,16 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
     """
     if data[:4] in _TIFF_HEADERS:
         check_tiff_structure(data, max_pixels, field)
+    scans, steps = jpeg_structure(data) if data[:3] == _JPEG_SIGNATURE else (0, 0)
+    if steps > MAX_JPEG_STEPS:
+        raise ImageTooComplex(f"{field}: the JPEG has more than {MAX_JPEG_STEPS:,} markers (segments, or padding between "
+                              "them); a real one has a few dozen, a few hundred with a large ICC profile", field=field)
+    if data[:8] == _PNG_SIGNATURE and png_chunks(data) > MAX_PNG_CHUNKS:
+        raise ImageTooComplex(f"{field}: the PNG has more than {MAX_PNG_CHUNKS:,} chunks before its first frame ends "
+                              "(a real one has a few, or a few thousand small IDAT chunks)", field=field)
+    if data[:6] in (b"GIF87a", b"GIF89a") and gif_blocks(data) > MAX_GIF_BLOCKS:
+        raise ImageTooComplex(f"{field}: the GIF has more than {MAX_GIF_BLOCKS:,} blocks before its first image "
+                              "(extensions, their sub-blocks, stray bytes); a real one has a few dozen", field=field)
     img = _open(data, field)
     try:
         width, height = img.size
@@ -84,7 +98,6 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
             raise InvalidImage(f"{field}: the image declares an impossible size {width}x{height}", field=field)
         multi_scan = False
         if img.format in ("JPEG", "MPO"):
-            scans = jpeg_scans(data)
             if scans > MAX_JPEG_SCANS:
                 raise ImageTooComplex(
                     f"{field}: the JPEG has more than {MAX_JPEG_SCANS} scans, the most decoded here "
@@ -148,6 +161,24 @@ MAX_BMP_RLE_BYTES = 1 << 20
 # and 16 s. A 8192-row image in one-row strips, planar RGBA, has 32,768; no other table of
 # numbers in a real first directory (colour map, transfer function) is longer.
 MAX_TIFF_TABLE = 1 << 16
+# Pillow reads a JPEG's markers up to the first scan one step of Python at a time (~1.5 µs
+# and a list entry of ~130 bytes each); so does :func:`jpeg_structure`, up to the last scan:
+# 2 million empty segments in 8 MB took 5.5 s and 270 MB, 8 million 0xFF fill bytes 5 s (8 MB
+# of other junk, 0.6 s). A real file has a few dozen segments; an ICC profile split in 255
+# chunks, or extended XMP, a few hundred.
+MAX_JPEG_STEPS = 10_000
+# Pillow reads a PNG's chunks in Python (~5 µs each), up to IEND or an APNG's second frame:
+# 700,000 empty chunks in 8 MB took 3 s and 80 MB, as many empty IDAT chunks 1.9 s. Writers
+# split the image data in 8-64 KB chunks, a few in one per row: a 16,384-row image, 16,384.
+MAX_PNG_CHUNKS = 1 << 15
+# Pillow reads a GIF's blocks before the first image in Python, a step for each extension,
+# sub-block (keeping a comment's in a list, ~85 bytes each) or stray byte: 4 million comment
+# sub-blocks in 8 MB took 1.4 s and 356 MB. A real file has a loop extension, a comment, an
+# XMP or ICC block: tens, a few thousand for a large profile's 255-byte sub-blocks.
+MAX_GIF_BLOCKS = 1 << 16
+_JPEG_SIGNATURE = b"\xff\xd8\xff"  # what Pillow's JPEG (and MPO) reader accepts
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_GIF_BLOCK = re.compile(rb"[!,;]")  # an extension, an image, the trailer: the bytes Pillow does not skip
 _TIFF_HEADERS = (b"MM\x00\x2a", b"II\x2a\x00", b"MM\x2a\x00", b"II\x00\x2a", b"MM\x00\x2b", b"II\x2b\x00")
 _TIFF_NUMBERS = {3, 4, 5, 8, 9, 10, 11, 12, 16, 17, 18}  # SHORT, LONG, RATIONAL... the types read as tuples
 _MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # in entropy-coded data: a marker, not a stuffed byte or RSTn
@@ -193,19 +224,27 @@ def decode_cost_bytes(img: Image.Image, full_size: tuple[int, int], multi_scan: 
 
 
 def jpeg_scans(data: bytes, stop_after: int = MAX_JPEG_SCANS + 1) -> int:
-    """The number of scans (SOS markers) of the first image in a JPEG, counting up to ``stop_after``.
+    """The number of scans (SOS markers) of the first image in a JPEG, counting up to ``stop_after``."""
+    return jpeg_structure(data, stop_after)[0]
+
+
+def jpeg_structure(data: bytes, stop_after: int = MAX_JPEG_SCANS + 1) -> tuple[int, int]:
+    """The scans (SOS markers) of the first image in a JPEG, counting up to ``stop_after``, and the
+    steps taken to find them (segments, fill bytes, 64 bytes of junk), up to ``MAX_JPEG_STEPS + 1``.
 
     Walks the markers as libjpeg reads them: a segment is skipped by its length (so thumbnails
     inside EXIF are not counted), a scan's entropy-coded data up to the next real marker, and
     bytes that are not a marker up to the next 0xFF (libjpeg warns and decodes on). Stops at EOI.
     A file can make this count more than libjpeg would decode, never fewer.
     """
-    scans, pos, end = 0, 2, len(data)
-    while pos + 4 <= end and scans < stop_after:
+    scans, steps, pos, end = 0, 0, 2, len(data)
+    while pos + 4 <= end and scans < stop_after and steps <= MAX_JPEG_STEPS:
+        steps += 1
         if data[pos] != 0xFF:  # junk between segments: libjpeg skips to the next 0xFF, and so do we
-            pos = data.find(b"\xff", pos)
+            start, pos = pos, data.find(b"\xff", pos)
             if pos < 0:
                 break
+            steps += (pos - start) // 64  # Pillow steps over each byte (~60 ns): a step per 64
             continue
         marker = data[pos + 1]
         if marker in (0xFF, 0x00):  # a fill byte, or 0xFF00 outside a scan: skip on
@@ -223,7 +262,48 @@ def jpeg_scans(data: bytes, stop_after: int = MAX_JPEG_SCANS + 1) -> int:
             if found is None:
                 break
             pos = found.start()
-    return scans
+    return scans, steps
+
+
+def png_chunks(data: bytes, stop_after: int = MAX_PNG_CHUNKS + 1) -> int:
+    """The chunks Pillow reads for a PNG's first frame, counting up to ``stop_after``: to IEND, or
+    in an animated PNG (one valid ``acTL`` before the image data, as Pillow judges it) to the
+    ``fcTL`` after the image data, where the second frame starts. Lengths are trusted as Pillow
+    trusts them; the walk ends where the data does."""
+    chunks, pos, end, frames, image_data = 0, 8, len(data), None, False
+    while pos + 8 <= end and chunks < stop_after:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        chunks += 1
+        if kind == b"IEND" or (kind == b"fcTL" and image_data and frames is not None and frames > 1):
+            break
+        if kind == b"acTL" and not image_data:  # a second acTL cancels the first, as in Pillow
+            count = int.from_bytes(data[pos + 8:pos + 12], "big")
+            frames = None if frames is not None else count if 0 < count <= 0x80000000 else None
+        image_data = image_data or kind == b"IDAT"
+        pos += 12 + length
+    return chunks
+
+
+def gif_blocks(data: bytes, stop_after: int = MAX_GIF_BLOCKS + 1) -> int:
+    """The steps Pillow takes in a GIF before its first image, counting up to ``stop_after``: each
+    extension and each of its sub-blocks, and each stray byte (Pillow skips them one at a time)."""
+    flags = data[10] if len(data) > 12 else 0
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    steps, end = 0, len(data)
+    while pos < end and steps < stop_after:
+        found = _GIF_BLOCK.search(data, pos)
+        if found is None or found.group() != b"!":
+            steps += (found.start() if found else end) - pos
+            break
+        steps += found.start() - pos + 1
+        pos = found.start() + 2  # "!" and the label
+        while pos < end and steps < stop_after:
+            size = data[pos]
+            pos += 1 + size
+            steps += 1
+            if size == 0:
+                break
+    return steps
 
 
 def check_tiff_structure(data: bytes, max_pixels: int, field: str = "file") -> None:

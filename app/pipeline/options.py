@@ -31,12 +31,11 @@ from msgspec import Meta, inspect as mi
 import effects
 from app.pipeline.errors import BadOption
 from effects import ParamError
+from config.settings import BOOLEAN_WORDS  # how a boolean is written, in a form as in the environment
 from effects.colors import FORMS as COLOR_FORMS, hex_color, parse_color
 
 MAX_EFFECTS = 4
 WHITE = (255, 255, 255)
-# How a form writes a boolean, in any case (the one table: config reads environment booleans by it too).
-BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _ALIASES = {"jpg": "jpeg"}
 _AT_FIELD = re.compile(r"at `\$\.([\w.]+)")  # where a msgspec.ValidationError is
 
@@ -189,7 +188,7 @@ PRESETS: dict[str, dict[str, str]] = {
 
 
 class Layout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How the result is framed and what lies under it (app/pipeline/layout.py); every endpoint takes
+    """How the result is framed and what lies under it (app/pipeline/layout/); every endpoint takes
     these fields. All defaults: the subject where it was, on the photo's own canvas."""
 
     preset: Annotated[Literal[tuple(PRESETS)] | None, Meta(  # type: ignore[valid-type]
@@ -226,8 +225,9 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     outline_color: Annotated[Color, Meta(description=COLOR_FORMS)] = Color(WHITE)
 
     @property
-    def frames(self) -> bool:
-        """Anything beyond a plain background: framing, a shadow, an outline, a blurred or image background."""
+    def needs_lay_out(self) -> bool:
+        """Whether the layout stage (``lay_out``) must run: anything beyond the subject where it was over a
+        plain background (framing, a shadow, an outline, a translucent, blurred or image background)."""
         return msgspec.structs.replace(self, background=None, preset=None) != NO_LAYOUT \
             or self.background[0] in ("blur", "image") or self.background[0] == "color" and self.background[4] != 255
 

@@ -68,14 +68,13 @@ class Job:
         self.cache: CacheUse = runtime.cache_use(upload, options)
         self.timings = Timings(runtime.observe_stage)
 
-    service = property(lambda self: self.runtime)  # TEMPORARY during the reshaping (removed before commit)
-
     def run(self) -> Rendered:
         runtime, options, budget, timings, cache = self.runtime, self.options, self.budget, self.timings, self.cache
         if not self.upload:
             raise MissingFile("file: the uploaded file is empty")
         settings = runtime.settings
-        options = self.options = bounded(options, settings.max_output_pixels, self.background)
+        # what the request left to the endpoint filled in (options built in code, not from a form, too)
+        options = self.options = bounded(options.completed(), settings.max_output_pixels, self.background)
         key = options.cache_fields()
         if self.background is not None:
             key["background_file"] = upload_digest(self.background)
@@ -233,7 +232,7 @@ def _layout(r: Render) -> None:
     r.layout = r.options.layout
     if _only_mask(r.options):
         r.layout = msgspec.structs.replace(r.layout, background=TRANSPARENT, shadow="none", outline=0)
-    if r.layout.frames:
+    if r.layout.needs_lay_out:
         check_canvas(r.image.size, r.alpha, r.layout, r.settings.max_output_pixels)
 
 
@@ -261,7 +260,7 @@ def _frame(r: Render) -> None:
     """The output's canvas: the layout (framing, background, shadow, outline) when it frames, else
     the picture kept transparent or over its plain colour; a mask keeps the alpha alone."""
     rgba, layout = r.picture, r.layout
-    if layout.frames:
+    if layout.needs_lay_out:
         laid = lay_out(rgba, layout, photo=r.image.rgb, background_image=None if r.backdrop is None else r.backdrop.rgb)
         img, r.box = Image.fromarray(laid.image, "RGBA"), laid.foreground
         if r.options.format == "jpeg":  # no transparency: over white

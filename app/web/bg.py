@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify
 from app.ops.observability import rss_mb
 from app.pipeline.imaging import ALLOWED_EXTENSIONS
 from app.pipeline.options import ChangeColorOptions, RemoveBackgroundOptions, RemoveOptions
-from app.service import get_service
+from app.web import current_runtime
 from app.web.auth import admin_required
 from app.web.endpoints import image_response, processing
 from app.web.openapi import responds
@@ -49,35 +49,34 @@ def remove_background(job, upload):
 @admin_required
 def clear_cache():
     """Empty the result cache (every instance's, for the shared GCS cache). Admin token required."""
-    service = get_service()
-    return jsonify({"cleared": service.cache.clear(), "backend": service.cache.name})
+    runtime = current_runtime()
+    return jsonify({"cleared": runtime.cache.clear(), "backend": runtime.cache.name})
 
 
 @bp.get("/health")
 @responds(s503="warming up")
 def health():
-    service = get_service()
-    ready = service.activity.ready
-    body = {"status": "healthy" if ready else "warming_up", "model_loaded": service.activity.model_loaded,
+    runtime = current_runtime()
+    status = runtime.activity.status  # the probe's body says "healthy" for ready, as it always has
+    body = {"status": "healthy" if status == "ready" else status, "model_loaded": runtime.activity.model_loaded,
             "memory_mb": round(rss_mb(), 1)}
-    runtime = service.segmenter.runtime()
-    body.update({k: v for k, v in runtime.items() if k in HEALTH_RUNTIME_KEYS})
-    return jsonify(body), 200 if ready else 503
+    body.update({k: v for k, v in runtime.segmenter.runtime().items() if k in HEALTH_RUNTIME_KEYS})
+    return jsonify(body), 200 if status == "ready" else 503
 
 
 @bp.get("/status")
 def status():
-    service = get_service()
-    s = service.settings
-    info = service.segmenter.info
-    activity = service.activity
+    runtime = current_runtime()
+    s = runtime.settings
+    info = runtime.segmenter.info
+    activity = runtime.activity
     return jsonify({
-        "status": "ready" if activity.ready else "warming_up",
+        "status": activity.status,
         "adapter": info.name,
         "model": info.model_id,
         "model_info": info.as_dict(),
         "memory": {"rss_mb": round(rss_mb(), 1), "model_loaded": activity.model_loaded},
-        "runtime": service.segmenter.runtime(),
+        "runtime": runtime.segmenter.runtime(),
         "max_file_size_mb": s.max_file_size_mb,
         "max_dimension": s.max_dimension,
         "max_input_pixels": s.max_input_pixels,
@@ -86,6 +85,6 @@ def status():
         "uptime_s": round(activity.uptime_s(), 1),
         "worker_pid": os.getpid(),
         "requests_served": activity.requests_served,
-        "cache": service.cache.stats(),
-        "inference": service.inference(),
+        "cache": runtime.cache.stats(),
+        "inference": runtime.inference(),
     })

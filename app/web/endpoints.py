@@ -23,7 +23,7 @@ from app.pipeline import IMAGE, Budget, Job, Rendered, peer_closed
 from app.pipeline.errors import FileTooLarge, MissingFile
 from app.pipeline.imaging import OUTPUT_FORMATS
 from app.pipeline.options import Options, unknown_fields
-from app.service import get_service
+from app.web import current_runtime
 from app.web.errors import too_large_message
 from config import Settings
 
@@ -56,8 +56,8 @@ def processing(options: type[Options], produces: str = "image") -> Callable[[Cal
     def decorate(view: Callable[[Job, Upload], Any]) -> Callable[..., Response]:
         @functools.wraps(view)
         def endpoint() -> Response:
-            service = get_service()
-            budget = Budget(time.monotonic() + service.settings.request_timeout_s,
+            runtime = current_runtime()
+            budget = Budget(time.monotonic() + runtime.settings.request_timeout_s,
                             peer_closed(request.environ.get("gunicorn.socket")))
             form = request.form  # reads the body: werkzeug refuses one over MAX_CONTENT_LENGTH (413)
             files = sent_files()
@@ -70,12 +70,12 @@ def processing(options: type[Options], produces: str = "image") -> Callable[[Cal
             if "background_file" in files and not form.get("background", "").strip():
                 form = {**form.to_dict(), "background": "image"}  # the upload says what the background is
             opts = options.from_form(form).resolved()  # every option checked before the uploads are read
-            upload = read_upload(service.settings, files)
-            background = read_upload(service.settings, files, "background_file") if "background_file" in files else None
-            job = Job(service, opts, upload.data, budget, background and background.data)
+            upload = read_upload(runtime.settings, files)
+            background = read_upload(runtime.settings, files, "background_file") if "background_file" in files else None
+            job = Job(runtime, opts, upload.data, budget, background and background.data)
             try:
                 response = current_app.make_response(view(job, upload))
-                service.activity.served()
+                runtime.activity.served()
             except Exception as exc:  # noqa: BLE001 - answered by the app's error handlers, with the job's headers
                 response = current_app.make_response(current_app.handle_user_exception(exc))
             response.headers.update(job.cache.headers())

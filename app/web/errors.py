@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from flask import Flask, jsonify
-from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
 from adapters.base import SegmenterBusy
@@ -47,6 +46,17 @@ class Forbidden(ServiceError):
     code = "forbidden"
 
 
+class RateLimited(ServiceError):
+    """A rate limit's budget is spent (flask-limiter's breach, answered as ours); ``retry_after``:
+    seconds, or None where flask-limiter adds its own Retry-After and X-RateLimit-* headers."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class Kind:
     """How one kind of error is answered: its status, its code, what /openapi.json says of it
@@ -78,14 +88,16 @@ ERRORS: dict[type[BaseException], Kind] = {
     UnsupportedImage: Kind(415, UnsupportedImage.code, "an image format we don't take ({formats})"),
     ImageTooLarge: Kind(422, ImageTooLarge.code, "more than {max_input_pixels:,} pixels, or more than "
                                                  "{max_decode_mb:g} MB to decode (judged from the header)"),
-    ImageTooComplex: Kind(422, ImageTooComplex.code, "a JPEG with too many scans (judged before decoding)"),
-    RateLimitExceeded: Kind(429, "too_many_requests", "rate limit ({rate_limit}) exceeded; see Retry-After"),
+    ImageTooComplex: Kind(422, ImageTooComplex.code, "a JPEG with too many scans, a TIFF with too long a strip or "
+                                                     "tile list, an RLE BMP with too many runs (judged before decoding)"),
+    RateLimited: Kind(429, RateLimited.code, "rate limit ({rate_limit}) exceeded; see Retry-After",
+                      lambda exc: {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}),
     ClientGone: Kind(499, ClientGone.code, ""),  # nginx's "client closed request"; logged, never seen by the client
     Overloaded: Kind(503, Overloaded.code, "overloaded or past the request's deadline; see Retry-After",
                      _retry_after(lambda exc: exc.retry_after)),
-    SegmenterBusy: Kind(503, "model_busy", "the model cannot take the request now; see Retry-After",
+    SegmenterBusy: Kind(503, SegmenterBusy.code, "the model cannot take the request now; see Retry-After",
                         _retry_after(lambda exc: exc.retry_after_s)),
-    CacheUnavailable: Kind(503, "cache_unavailable", "the result cache is unavailable; see Retry-After",
+    CacheUnavailable: Kind(503, CacheUnavailable.code, "the result cache is unavailable; see Retry-After",
                            _retry_after(lambda exc: 5)),
     MemoryError: Kind(503, "out_of_memory", "the server ran out of memory for this request; see Retry-After",
                       _retry_after(lambda exc: 2)),
@@ -145,7 +157,7 @@ def answer(exc: BaseException):
 
 
 def register_error_handlers(app: Flask, max_file_size_mb: float) -> None:
-    for cls in (ServiceError, SegmenterBusy, CacheUnavailable, MemoryError):
+    for cls in (ServiceError, MemoryError):  # the model's, the cache's and the rate limits' errors are ServiceErrors
         app.register_error_handler(cls, answer)
 
     @app.errorhandler(HTTPException)

@@ -26,6 +26,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, url_for
 import effects
 from app.pipeline.cache import CacheUnavailable
 from app.pipeline.options import form_schema
+from app.web import EXTENSION_KEY
 from app.web.endpoints import FILE_FIELD
 from app.web.errors import ERRORS, Forbidden, Unauthorized, limits
 
@@ -36,7 +37,7 @@ _ADMIN_ERRORS = (Unauthorized, Forbidden, CacheUnavailable)  # what an admin end
 
 
 def build(app: Flask) -> dict[str, Any]:
-    service = app.extensions["bgremove"]
+    runtime = app.extensions[EXTENSION_KEY]
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static" or rule.endpoint.startswith("docs.static"):
@@ -44,13 +45,13 @@ def build(app: Flask) -> dict[str, Any]:
         view = app.view_functions[rule.endpoint]
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, view, service.settings)
+            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, view, runtime.settings)
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "Background removal service",
             "version": _version(),
-            "description": f"Serving {service.segmenter.info.name}/{service.segmenter.info.model_id}. Errors are "
+            "description": f"Serving {runtime.segmenter.info.name}/{runtime.segmenter.info.model_id}. Errors are "
                            '`{"error": {"code": "...", "message": "...", "field": "..."}}`.',
         },
         "paths": paths,

@@ -7,7 +7,7 @@
 - Rate limit (``RATE_LIMIT``, Flask-Limiter): one budget per client, a *validated* key (hashed)
   else the client IP, in ``RATE_LIMIT_STORAGE_URI`` (per worker in ``memory://``, shared in Redis;
   short timeouts, and each worker's own memory while Redis is away).
-- ``PROXY_HOPS`` (and the edge, ``EDGE_PROXY``): the client IP through ProxyFix. CORS
+- ``PROXY_HOPS`` (the edge counts as one): the client IP through ProxyFix. CORS
   (``CORS_ORIGINS``) through flask-cors, for allowed origins only. Security headers on every response.
 """
 
@@ -26,7 +26,7 @@ from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.web.endpoints import processing_of
-from app.web.errors import ERRORS, Unauthorized, error_response
+from app.web.errors import RateLimited, Unauthorized, answer
 from config import Settings
 
 EXPOSED_HEADERS = ["X-Cache", "X-Cache-Mask", "X-Request-ID", "Server-Timing", "Retry-After", "Content-Disposition",
@@ -50,11 +50,10 @@ KEY_PREFIX = "bgremove"  # of every counter in a shared store
 
 
 def register(app: Flask, settings: Settings) -> None:
-    # The edge (nginx, EDGE_PROXY) appends the peer it saw to X-Forwarded-For but leaves Host and
-    # X-Forwarded-Proto as they came: it counts for the client address only.
-    forwarded_for_hops = settings.proxy_hops + int(settings.edge_proxy)
-    if forwarded_for_hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=forwarded_for_hops, x_proto=settings.proxy_hops,
+    # PROXY_HOPS counts every proxy in front of gunicorn, the bundled edge included (config/serve
+    # sets 1 for it, which replaces the client's X-Forwarded-* with what it saw itself).
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops,
                                 x_host=settings.proxy_hops)
     # Hook order matters: the failed-auth budget is checked before the key is compared, the
     # request budget after it (its bucket is the validated key).
@@ -77,12 +76,10 @@ def register(app: Flask, settings: Settings) -> None:
     def _rate_limited(exc: RateLimitExceeded):
         if exc.response is not None:  # built by the limit's on_breach, with its Retry-After
             return exc.response
-        headers = None
+        retry_after = None  # Flask-Limiter adds Retry-After and X-RateLimit-* to the request budget's answer
         if exc.limit.scope == AUTH_FAILURE_SCOPE:  # on_breach failed (the store): a whole window
-            headers = {"Retry-After": str(exc.limit.limit.get_expiry())}
-        # Flask-Limiter adds Retry-After and X-RateLimit-* to the request budget's answer.
-        kind = ERRORS[RateLimitExceeded]
-        return error_response(kind.status, kind.code, exc.description or "rate limit exceeded", headers)
+            retry_after = exc.limit.limit.get_expiry()
+        return answer(RateLimited(exc.description or "rate limit exceeded", retry_after))
 
     if settings.cors_origins:
         origins = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
@@ -146,9 +143,8 @@ def _require_api_keys(app: Flask, keys: tuple[str, ...]) -> None:
 
 def _auth_failures_exceeded(limit: RequestLimit) -> Response:
     retry_after = max(1, int(limit.reset_at - time.time()))  # as Flask-Limiter writes it
-    kind = ERRORS[RateLimitExceeded]
-    return error_response(kind.status, kind.code, "too many failed API key checks from this client; "
-                          f"retry in {retry_after} s", {"Retry-After": str(retry_after)})
+    return answer(RateLimited(f"too many failed API key checks from this client; retry in {retry_after} s",
+                              retry_after))
 
 
 def _client_ip() -> str:

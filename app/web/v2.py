@@ -19,7 +19,7 @@ def process(job, upload):
     """One upload, 1-4 effects: JSON with each result base64-encoded, timings and resolved parameters."""
     rendered = job.run()
     opts: ProcessOptions = job.options
-    info = job.service.segmenter.info
+    info = job.runtime.segmenter.info
     return jsonify({
         "images": {name: base64.b64encode(data).decode("ascii") for name, data in rendered.images.items()},
         "format": opts.format,
