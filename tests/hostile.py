@@ -3,8 +3,9 @@
 Clients: connections that send one byte and wait, that announce a body and send five
 bytes of it, that drip their headers a byte at a time, and honest phones uploading
 slowly. Images: small files that are expensive to decode (a progressive JPEG whose scans
-repeat thousands of times) or large once decoded (lossless WebP, tall PNG, 16-bit PNG,
-float TIFF, a huge progressive JPEG).
+repeat thousands of times, millions of tiny blocks before a first frame) or large once
+decoded (lossless WebP, tall PNG, 16-bit PNG, float TIFF, a huge progressive JPEG), and
+animations or multi-page files of 50,000 frames.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -271,3 +273,138 @@ def ico_png_bomb(side: int = 12000) -> bytes:
     decodes it when it opens the file."""
     png = _encode(Image.new("L", (side, side)), "PNG")
     return struct.pack("<HHHBBBBHHII", 0, 1, 1, 0, 0, 0, 0, 1, 32, len(png), 22) + png
+
+
+# -- animations and multi-page files: many frames, or a tiny frame on a large canvas ---------
+
+def gif_animation(frames: int = 50_000, screen: tuple[int, int] = (1, 1)) -> bytes:
+    """A looping GIF of ``frames`` 1x1 frames on a ``screen`` logical screen, written by hand
+    (Pillow's writer merges identical frames): 23 bytes a frame, 1.1 MB for 50,000."""
+    lzw = b"\x02\x02\x44\x01\x00"  # minimum code size 2; clear, index 0, end; no more blocks
+    frame = (b"\x21\xf9\x04\x04\x02\x00\x00\x00"  # graphic control: keep, 20 ms
+             + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + lzw)
+    head = b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0) + b"\x00\x00\x00\xff\x80\x00"
+    loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    return head + loop + frame * frames + b"\x3b"
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def apng_animation(frames: int = 50_000, screen: tuple[int, int] = (1, 1)) -> bytes:
+    """An APNG of ``frames`` frames (acTL counts them all, each an fcTL and an IDAT or fdAT);
+    the first frame is the ``screen``-sized default image, the others 1x1: 3.3 MB for 50,000."""
+    width, height = screen
+    first = zlib.compress((b"\x00" + b"\x00\x80\xff" * width) * height)
+    pixel = zlib.compress(b"\x00\xff\x80\x00")
+    out = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)),
+           _png_chunk(b"acTL", struct.pack(">II", frames, 0))]
+    seq = 0
+    for i in range(frames):
+        size = screen if i == 0 else (1, 1)
+        out.append(_png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", seq, *size, 0, 0, 2, 100, 0, 0)))
+        seq += 1
+        if i == 0:
+            out.append(_png_chunk(b"IDAT", first))
+        else:
+            out.append(_png_chunk(b"fdAT", struct.pack(">I", seq) + pixel))
+            seq += 1
+    out.append(_png_chunk(b"IEND", b""))
+    return b"".join(out)
+
+
+def webp_animation(frames: int = 50_000, screen: tuple[int, int] = (1, 1)) -> bytes:
+    """An animated WebP of ``frames`` 1x1 lossless frames on a ``screen`` canvas, muxed by hand
+    (libwebp's encoder merges identical frames): 46 bytes a frame, 2.3 MB for 50,000."""
+    still = _encode(Image.new("RGBA", (1, 1), (255, 128, 0, 255)), "WEBP", lossless=True)
+    bitstream = still[12:]  # the VP8L chunk, padded
+    anmf = b"ANMF" + struct.pack("<I", 16 + len(bitstream)) + b"\x00" * 6 + b"\x00" * 6 + \
+        (20).to_bytes(3, "little") + b"\x00" + bitstream
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x12\x00\x00\x00" + \
+        (screen[0] - 1).to_bytes(3, "little") + (screen[1] - 1).to_bytes(3, "little")
+    anim = b"ANIM" + struct.pack("<I", 6) + b"\x00\x00\x00\x00\x00\x00"
+    body = b"WEBP" + vp8x + anim + anmf * frames
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def mpo_entries(entries: int = 4092) -> bytes:
+    """A 64x48 JPEG whose MP index (APP2 ``MPF``) lists ``entries`` pictures, the most one
+    65,535-byte segment holds; every entry points at the first picture."""
+    jpeg = _encode(Image.new("RGB", (64, 48), (90, 140, 60)), "JPEG", quality=90)
+    table = struct.pack("<IIIHH", 0x20030000, len(jpeg), 0, 0, 0) * entries
+    ifd_start = 8
+    data_offset = ifd_start + 2 + 3 * 12 + 4
+    ifd = struct.pack("<H", 3) + struct.pack("<HHI4s", 0xB000, 7, 4, b"0100") + \
+        struct.pack("<HHII", 0xB001, 4, 1, entries) + struct.pack("<HHII", 0xB002, 7, len(table), data_offset) + \
+        b"\x00" * 4
+    mpf = b"MPF\x00" + b"II*\x00" + struct.pack("<I", ifd_start) + ifd + table
+    return jpeg[:2] + b"\xff\xe2" + struct.pack(">H", 2 + len(mpf)) + mpf + jpeg[2:]
+
+
+def tiff_pages(pages: int = 50_000, deflate: bool = False) -> bytes:
+    """A TIFF of ``pages`` chained directories, each a 1x1 grey page (every strip the same
+    pixel, raw for Pillow's own decoder or ``deflate`` for libtiff's): 114 bytes a page, 5.7 MB
+    for 50,000."""
+    entries = 9
+    size = 2 + 12 * entries + 4
+    pixel = 8 + size * pages
+    strip = zlib.compress(b"\x80") if deflate else b"\x80"
+    out = [b"II*\x00" + struct.pack("<I", 8)]
+    for page in range(pages):
+        following = 8 + size * (page + 1) if page + 1 < pages else 0
+        tags = [(256, 3, 1, 1), (257, 3, 1, 1), (258, 3, 1, 8), (259, 3, 1, 8 if deflate else 1), (262, 3, 1, 1),
+                (273, 4, 1, pixel), (277, 3, 1, 1), (278, 3, 1, 1), (279, 4, 1, len(strip))]
+        out.append(struct.pack("<H", entries) + b"".join(
+            struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 else
+                                                     struct.pack("<I", value)) for tag, kind, count, value in tags)
+            + struct.pack("<I", following))
+    out.append(strip)
+    return b"".join(out)
+
+
+# -- many small blocks before the first frame: Pillow reads each in Python -------------------
+
+def jpeg_marker_bomb(count: int = 2_090_000, filler: bytes = b"\xff\xee\x00\x02") -> bytes:
+    """A 64x48 JPEG with ``filler`` repeated ``count`` times after its first segment: empty APP14
+    segments by default (4 bytes each, 8 MB), or 0xFF fill bytes, or junk bytes."""
+    jpeg = _encode(Image.new("RGB", (64, 48), (90, 140, 60)), "JPEG", quality=90)
+    first = 4 + int.from_bytes(jpeg[4:6], "big")  # SOI and APP0
+    return jpeg[:first] + filler * count + jpeg[first:]
+
+
+def png_chunk_bomb(count: int = 690_000, kind: bytes = b"zzZz") -> bytes:
+    """A 64x48 PNG with ``count`` empty chunks of ``kind`` (12 bytes each, 8 MB): before the image
+    data, or after its first chunk for IDAT."""
+    png = _encode(Image.new("RGB", (64, 48), (90, 140, 60)), "PNG")
+    at = png.index(b"IDAT") - 4
+    if kind == b"IDAT":
+        at += 12 + int.from_bytes(png[at:at + 4], "big")
+    return png[:at] + _png_chunk(kind, b"") * count + png[at:]
+
+
+def png_rechunked(png: bytes, size: int) -> bytes:
+    """``png`` with its image data split in IDAT chunks of ``size`` bytes (as some writers do)."""
+    chunks, pos, idat = [], 8, b""
+    while pos < len(png):
+        length = int.from_bytes(png[pos:pos + 4], "big")
+        kind, body = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]
+        if kind == b"IDAT":
+            idat += body
+        else:
+            if idat:
+                chunks += [_png_chunk(b"IDAT", idat[i:i + size]) for i in range(0, len(idat), size)]
+                idat = b""
+            chunks.append(_png_chunk(kind, body))
+        pos += 12 + length
+    return png[:8] + b"".join(chunks)
+
+
+def gif_block_bomb(count: int = 4_190_000, kind: str = "sub-blocks") -> bytes:
+    """A one-pixel GIF with ``count`` blocks before its image (8 MB): a comment of one-byte
+    ``sub-blocks``, ``extensions`` (empty comments, 3 bytes each) or ``stray`` bytes."""
+    one = gif_animation(1)
+    at = 13 + 6 + 19  # header, colour table, loop extension
+    blocks = {"sub-blocks": b"\x21\xfe" + b"\x01x" * count + b"\x00",
+              "extensions": b"\x21\xfe\x00" * count, "stray": b"\x00" * count}[kind]
+    return one[:at] + blocks + one[at:]

@@ -80,11 +80,11 @@ def test_the_malloc_policy_is_set_at_boot_not_by_the_adapter(tmp_path, settings,
     from app.ops import tuning
 
     calls = []
-    monkeypatch.setattr(process, "_libc", SimpleNamespace(mallopt=lambda *args: calls.append(args)))
+    monkeypatch.setattr(tuning, "_libc", SimpleNamespace(mallopt=lambda *args: calls.append(args)))
     load_segmenter(settings.replace(model_path=channel_mean_graph(tmp_path / "u.onnx", 320)))
     tuning.configure(settings.replace(onnx_memory_mode="fast"))
     assert calls == []
     for mode in ("lean", "balanced"):
         tuning.configure(settings.replace(onnx_memory_mode=mode))
-        assert calls == [(process.M_MMAP_THRESHOLD, 128 * 1024), (process.M_ARENA_MAX, 2)]
+        assert calls == [(tuning.M_MMAP_THRESHOLD, 128 * 1024), (tuning.M_ARENA_MAX, 2)]
         calls.clear()

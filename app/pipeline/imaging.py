@@ -163,17 +163,17 @@ MAX_BMP_RLE_BYTES = 1 << 20
 MAX_TIFF_TABLE = 1 << 16
 # Pillow reads a JPEG's markers up to the first scan one step of Python at a time (~1.5 µs
 # and a list entry of ~130 bytes each); so does :func:`jpeg_structure`, up to the last scan:
-# 2 million empty segments in 8 MB took 5.5 s and 270 MB, 8 million 0xFF fill bytes 5 s (8 MB
-# of other junk, 0.6 s). A real file has a few dozen segments; an ICC profile split in 255
+# 2 million empty segments in 8 MB took 5.3 s and 273 MB, 8 million 0xFF fill bytes 5-8 s (8 MB
+# of other junk, 0.6-0.9 s). A real file has a few dozen segments; an ICC profile split in 255
 # chunks, or extended XMP, a few hundred.
 MAX_JPEG_STEPS = 10_000
 # Pillow reads a PNG's chunks in Python (~5 µs each), up to IEND or an APNG's second frame:
-# 700,000 empty chunks in 8 MB took 3 s and 80 MB, as many empty IDAT chunks 1.9 s. Writers
+# 690,000 empty chunks in 8 MB took 3.5 s and 79 MB, as many empty IDAT chunks 1.9-2.9 s. Writers
 # split the image data in 8-64 KB chunks, a few in one per row: a 16,384-row image, 16,384.
 MAX_PNG_CHUNKS = 1 << 15
 # Pillow reads a GIF's blocks before the first image in Python, a step for each extension,
 # sub-block (keeping a comment's in a list, ~85 bytes each) or stray byte: 4 million comment
-# sub-blocks in 8 MB took 1.4 s and 356 MB. A real file has a loop extension, a comment, an
+# sub-blocks in 8 MB took 1.4-1.8 s and 356 MB. A real file has a loop extension, a comment, an
 # XMP or ICC block: tens, a few thousand for a large profile's 255-byte sub-blocks.
 MAX_GIF_BLOCKS = 1 << 16
 _JPEG_SIGNATURE = b"\xff\xd8\xff"  # what Pillow's JPEG (and MPO) reader accepts
@@ -291,9 +291,10 @@ def gif_blocks(data: bytes, stop_after: int = MAX_GIF_BLOCKS + 1) -> int:
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
     steps, end = 0, len(data)
     while pos < end and steps < stop_after:
-        found = _GIF_BLOCK.search(data, pos)
+        window = min(end, pos + stop_after - steps)  # stray bytes beyond it are past the count anyway
+        found = _GIF_BLOCK.search(data, pos, window)
         if found is None or found.group() != b"!":
-            steps += (found.start() if found else end) - pos
+            steps += (found.start() if found else window) - pos
             break
         steps += found.start() - pos + 1
         pos = found.start() + 2  # "!" and the label
