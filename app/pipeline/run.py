@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import msgspec
@@ -202,7 +201,7 @@ def _stored(data: bytes | None) -> Rendered | None:
 # -- the render: an ordered list of steps over one context -----------------------------------
 
 
-@dataclass
+@dataclasses.dataclass
 class Render:
     """What the steps share: the decoded photo and its alpha, what the request asked for, and what
     the steps have made so far. Each step reads and writes it; :func:`render` runs them in order,
