@@ -11,6 +11,7 @@ parsed, and its default (the CPU tier's; :data:`TIER_DEFAULTS` holds the other t
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -152,6 +153,14 @@ class Settings:
     # Proxies in front of gunicorn that set X-Forwarded-For; 0: clients' own X-Forwarded-For is ignored.
     # config/serve counts its nginx edge: 1 unless set (the edge alone), e.g. 2 behind Cloud Run's front.
     proxy_hops: int = _env("PROXY_HOPS", 0, "integer", lo=0, hi=10)
+    # Image URLs (image_url, background_url; remove.bg's image_url, bg_image_url): app/pipeline/fetch.py.
+    # The whole download (lookup, connection, redirects, body) ends within URL_FETCH_TIMEOUT_S.
+    url_fetch_timeout_s: float = _env("URL_FETCH_TIMEOUT_S", 10.0, "number", lo=0.1, hi=600)
+    url_fetch_connect_timeout_s: float = _env("URL_FETCH_CONNECT_TIMEOUT_S", 3.0, "number", lo=0.05, hi=60)
+    # true lets URLs reach loopback, private and link-local addresses (tests, or a private deployment
+    # fetching from its own network). Off by default: it opens the server to SSRF (cloud metadata at
+    # 169.254.169.254, internal services); never set it on a server open to the internet.
+    url_fetch_allow_private: bool = _env("URL_FETCH_ALLOW_PRIVATE", False, "boolean")
     # Set by gunicorn.conf.py for the workers: prometheus-client's shared directory (multiprocess mode).
     metrics_dir: str = _env("PROMETHEUS_MULTIPROC_DIR", "")
 
@@ -168,6 +177,12 @@ class Settings:
         """The largest request body: the file plus room for the multipart boundaries and the small
         option fields around it. nginx (config/edge.py) and werkzeug both refuse larger bodies."""
         return self.max_file_size_bytes + MULTIPART_SLACK_BYTES
+
+    @property
+    def max_b64_body_bytes(self) -> int:
+        """The largest body where the image may come as base64 text (remove.bg's image_file_b64):
+        a third larger than the upload it encodes."""
+        return math.ceil(self.max_file_size_bytes / 3) * 4 + MULTIPART_SLACK_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

@@ -78,3 +78,24 @@ class Overloaded(ServiceError):
     def __init__(self, message: str, retry_after: int, *, code: str | None = None):
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class UrlError(ServiceError):
+    """An image URL (``image_url``, ``background_url``, remove.bg's ``bg_image_url``) is at fault."""
+
+    field = "image_url"
+
+
+class InvalidImageUrl(UrlError):
+    """The URL is refused before any connection: not http(s), credentials in it, a malformed or
+    over-long URL, or a host that is (or resolves to) an address the server may not reach."""
+
+    code = "invalid_image_url"
+
+
+class FailedImageDownload(UrlError):
+    """The URL was fine but its image could not be had: the connection failed or timed out, the
+    origin answered an error, too many redirects (or one to a refused address), a body over the
+    upload limit, or no deadline left."""
+
+    code = "failed_image_download"
