@@ -66,6 +66,8 @@ _EDGE_ERRORS = {
     504: (503, "timeout", "the service did not answer in time; retry shortly"),
     505: (505, "http_version_not_supported", "the HTTP version is not supported"),
 }
+# The edge's answers that remove.bg names otherwise (status, code), under /v1.0/.
+_REMOVEBG_EDGE = {413: (400, "file_too_large"), 429: (429, "rate_limit_exceeded")}
 
 
 def nginx_binary() -> str:
@@ -92,6 +94,23 @@ def render_nginx_conf(settings: Settings, run_dir: Path, upstream: Path) -> str:
             f" return {answer} '{{\"error\": {{\"code\": \"{code}\", \"message\": \"{message}\"}}}}\\n'; }}"
         )
     error_block = "\n".join(error_pages)
+    # Under remove.bg's API (/v1.0/) the same answers in its shape, {"errors": [{title, code, detail}]},
+    # and its statuses: a body too large is its 400 file_too_large, too many connections its 429.
+    # A location with error_page directives inherits none of the server's, so it lists them all.
+    removebg_pages = []
+    for status, (answer, code, message) in _EDGE_ERRORS.items():
+        answer, code = _REMOVEBG_EDGE.get(status, (answer, code))
+        title = code.replace("_", " ").capitalize()
+        removebg_pages.append(f"      error_page {status} ={answer} /_edge/removebg/{status};")
+        error_pages.append(
+            f"    location = /_edge/removebg/{status} {{ internal; default_type application/json;"
+            f"{' add_header Retry-After 2 always;' if answer in (429, 503) else ''}"
+            " add_header X-Content-Type-Options nosniff always; add_header Cache-Control no-store always;"
+            f" return {answer} '{{\"errors\": [{{\"title\": \"{title}\", \"code\": \"{code}\", "
+            f"\"detail\": \"{message}\"}}]}}\\n'; }}"
+        )
+    error_block = "\n".join(error_pages)
+    removebg_block = "\n".join(removebg_pages)
     # PROXY_HOPS counts the edge (config/serve makes 0 or unset 1): the proxies in front of it are one fewer.
     outer = max(settings.proxy_hops, 1) - 1
     # The client a connection belongs to: the peer, or behind outer proxies the address the
@@ -156,6 +175,13 @@ http {{
     location / {{
       limit_conn per_client {PER_CLIENT_CONNECTIONS};
       proxy_pass http://app;
+    }}
+    # remove.bg's API takes the image as base64 in the body too: a third larger
+    location /v1.0/ {{
+      limit_conn per_client {PER_CLIENT_CONNECTIONS};
+      client_max_body_size {settings.max_b64_body_bytes};
+      proxy_pass http://app;
+{removebg_block}
     }}
     # the platform's probes are never refused for the connections their address holds
     location ~ ^/(api/bg/)?health$ {{

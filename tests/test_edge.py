@@ -3,6 +3,7 @@ clients: slow, idle and dripping connections, abandoned requests, malformed HTTP
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import socket
@@ -339,3 +340,16 @@ def test_edge_without_the_app_answers_503_json_with_retry_after(tmp_path):
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(timeout=10)
+
+
+def test_remove_bg_route_gets_its_error_shape_and_base64_room_from_the_edge(edge):
+    """Under /v1.0/ the edge answers in remove.bg's shape, and lets through a body a third larger
+    than the upload limit (the image as base64), which the app then judges by the decoded size."""
+    status, headers, body = hostile.raw_request(
+        edge.port, b"POST /v1.0/removebg HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
+    assert status == 400 and json.loads(body)["errors"][0]["code"] == "file_too_large", body[:200]
+    image = fixture_images()[0].read_bytes()
+    padded = base64.b64encode(image).decode() + " " * (int(8 * 1024 * 1024 * 1.2) - len(image) * 4 // 3)
+    resp = requests.post(f"{edge.url}/v1.0/removebg", json={"image_file_b64": padded, "size": "preview"}, timeout=120)
+    assert resp.status_code == 200, resp.text[:300]
+    assert probe(edge.url) == 200

@@ -9,6 +9,7 @@ from app.pipeline import options as opts
 from app.pipeline.options import (
     ChangeColorOptions, Layout, ProcessOptions, RemoveBackgroundOptions, RemoveOptions, fields, form_schema,
 )
+from app.web.endpoints import FILE_FIELD
 
 CLASSES = [RemoveOptions, ChangeColorOptions, RemoveBackgroundOptions, ProcessOptions]
 
@@ -36,7 +37,7 @@ def test_the_walk_lists_every_declared_field_with_its_default_and_bounds(cls):
     assert {f.name: (f.default, f.minimum, f.maximum) for f in walk} == msgspec_view(cls)
     assert len(walk) == len(msgspec_view(cls))
     assert {f.name for f in walk if f.group == "layout"} == set(Layout.__struct_fields__)
-    assert all(f.stage in ("layout", "segment", "compose", "effects", "encode", "cache") for f in walk)
+    assert all(f.stage in ("decode", "layout", "segment", "compose", "effects", "encode", "cache") for f in walk)
     assert all(f.description for f in walk)
 
 
@@ -55,7 +56,7 @@ def test_the_openapi_form_is_the_walk(client, cls):
     path = {RemoveOptions: "/api/bg/remove", ChangeColorOptions: "/api/bg/change_color",
             RemoveBackgroundOptions: "/remove-background", ProcessOptions: "/api/v2/process"}[cls]
     properties = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
-    assert {k: v for k, v in properties.items() if k not in ("file", "background_file")} == \
+    assert {k: v for k, v in properties.items() if k not in FILE_FIELD} == \
         {f.name: dict(f.schema) for f in fields(cls)} == form_schema(cls)
 
 

@@ -9,7 +9,8 @@ import io
 import math
 import re
 import struct
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -34,6 +35,7 @@ OUTPUT_FORMATS = {
     "png": ("PNG", "image/png", "png"),
     "webp": ("WEBP", "image/webp", "webp"),
     "jpeg": ("JPEG", "image/jpeg", "jpg"),
+    "zip": ("ZIP", "application/zip", "zip"),  # remove.bg's: color.jpg and alpha.png (:func:`encode_image`)
 }
 
 Image.init()  # import every Pillow plugin at boot, not during the first requests
@@ -48,6 +50,7 @@ class DecodedImage:
     alpha: np.ndarray | None  # HxW uint8 if the input had any transparency
     source_format: str  # e.g. "JPEG"
     icc_profile: bytes | None  # kept so that output colours match the input's
+    source_size: tuple[int, int]  # the upload's own (W, H), orientation applied: what a client's px refer to
 
     @property
     def size(self) -> tuple[int, int]:
@@ -135,7 +138,10 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
         icc = img.info.get("icc_profile") if img.mode in _RGB_PROFILE_MODES else None
         img.load()  # first frame of an animation or multi-page file
         top = _full_scale(img)  # of a high-bit-depth image, judged at full size (scaling rings past it)
-        pixels = _to_rgb_or_rgba(_apply_orientation(_fit(_resizable(img, top), max_dimension)), top)
+        fitted = _fit(_resizable(img, top), max_dimension)
+        oriented = _apply_orientation(fitted)
+        source = (height, width) if oriented.size != fitted.size else (width, height)  # turned a quarter
+        pixels = _to_rgb_or_rgba(oriented, top)
         rgb = np.asarray(pixels.convert("RGB"))
         alpha = np.asarray(pixels.getchannel("A")) if pixels.mode == "RGBA" else None
     except ServiceError:
@@ -146,7 +152,31 @@ def decode_image(data: bytes, *, max_dimension: int, max_pixels: int, max_decode
         raise InvalidImage(f"{field}: the image data is truncated or corrupt", field=field) from None
     finally:
         img.close()
-    return DecodedImage(rgb, alpha, fmt, valid_icc_profile(icc))
+    return DecodedImage(rgb, alpha, fmt, valid_icc_profile(icc), source)
+
+
+def capped(image: DecodedImage, max_pixels: float) -> DecodedImage:
+    """``image`` scaled down to at most ``max_pixels`` pixels (aspect kept), as :func:`_fit` scales;
+    its alpha with it (premultiplied resampling), its ICC profile and source size kept."""
+    size = fitted_size(image.size, max_pixels)
+    if size == image.size:
+        return image
+    mode = "RGB" if image.alpha is None else "RGBA"
+    pixels = image.rgb if image.alpha is None else np.dstack((image.rgb, image.alpha))
+    small = np.asarray(Image.fromarray(pixels, mode).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))
+    return replace(image, rgb=np.ascontiguousarray(small[..., :3]),
+                   alpha=None if image.alpha is None else np.ascontiguousarray(small[..., 3]))
+
+
+def fitted_size(size: tuple[int, int], max_pixels: float) -> tuple[int, int]:
+    """``size`` scaled down (aspect kept, sides floored, at least 1 px) to at most ``max_pixels`` pixels."""
+    width, height = size
+    if width * height <= max_pixels:
+        return size
+    shrink = math.sqrt(max_pixels / (width * height))
+    w, h = max(1, int(width * shrink)), max(1, int(height * shrink))
+    h = min(h, max(1, int(max_pixels // w)))  # a side held at 1 px: the other takes what is left
+    return min(w, max(1, int(max_pixels // h))), h
 
 
 # A legitimate progressive JPEG has about 10 scans (libjpeg's default script), rarely more than 20.
@@ -481,7 +511,9 @@ def _fit(img: Image.Image, max_dimension: int) -> Image.Image:
 def encode_image(
     img: Image.Image, fmt: str, *, quality: int, png_compress_level: int, icc_profile: bytes | None = None
 ) -> bytes:
-    """Encode ``img`` as ``fmt`` (png | webp | jpeg). WebP at quality 100 is lossless."""
+    """Encode ``img`` as ``fmt`` (png | webp | jpeg | zip). WebP at quality 100 is lossless."""
+    if fmt == "zip":
+        return _zip(img, quality=quality, png_compress_level=png_compress_level, icc_profile=icc_profile)
     pil_format = OUTPUT_FORMATS[fmt][0]
     options: dict[str, object] = {}
     if icc_profile and img.mode in ("RGB", "RGBA"):
@@ -496,4 +528,19 @@ def encode_image(
         options.update(quality=quality)
     buf = io.BytesIO()
     img.save(buf, pil_format, **options)
+    return buf.getvalue()
+
+
+def _zip(img: Image.Image, *, quality: int, png_compress_level: int, icc_profile: bytes | None) -> bytes:
+    """remove.bg's ZIP: ``color.jpg`` (the RGB as it is, hidden colours under alpha 0 included) and
+    ``alpha.png`` (the alpha, opaque where ``img`` has none), the same size; stored, not deflated (both
+    are compressed already), with a fixed date so that the same image gives the same bytes."""
+    alpha = img.getchannel("A") if img.mode == "RGBA" else Image.new("L", img.size, 255)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
+        for name, part, fmt in (("color.jpg", img.convert("RGB"), "jpeg"), ("alpha.png", alpha, "png")):
+            entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.external_attr = 0o644 << 16
+            archive.writestr(entry, encode_image(part, fmt, quality=quality, png_compress_level=png_compress_level,
+                                                 icc_profile=icc_profile))
     return buf.getvalue()

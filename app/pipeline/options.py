@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass
@@ -92,17 +93,20 @@ def _length(part: str, text: str) -> tuple[float, str]:
 
 
 class Size(FormValue):
-    """The canvas: ``("original", 0, 0)`` (the input's), ``("subject", 0, 0)`` (the subject box with its
-    padding) or ``("px", W, H)``; written ``original``, ``subject`` or ``WxH``, e.g. ``2000x2000``."""
+    """The canvas: ``("original", 0, 0)`` (the input's, grown where the layout needs room),
+    ``("photo", 0, 0)`` (the input's size, fixed: the subject is scaled and placed in it as in a WxH
+    size), ``("subject", 0, 0)`` (the subject box with its padding) or ``("px", W, H)``; written
+    ``original``, ``photo``, ``subject`` or ``WxH``, e.g. ``2000x2000``."""
 
     @classmethod
     def from_text(cls, text: str) -> "Size":
         word = text.strip().lower()
-        if word in ("original", "subject"):
+        if word in ("original", "photo", "subject"):
             return cls((word, 0, 0))
         found = re.fullmatch(r"(\d{1,5})\s*[x\u00d7]\s*(\d{1,5})", word)
         if not found or not all(1 <= int(side) <= 16384 for side in found.groups()):
-            raise ValueError(f"{text[:40]!r}: expected original, subject or WxH in px (1-16384 each), e.g. 2000x2000")
+            raise ValueError(f"{text[:40]!r}: expected original, photo, subject or WxH in px (1-16384 each), "
+                             "e.g. 2000x2000")
         return cls(("px", int(found.group(1)), int(found.group(2))))
 
     def __str__(self) -> str:
@@ -172,7 +176,48 @@ class Background(FormValue):
         return tuple(self[1:4]) if self[0] == "color" and self[4] == 255 else None  # type: ignore[return-value]
 
 
+class Region(FormValue):
+    """A rectangle ``(x1, y1, x2, y2)``, each ``(value, "px" | "%")`` (px of the upload as sent; % of its
+    width for x, of its height for y); written ``x1 y1 x2 y2`` (spaces or commas; no unit: px), e.g.
+    ``0% 0% 100% 100%`` or ``10px 20px 300px 400px``."""
+
+    MAX_PX = 65535  # the largest side a JPEG (or nearly any upload) can have
+
+    @classmethod
+    def from_text(cls, text: str) -> "Region":
+        parts = re.split(r"[\s,]+", text.strip())
+        found = [re.fullmatch(r"(\d{1,5}(?:\.\d{1,6})?)(px|%)?", part.lower()) for part in parts]
+        if len(parts) != 4 or not all(found):
+            raise ValueError(f"{text[:40]!r}: expected x1 y1 x2 y2, each a number of px or a %, "
+                             "e.g. 0% 0% 100% 100% or 10px 20px 300px 400px")
+        region = cls((float(f.group(1)), f.group(2) or "px") for f in found)  # type: ignore[union-attr]
+        if any(value > (100 if unit == "%" else cls.MAX_PX) for value, unit in region):
+            raise ValueError(f"{text[:40]!r}: each coordinate is at most 100% or {cls.MAX_PX} px")
+        for low, high in ((region[0], region[2]), (region[1], region[3])):
+            if low[1] == high[1] and low[0] >= high[0]:  # mixed units are compared on the image
+                raise ValueError(f"{text[:40]!r}: x1 must be less than x2 and y1 less than y2")
+        return region
+
+    def __str__(self) -> str:
+        return " ".join(f"{value:g}{unit}" for value, unit in self)
+
+    def pixels(self, size: tuple[int, int], source_size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The region on an image of ``size`` made from an upload of ``source_size`` (px scale with it):
+        the columns x1..x2 and rows y1..y2 it touches, clipped to the image (empty when outside it)."""
+        edges = []
+        for (value, unit), side, source in zip(self, size * 2, source_size * 2):
+            edges.append(round(value / 100 * side if unit == "%" else value * side / source, 6))
+        x1, y1, x2, y2 = edges
+        if x1 >= x2 or y1 >= y2:
+            raise BadOption("roi", f"{self}: x1 must be less than x2 and y1 less than y2 on this "
+                                   f"{source_size[0]}x{source_size[1]} image")
+        width, height = size
+        return (min(width, max(0, math.floor(x1))), min(height, max(0, math.floor(y1))),
+                min(width, max(0, math.ceil(x2))), min(height, max(0, math.ceil(y2))))
+
+
 TRANSPARENT = Background(("transparent",))
+WHITE_BACKGROUND = Background(("color", *WHITE, 255))
 
 # Complete layouts by name, written as a form writes them (and read by the same parser); explicit
 # fields override a preset's. GET /api/v2/layouts lists them.
@@ -197,8 +242,10 @@ class Layout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     padding: Annotated[Padding, Meta(description="space around the subject: 1, 2 or 4 lengths (top right bottom "
                                                  "left), each px or % of the subject box, e.g. 5% or 40px 20px")] \
         = Padding(((0.0, "px"),) * 4)
-    size: Annotated[Size, Meta(description="original (the photo's canvas), subject (the subject box with its "
-                                           "padding) or WxH in px, e.g. 2000x2000")] = Size(("original", 0, 0))
+    size: Annotated[Size, Meta(description="original (the photo's canvas, grown where the layout needs room), "
+                                           "photo (the photo's size, fixed: the subject scaled and placed in it like "
+                                           "in a WxH size), subject (the subject box with its padding) or WxH in px, "
+                                           "e.g. 2000x2000")] = Size(("original", 0, 0))
     position: Annotated[Position, Meta(description="where the subject sits in a larger canvas: center, top, bottom, "
                                                    "left, right or 'X% Y%'")] = Position((0.5, 0.5))
     scale: Annotated[float, Meta(ge=0.1, le=1.0, description="the subject's size as a share of the canvas, 10%-100% "
@@ -264,6 +311,12 @@ class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     KIND: ClassVar[str]
     layout: Layout = PLAIN  # its fields are the form's own (flat), after the class's
     use_cache: UseCache = True
+    max_megapixels: Annotated[float, Meta(
+        ge=0.01, le=1000, description="work at most this many megapixels: a larger photo is scaled down first "
+                                      "(aspect kept); unset: the photo's own size", extra={"stage": "decode"})] | None = None
+    roi: Annotated[Region, Meta(description="region of interest: only its contents can be the subject; everything "
+                                            "outside is background. x1 y1 x2 y2, each px or %",
+                                extra={"stage": "segment"})] | None = None
 
     def default_background(self) -> Background:
         """The background when the request names none."""
@@ -335,13 +388,33 @@ class RemoveOptions(Options, frozen=True):
     """The subject on a transparent background, or its mask."""
 
     KIND = "remove"
-    format: _format("png", "webp", description="output format (transparent background)") = "png"
+    format: _format("png", "webp", "jpeg", "zip", description="output format: png, webp (transparent); jpeg (jpg, "
+                                                              "over white unless `background` says otherwise); zip "
+                                                              "(remove.bg's: color.jpg, the subject's colours, and "
+                                                              "alpha.png, its alpha)") = "png"
     only_mask: Annotated[bool, Meta(description="return the 8-bit mask instead", extra={"stage": "compose"})] = False
     quality: Quality = 90
     refine_foreground: Refine = False
 
+    def __post_init__(self) -> None:
+        if self.format == "zip" and self.only_mask:
+            raise BadOption("format", "zip holds the subject's colours and its alpha; for the mask alone ask for "
+                                      "png or jpeg with only_mask")
+
+    def default_background(self) -> Background:  # JPEG has no transparency
+        return WHITE_BACKGROUND if self.format == "jpeg" else TRANSPARENT
+
+    def completed(self) -> "RemoveOptions":
+        """The background filled in: white for JPEG, also when asked for transparent."""
+        background = self.layout.background
+        if background is not None and not (self.format == "jpeg" and background == TRANSPARENT):
+            return self
+        return msgspec.structs.replace(
+            self, layout=msgspec.structs.replace(self.layout, background=self.default_background()))
+
     def fields_without_effect(self) -> tuple[str, ...]:
-        return (*super().fields_without_effect(), "refine_foreground") if self.only_mask \
+        # a mask has no colours to refine; zip's colours are always refined
+        return (*super().fields_without_effect(), "refine_foreground") if self.only_mask or self.format == "zip" \
             else super().fields_without_effect()
 
 
@@ -375,7 +448,8 @@ class RemoveBackgroundOptions(Options, frozen=True):
 
     def resolved(self) -> Options:
         """The equivalent request to /api/bg/remove or /api/bg/change_color (sharing their cache entries)."""
-        common = {"quality": self.quality, "use_cache": self.use_cache, "layout": self.layout}
+        common = {"quality": self.quality, "use_cache": self.use_cache, "layout": self.layout,
+                  "max_megapixels": self.max_megapixels, "roi": self.roi}
         if self.output_format == "jpeg":
             return ChangeColorOptions(format="jpeg", **common).completed()
         return RemoveOptions(format=self.output_format, **common).completed()
@@ -419,7 +493,7 @@ class ProcessOptions(Options, frozen=True):
                 raise BadOption(f"effect_params.{key}", f"parameters for an effect not in `effects` ({', '.join(names)})")
 
     def default_background(self) -> Background:  # JPEG has no transparency
-        return Background(("color", *WHITE, 255)) if self.format == "jpeg" else TRANSPARENT
+        return WHITE_BACKGROUND if self.format == "jpeg" else TRANSPARENT
 
     def completed(self) -> "ProcessOptions":
         """Each effect's parameters resolved (defaults, preset, the given ones, checked); the background
@@ -469,7 +543,7 @@ class OptionField:
     maximum: float | None
     choices: tuple[str, ...]
     description: str
-    stage: str | None  # the pipeline step it acts on: layout, segment, compose, effects, encode, cache
+    stage: str | None  # the pipeline step it acts on: decode, layout, segment, compose, effects, encode, cache
     group: str | None  # the options' field holding it (``layout``), if not the options themselves
     kind: str  # how a form writes it: bool | choice | int | float | percent | value (a FormValue) | json
     expected: str  # what a valid value is, for error messages

@@ -12,7 +12,6 @@ Plain inputs (the runtime, typed options, the upload's bytes, a budget), a plain
 from __future__ import annotations
 
 import dataclasses
-import math
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -28,7 +27,7 @@ from app.pipeline.cache import CacheUse, upload_digest
 from app.pipeline.confidence import mask_confidence
 from app.pipeline.errors import BadOption, MissingFile
 from app.pipeline.gate import InferenceGate
-from app.pipeline.imaging import DecodedImage, decode_image, encode_image
+from app.pipeline.imaging import DecodedImage, capped, decode_image, encode_image, fitted_size
 from app.pipeline.layout import Box, lay_out, plan, subject_box
 from app.pipeline.options import NO_LAYOUT, PRESETS, TRANSPARENT, WHITE, Layout, Options, Size
 from app.pipeline.timing import Timings
@@ -88,6 +87,8 @@ class Job:
                 budget.check()
                 with timings.stage("decode"):
                     image = decode(self.upload, settings)
+                    if options.max_megapixels is not None:
+                        image = capped(image, options.max_megapixels * 1e6)
                     backdrop = None if self.background is None else decode(self.background, settings, "background_file")
                 budget.check()
                 alpha = _alpha(runtime, image, options, cache, timings)
@@ -124,20 +125,21 @@ def decode(data: bytes, settings: Settings, field: str = "file") -> DecodedImage
 
 def bounded(options: Options, max_pixels: int, background: bytes | None) -> Options:
     """The options, checked against what the layout may ask for before any work: an explicit size over
-    ``MAX_OUTPUT_PIXELS`` is refused, a preset's is scaled down to fit; an image background needs its upload."""
+    ``MAX_OUTPUT_PIXELS`` is refused, a preset's is scaled down to fit, and any over ``max_megapixels``
+    too (aspect kept); an image background needs its upload."""
     layout = options.layout
     if (layout.background[0] == "image") != (background is not None):
         raise BadOption("background_file" if background is None else "background",
                         "background=image takes its image in the upload field background_file" if background is None
                         else "a background_file was sent: say background=image (or leave background out)")
     kind, width, height = layout.size
-    if kind != "px" or width * height <= max_pixels:
+    cap = max_pixels if options.max_megapixels is None else min(max_pixels, options.max_megapixels * 1e6)
+    if kind != "px" or width * height <= cap:
         return options
-    if layout.preset is None or PRESETS[layout.preset].get("size") != str(layout.size):
+    if cap == max_pixels and (layout.preset is None or PRESETS[layout.preset].get("size") != str(layout.size)):
         raise BadOption("size", f"{width}x{height} is more than the {max_pixels:,} pixels an output may have here "
                                 "(MAX_OUTPUT_PIXELS)")
-    shrink = math.sqrt(max_pixels / (width * height))
-    size = Size(("px", max(1, int(width * shrink)), max(1, int(height * shrink))))
+    size = Size(("px", *fitted_size((width, height), cap)))
     return msgspec.structs.replace(options, layout=msgspec.structs.replace(layout, size=size))
 
 
@@ -156,18 +158,27 @@ def _segments(options: Options) -> bool:
 
 def _alpha(runtime: "Runtime", image: DecodedImage, options: Options, cache: CacheUse,
            timings: Timings) -> np.ndarray:
-    """The subject's alpha: the stored mask, else the model's; the image's own alpha (or opaque)
-    when the background stays."""
+    """The subject's alpha: the stored mask, else the model's, cut to the region of interest; the image's
+    own alpha (or opaque) when the background stays."""
     if not _segments(options):
-        return image.alpha if image.alpha is not None else np.full(image.rgb.shape[:2], 255, np.uint8)
-    with timings.stage("cache"):
-        alpha = cache.stored_mask(image.size)
-    if alpha is None:
-        with timings.stage("segment"):
-            alpha = subject_alpha(image, runtime.segmenter)
-        runtime.activity.model_ran()
-        cache.keep_mask(alpha)
-    return alpha
+        alpha = image.alpha if image.alpha is not None else np.full(image.rgb.shape[:2], 255, np.uint8)
+    else:
+        with timings.stage("cache"):
+            alpha = cache.stored_mask(image.size)
+        if alpha is None:
+            with timings.stage("segment"):
+                alpha = subject_alpha(image, runtime.segmenter)
+            runtime.activity.model_ran()
+            cache.keep_mask(alpha)  # the model's mask, not cut to a region: the next request may ask another
+    return alpha if options.roi is None else within(alpha, options.roi.pixels(image.size, image.source_size))
+
+
+def within(alpha: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
+    """``alpha`` inside ``region`` (x1, y1, x2, y2 in its pixels), 0 (background) outside."""
+    x1, y1, x2, y2 = region
+    out = np.zeros_like(alpha)
+    out[y1:y2, x1:x2] = alpha[y1:y2, x1:x2]
+    return out
 
 
 def check_canvas(image_size: tuple[int, int], alpha: np.ndarray, layout: Layout, max_pixels: int) -> None:
@@ -237,12 +248,15 @@ def _layout(r: Render) -> None:
 
 def _cut_out(r: Render) -> None:
     """The subject, HxWx4: the photo's colours (refined at soft edges where asked, and always over a
-    new picture, where they must not carry the old background) with the alpha."""
-    background = r.layout.background[0]
+    new picture, where they must not carry the old background, or for zip, whose colours are read
+    apart from their alpha) with the alpha. Zip keeps the refined colours under alpha 0 too where
+    nothing frames them (the layout stage takes those pixels zeroed)."""
+    background, zipped = r.layout.background[0], r.options.format == "zip"
     refine = not _only_mask(r.options) and (getattr(r.options, "refine_foreground", False)
-                                             or background in ("blur", "image"))
+                                             or background in ("blur", "image") or zipped)
     rgb = compose.refine_foreground(r.image.rgb, r.alpha) if refine else r.image.rgb
-    r.subject = compose.cutout_array(rgb, r.alpha)
+    r.subject = np.dstack((rgb, r.alpha)) if zipped and not r.layout.needs_lay_out \
+        else compose.cutout_array(rgb, r.alpha)
 
 
 def _apply_effect(r: Render) -> None:
@@ -262,13 +276,21 @@ def _frame(r: Render) -> None:
     if layout.needs_lay_out:
         laid = lay_out(rgba, layout, photo=r.image.rgb, background_image=None if r.backdrop is None else r.backdrop.rgb)
         img, r.box = Image.fromarray(laid.image, "RGBA"), laid.foreground
-        if r.options.format == "jpeg":  # no transparency: over white
+        if r.options.format == "jpeg" and not _only_mask(r.options):  # no transparency: over white
             img = Image.alpha_composite(Image.new("RGBA", img.size, WHITE + (255,)), img)
         if layout.opaque:
             img = img.convert("RGB")
     else:
         r.box = subject_box(rgba[..., 3])
         img = compose.on_background(rgba, layout.background.opaque_color)
+    cap = r.options.max_megapixels
+    if cap is not None and img.width * img.height > cap * 1e6:  # margins or a shadow grew the canvas past it
+        size = fitted_size(img.size, cap * 1e6)
+        sx, sy = size[0] / img.width, size[1] / img.height
+        img = img.resize(size, Image.LANCZOS)  # Pillow resamples RGBA premultiplied
+        if r.box is not None:
+            r.box = Box(round(r.box.left * sx), round(r.box.top * sy), max(1, round(r.box.width * sx)),
+                        max(1, round(r.box.height * sy)))
     r.picture = img.getchannel("A") if _only_mask(r.options) else img
 
 

@@ -1,38 +1,66 @@
 """The processing endpoints' edge: ``@processing`` turns a request into a pipeline job, and the
 image response.
 
-``@processing(Options)`` starts the request's deadline, parses the form into the typed options
-(a field the options do not declare is a 400 naming it), reads the upload, and calls the view
-with the :class:`~app.pipeline.Job` and the upload; the view runs the job and responds. The
-job's cache statuses (``X-Cache``), its ``Server-Timing`` and its cache writes (made once the
-response is sent) are added here, on success and on failure alike.
+``@processing(Options)`` starts the request's deadline, reads the request into the typed options
+(our form by default; a dialect such as remove.bg's brings its own reader), reads each image from
+where the request put it (a file part, a URL fetched by :mod:`app.pipeline.fetch`, base64 text),
+and calls the view with the :class:`~app.pipeline.Job` and the upload; the view runs the job and
+responds. Images sent by URL are downloaded here, before the job takes an inference slot: a slow
+origin never holds the model. The job's cache statuses (``X-Cache``), its ``Server-Timing`` and its
+cache writes (made once the response is sent) are added here, on success and on failure alike.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+from urllib.parse import unquote, urlsplit
 
 from flask import Response, current_app, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
 from app.pipeline import IMAGE, Budget, Job, Rendered, peer_closed
-from app.pipeline.errors import FileTooLarge, MissingFile
+from app.pipeline.errors import FileTooLarge, InvalidImage, MissingFile
+from app.pipeline.fetch import FetchPolicy, fetch
 from app.pipeline.imaging import OUTPUT_FORMATS
 from app.pipeline.options import Options, unknown_fields
+from app.pipeline.runtime import Runtime
 from app.web import current_runtime
-from app.web.errors import too_large_message
+from app.web.errors import MultipleSources, too_large_message
 from config import Settings
 
-# The upload's form field, besides each endpoint's options (documented in /openapi.json).
+# The image fields, besides each endpoint's options (documented in /openapi.json): each image as a
+# file part or by its URL.
 FILE_FIELD = {
-    "file": {"type": "string", "format": "binary", "description": "the image (JPEG, PNG, WebP, GIF, BMP, TIFF)"},
+    "file": {"type": "string", "format": "binary", "description": "the image (JPEG, PNG, WebP, GIF, BMP, TIFF); "
+                                                                  "or send its URL in image_url"},
+    "image_url": {"type": "string", "description": "the image's http(s) URL, downloaded by the server "
+                                                   "(instead of file)"},
     "background_file": {"type": "string", "format": "binary",
                         "description": "an image laid under the subject (background=image, implied when sent)"},
+    "background_url": {"type": "string", "description": "background_file's http(s) URL, downloaded by the "
+                                                        "server (background=image, implied when sent)"},
 }
+UPLOAD_FIELDS = ("file", "background_file")  # sent as file parts, never as text
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The fields one image may come in: a file part, a URL, base64 text (remove.bg's ``*_b64``)."""
+
+    file: str
+    url: str
+    b64: str | None = None
+
+
+IMAGE_SOURCES = Sources("file", "image_url")
+BACKGROUND_SOURCES = Sources("background_file", "background_url")
 
 
 @dataclass(frozen=True)
@@ -43,15 +71,24 @@ class Upload:
 
 @dataclass(frozen=True)
 class Processing:
-    """What ``@processing`` declares about a view (for protection, telemetry and /openapi.json)."""
+    """What ``@processing`` declares about a view (for protection, telemetry and /openapi.json).
+    ``form``: the request's fields as /openapi.json documents them, when not ``options``' own form."""
 
     options: type[Options]
     produces: str  # image | json
+    form: Mapping[str, Any] | None = None
 
 
-def processing(options: type[Options], produces: str = "image") -> Callable[[Callable[..., Any]], Callable[..., Response]]:
-    """A processing endpoint: it takes an upload, has a deadline, needs an API key (when keys are
-    configured) and counts against the rate limit. The view is called as ``view(job, upload)``."""
+# Reads a request: ``reader(options, runtime, budget) -> (options, image, background or None)``.
+Reader = Callable[[type[Options], Runtime, Budget], "tuple[Options, Upload, Upload | None]"]
+
+
+def processing(options: type[Options], produces: str = "image", reader: Reader | None = None,
+               form: Mapping[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Response]]:
+    """A processing endpoint: it takes an image, has a deadline, needs an API key (when keys are
+    configured) and counts against the rate limit. The view is called as ``view(job, upload)``.
+    ``reader``: how the request is read (default: our form, :func:`read_form`)."""
+    read = reader or read_form
 
     def decorate(view: Callable[[Job, Upload], Any]) -> Callable[..., Response]:
         @functools.wraps(view)
@@ -59,19 +96,7 @@ def processing(options: type[Options], produces: str = "image") -> Callable[[Cal
             runtime = current_runtime()
             budget = Budget(time.monotonic() + runtime.settings.request_timeout_s,
                             peer_closed(request.environ.get("gunicorn.socket")))
-            form = request.form  # reads the body: werkzeug refuses one over MAX_CONTENT_LENGTH (413)
-            files = sent_files()
-            refused = unknown_fields(options, [*form.keys(), *files], request.path, also=tuple(FILE_FIELD))
-            if refused:
-                raise refused
-            for name in FILE_FIELD:  # upload fields sent as text: a 400, not silently ignored
-                if name in form:
-                    raise MissingFile(f"{name}: send the image as a file (multipart part with a filename)", field=name)
-            if "background_file" in files and not form.get("background", "").strip():
-                form = {**form.to_dict(), "background": "image"}  # the upload says what the background is
-            opts = options.from_form(form).resolved()  # every option checked before the uploads are read
-            upload = read_upload(runtime.settings, files)
-            background = read_upload(runtime.settings, files, "background_file") if "background_file" in files else None
+            opts, upload, background = read(options, runtime, budget)
             job = Job(runtime, opts, upload.data, budget, background and background.data)
             try:
                 response = current_app.make_response(view(job, upload))
@@ -86,10 +111,31 @@ def processing(options: type[Options], produces: str = "image") -> Callable[[Cal
                 response.call_on_close(job.cache.flush)
             return response
 
-        endpoint.processing = Processing(options, produces)  # type: ignore[attr-defined]
+        endpoint.processing = Processing(options, produces, form)  # type: ignore[attr-defined]
         return endpoint
 
     return decorate
+
+
+def read_form(options: type[Options], runtime: Runtime, budget: Budget) -> tuple[Options, "Upload", "Upload | None"]:
+    """Our own form: the options by their declared names (a field the options do not declare is a
+    400 naming it), then the image and the background, each from a file part or a URL."""
+    form = request.form  # reads the body: werkzeug refuses one over MAX_CONTENT_LENGTH (413)
+    files = sent_files()
+    refused = unknown_fields(options, [*form.keys(), *files], request.path, also=tuple(FILE_FIELD))
+    if refused:
+        raise refused
+    for name in UPLOAD_FIELDS:  # upload fields sent as text: a 400, not silently ignored
+        if name in form:
+            raise MissingFile(f"{name}: send the image as a file (multipart part with a filename)", field=name)
+    background_sent = "background_file" in files or form.get("background_url", "").strip()
+    if background_sent and not form.get("background", "").strip():
+        form = {**form.to_dict(), "background": "image"}  # the upload says what the background is
+    opts = options.from_form(form).resolved()  # every option checked before any image is read
+    settings = runtime.settings
+    upload = read_image(settings, budget, form, files, IMAGE_SOURCES)
+    background = read_image(settings, budget, form, files, BACKGROUND_SOURCES) if background_sent else None
+    return opts, upload, background
 
 
 def processing_of(endpoint: str | None) -> Processing | None:
@@ -112,7 +158,26 @@ def sent_files() -> dict[str, FileStorage]:
     return sent
 
 
-def read_upload(settings: Settings, files: dict[str, FileStorage], field: str = "file") -> Upload:
+def read_image(settings: Settings, budget: Budget, form: Mapping[str, str], files: Mapping[str, FileStorage],
+               sources: Sources) -> Upload:
+    """The image sent one of ``sources``' ways (exactly one): a file part, a URL (downloaded now,
+    within the request's deadline), or base64 text."""
+    given = [name for name in (sources.file, sources.url, sources.b64)
+             if name and (name in files or (form.get(name) or "").strip())]
+    if len(given) > 1:
+        raise MultipleSources(f"{' and '.join(given)}: send the image one way only", field=given[1])
+    if not given or given[0] == sources.file:
+        return read_upload(settings, files, sources.file)
+    name = given[0]
+    text = form[name].strip()
+    if name == sources.url:
+        data = fetch(text, FetchPolicy.from_settings(settings), field=name, deadline=budget.deadline,
+                     cancelled=budget.client_gone)
+        return Upload(data, _stem(unquote(urlsplit(text).path.rsplit("/", 1)[-1])))
+    return Upload(read_b64(settings, text, name), "image")
+
+
+def read_upload(settings: Settings, files: Mapping[str, FileStorage], field: str = "file") -> Upload:
     if not request.mimetype.startswith("multipart/form-data"):
         raise MissingFile(f"{field}: send the image as multipart/form-data in the field '{field}'", field=field)
     storage = files.get(field)
@@ -121,8 +186,33 @@ def read_upload(settings: Settings, files: dict[str, FileStorage], field: str = 
     data = storage.read(settings.max_file_size_bytes + 1)
     if len(data) > settings.max_file_size_bytes:
         raise FileTooLarge(too_large_message(settings.max_file_size_mb, field), field=field)
-    stem = secure_filename(storage.filename or "").rsplit(".", 1)[0] or "image"
-    return Upload(data, stem[:100])
+    return Upload(data, _stem(storage.filename or ""))
+
+
+_DATA_URL = re.compile(r"data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
+
+
+def read_b64(settings: Settings, text: str, field: str) -> bytes:
+    """An image sent as base64 text (a ``data:image/...;base64,`` prefix tolerated, whitespace
+    ignored), refused from its length before it is decoded when it is over the upload limit."""
+    prefix = _DATA_URL.match(text)
+    text = "".join((text[prefix.end():] if prefix else text).split())
+    if len(text) // 4 * 3 > settings.max_file_size_bytes + 2:
+        raise FileTooLarge(too_large_message(settings.max_file_size_mb, field), field=field)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage(f"{field}: not valid base64", field=field) from None
+    if len(data) > settings.max_file_size_bytes:
+        raise FileTooLarge(too_large_message(settings.max_file_size_mb, field), field=field)
+    if not data:
+        raise MissingFile(f"{field}: empty", field=field)
+    return data
+
+
+def _stem(filename: str) -> str:
+    """A safe file name without its extension, for the response's file name."""
+    return (secure_filename(filename).rsplit(".", 1)[0] or "image")[:100]
 
 
 def image_response(rendered: Rendered, job: Job, upload: Upload) -> Response:

@@ -18,8 +18,8 @@ from werkzeug.exceptions import HTTPException
 from adapters.base import SegmenterBusy
 from app.pipeline.cache import CacheUnavailable
 from app.pipeline.errors import (
-    BadOption, ClientGone, FileTooLarge, ImageTooComplex, ImageTooLarge, InvalidImage, MissingFile, Overloaded,
-    ServiceError, UnsupportedImage,
+    BadOption, ClientGone, FailedImageDownload, FileTooLarge, ImageTooComplex, ImageTooLarge, InvalidImage,
+    InvalidImageUrl, MissingFile, Overloaded, ServiceError, UnsupportedImage,
 )
 from config import Settings
 
@@ -32,6 +32,15 @@ class TooManyFields(ServiceError):  # more multipart parts than any endpoint tak
 
 class FieldTooLarge(ServiceError):  # a non-file field (or a part's headers) over the limit; only `file` may be large
     code = "field_too_large"
+
+
+class MultipleSources(ServiceError):  # one image sent two ways (a file and a URL, ...)
+    code = "multiple_sources"
+
+
+class UnknownForeground(ServiceError):  # remove.bg's route: the model found no subject
+    code = "unknown_foreground"
+    field = "image_file"
 
 
 class Unauthorized(ServiceError):
@@ -79,6 +88,13 @@ ERRORS: dict[type[BaseException], Kind] = {
     BadOption: Kind(400, BadOption.code, "a bad option value; the error names the field"),
     MissingFile: Kind(400, MissingFile.code, "no image in the field `file` (or an image field sent as text)"),
     InvalidImage: Kind(400, InvalidImage.code, "the upload is not a readable image"),
+    MultipleSources: Kind(400, MultipleSources.code, "one image sent two ways (a file part and a URL)"),
+    InvalidImageUrl: Kind(400, InvalidImageUrl.code, "an image URL refused before any connection: not http(s), "
+                                                     "credentials in it, or a host that is a private address"),
+    FailedImageDownload: Kind(400, FailedImageDownload.code, "an image URL could not be downloaded within "
+                                                             "{url_fetch_timeout_s:g} s and {max_file_size_mb:g} MB "
+                                                             "(the origin's status, a refused redirect, ...)"),
+    UnknownForeground: Kind(400, UnknownForeground.code, "remove.bg's route: no subject was found in the image"),
     Unauthorized: Kind(401, Unauthorized.code, "API key (or admin token) required",
                        lambda exc: {"WWW-Authenticate": exc.challenge}),
     Forbidden: Kind(403, Forbidden.code, "wrong admin token, or admin endpoints disabled"),
@@ -121,7 +137,8 @@ def limits(settings: Settings) -> dict[str, Any]:
 
     return {"max_file_size_mb": settings.max_file_size_mb, "max_form_parts": MAX_FORM_PARTS,
             "max_field_kb": MAX_FIELD_BYTES / 1000, "max_input_pixels": settings.max_input_pixels,
-            "max_decode_mb": settings.max_decode_mb, "rate_limit": settings.rate_limit or "RATE_LIMIT",
+            "max_decode_mb": settings.max_decode_mb, "url_fetch_timeout_s": settings.url_fetch_timeout_s,
+            "rate_limit": settings.rate_limit or "RATE_LIMIT",
             "formats": ", ".join(ALLOWED_EXTENSIONS)}
 
 

@@ -9,7 +9,7 @@ from flask import Flask
 from adapters import Segmenter
 from app.ops import logs, observability
 from app.pipeline.runtime import build_runtime
-from app.web import EXTENSION_KEY, bg, index, openapi, ops, protection, v2
+from app.web import EXTENSION_KEY, bg, index, openapi, ops, protection, removebg, v2
 from app.web.errors import register_error_handlers
 from app.web.multipart import MAX_FIELD_BYTES, MAX_FORM_PARTS, UploadRequest
 from config import Settings
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
     register_error_handlers(app, settings.max_file_size_mb)
     observability.register(app)  # first: its timer and request id cover the other hooks
     protection.register(app, settings)
-    for blueprint in (index.bp, bg.bp, bg.compat, v2.bp, ops.bp, openapi.bp):
+    for blueprint in (index.bp, bg.bp, bg.compat, v2.bp, removebg.bp, ops.bp, openapi.bp):
         app.register_blueprint(blueprint)
     logging.getLogger(__name__).info(
         "serving %s/%s (%s) with %d inference slot(s), queue %d; %s result cache",

@@ -25,6 +25,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, url_for
 
 import effects
 from app.pipeline.cache import CacheUnavailable
+from app.pipeline.imaging import OUTPUT_FORMATS
 from app.pipeline.options import form_schema
 from app.web import EXTENSION_KEY
 from app.web.endpoints import FILE_FIELD
@@ -32,7 +33,6 @@ from app.web.errors import ERRORS, Forbidden, Unauthorized, limits
 
 bp = Blueprint("docs", __name__, static_folder=swagger_ui_bundle.swagger_ui_path, static_url_path="/docs/static")
 
-_IMAGE_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 _ADMIN_ERRORS = (Unauthorized, Forbidden, CacheUnavailable)  # what an admin endpoint answers besides 200
 
 
@@ -84,10 +84,30 @@ def _operation(endpoint: str, view, settings) -> dict[str, Any]:
         op["description"] = description.strip()
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     processing = getattr(view, "processing", None)
+    if processing is not None and processing.form is not None:  # a dialect's own form (remove.bg's)
+        schema = {"type": "object", "properties": dict(processing.form)}
+        op["requestBody"] = {"required": True, "content": {
+            media: {"schema": schema} for media in
+            ("multipart/form-data", "application/x-www-form-urlencoded", "application/json")}}
+        image = {"schema": {"type": "string", "format": "binary"}}
+        op["responses"] = {
+            "200": {"description": "the image (image/png, image/jpeg, image/webp or application/zip), or with "
+                                   "`Accept: application/json` remove.bg's JSON",
+                    "content": {**{m: image for m in ("image/png", "image/jpeg", "image/webp", "application/zip")},
+                                "application/json": {"schema": {"type": "object"}}}},
+            "400": {"description": "remove.bg's errors: `{\"errors\": [{\"title\", \"code\", \"detail\"}]}`",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            "403": {"description": "auth_failed", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "429": {"description": "rate_limit_exceeded; see Retry-After",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+        }
+        if settings.api_keys:
+            op["security"] = [{"ApiKey": []}]
+        return op
     if processing is not None:
         fields = {**FILE_FIELD, **form_schema(processing.options)}
         op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["file"], "properties": fields}}}}
+            "type": "object", "properties": fields}}}}
         kinds = [cls for cls, kind in ERRORS.items() if kind.doc and cls not in (Forbidden, CacheUnavailable)]
         op["responses"] = {"200": _success(processing.produces, fields), **_errors(kinds, settings)}
         if settings.api_keys:
@@ -141,7 +161,7 @@ def _success(produces: str, fields: dict[str, Any]) -> dict[str, Any]:
                "X-Mask-Confidence": {"schema": {"type": "number", "minimum": 0, "maximum": 1},
                                      "description": "how far the mask can be trusted (README: Mask confidence)"}}
     return {"description": "the image", "headers": headers,
-            "content": {_IMAGE_TYPES[f]: {"schema": {"type": "string", "format": "binary"}} for f in formats}}
+            "content": {OUTPUT_FORMATS[f][1]: {"schema": {"type": "string", "format": "binary"}} for f in formats}}
 
 
 def _version() -> str:

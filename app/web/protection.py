@@ -60,7 +60,7 @@ def register(app: Flask, settings: Settings) -> None:
     if settings.api_keys:
         _limiter(app, settings, Limit(
             settings.auth_failure_limit, key_function=_client_ip, scope=AUTH_FAILURE_SCOPE, shared=True,
-            exempt_when=lambda: not (_counted() and request.headers.get("X-API-Key")),
+            exempt_when=lambda: not (_keyed() and request.headers.get("X-API-Key")),
             deduct_when=lambda response: bool(g.get("api_key_failed")),  # only failures cost
             on_breach=_auth_failures_exceeded,
             error_message="too many failed API key checks from this client; retry later",
@@ -124,12 +124,26 @@ def _counted() -> bool:
     return processing_of(request.endpoint) is not None and request.method != "OPTIONS"
 
 
+def _keyed() -> bool:
+    """The request needs the API key: a processing endpoint, or a view marked ``api_key`` (remove.bg's account)."""
+    if request.method == "OPTIONS":
+        return False
+    view = app_view(request.endpoint)
+    return _counted() or bool(getattr(view, "api_key", False))
+
+
+def app_view(endpoint: str | None):
+    from flask import current_app
+
+    return current_app.view_functions.get(endpoint) if endpoint else None
+
+
 def _require_api_keys(app: Flask, keys: tuple[str, ...]) -> None:
     digests = [hashlib.sha256(key.encode()).digest() for key in keys]
 
     @app.before_request
     def _check_api_key() -> None:
-        if not _counted():
+        if not _keyed():
             return
         given = request.headers.get("X-API-Key", "")
         if not given:

@@ -127,8 +127,9 @@ class CacheUse:
         if not self._use:
             return None
         found = self._cache.lookup(self._mask_key(), "mask")
-        self.mask_status = found.status
-        return None if found.data is None else _decode_mask(found.data, size)
+        alpha = None if found.data is None else _decode_mask(found.data, size)
+        self.mask_status = MISS if found.status == HIT and alpha is None else found.status  # another size's: the model runs
+        return alpha
 
     def keep_mask(self, alpha: np.ndarray) -> None:
         """Store the mask computed after a miss (at :meth:`flush`)."""

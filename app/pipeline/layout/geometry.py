@@ -103,6 +103,7 @@ def plan(image_size: tuple[int, int], box: Box, layout: Layout) -> Plan:
       outline or the shadow would leave it; the subject stays where it is.
     - size subject (or original with crop): the subject box plus padding, grown to hold the
       outline and the shadow.
+    - size photo: the input's own size, as a px size (W, H) = (w, h).
     - size px (W, H): the subject with its padding (px padding is output pixels, % padding a
       share of the scaled subject) scaled to fit, at most ``max_upscale``, placed by
       ``position``; outline and shadow are clipped by the canvas.
@@ -117,8 +118,8 @@ def plan(image_size: tuple[int, int], box: Box, layout: Layout) -> Plan:
     if box.width < 1 or box.height < 1:
         raise ValueError(f"plan: an empty subject box {box}")
     (pt, ut), (pr, ur), (pb, ub), (pl, ul) = layout.padding
-    if layout.size[0] == "px":
-        W, H = layout.size[1], layout.size[2]
+    if layout.size[0] in ("px", "photo"):
+        W, H = (layout.size[1], layout.size[2]) if layout.size[0] == "px" else (w, h)
         px_w = (pl if ul == "px" else 0.0) + (pr if ur == "px" else 0.0)
         px_h = (pt if ut == "px" else 0.0) + (pb if ub == "px" else 0.0)
         pc_w = (pl / 100 if ul == "%" else 0.0) + (pr / 100 if ur == "%" else 0.0)
