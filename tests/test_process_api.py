@@ -159,3 +159,29 @@ def test_refine_foreground_changes_only_soft_edge_colours(client):
     a, b = (np.asarray(image_of(body, "blackwhite")) for body in (plain, refined))
     assert np.array_equal(a[..., 3], b[..., 3]) and not np.array_equal(a, b)
     assert_json_error(process(client, effects=["8bit"], refine_foreground="2"), 400, field="refine_foreground")
+
+
+def test_the_image_itself_on_request(client):
+    """response=image, or Accept: image/*, with one effect: the image as the image endpoints send it,
+    the same bytes the JSON carries; JSON stays the default (Accept: */*) for existing clients."""
+    as_json = process(client, effects='["8bit"]')
+    expected = base64.b64decode(as_json.get_json()["images"]["8bit"])
+    by_field = process(client, effects='["8bit"]', response="image")
+    by_accept = client.post("/api/v2/process", data={"file": (io.BytesIO(ANIMAL), "cat.jpg"), "effects": '["8bit"]'},
+                            content_type="multipart/form-data", headers={"Accept": "image/png"})
+    for resp in (by_field, by_accept):
+        assert resp.status_code == 200 and resp.mimetype == "image/png", resp.data[:200]
+        assert resp.data == expected
+        img = Image.open(io.BytesIO(resp.data))
+        assert (resp.headers["X-Width"], resp.headers["X-Height"]) == (str(img.width), str(img.height))
+        assert "X-Foreground-Width" in resp.headers
+    assert 'filename=8bit_' in by_accept.headers["Content-Disposition"]
+    anything = client.post("/api/v2/process", data={"file": (io.BytesIO(ANIMAL), "c.jpg"), "effects": '["8bit"]'},
+                           content_type="multipart/form-data", headers={"Accept": "*/*"})
+    assert anything.mimetype == "application/json"
+
+
+def test_an_image_response_takes_one_effect(client):
+    resp = process(client, effects='["8bit", "dither"]', response="image")
+    assert_json_error(resp, 400, "invalid_option")
+    assert resp.get_json()["error"]["field"] == "response"

@@ -478,6 +478,9 @@ class ProcessOptions(Options, frozen=True):
     format: _format("png", "webp", "jpeg", description="output format of every image") = "png"
     quality: Quality = 90
     refine_foreground: Refine = False
+    response: Annotated[Literal["json", "image"], Meta(
+        description="json: every image base64-encoded in JSON, with timings and parameters; image: the image "
+                    "itself (one effect; also chosen by `Accept: image/*`)", extra={"stage": "encode"})] = "json"
 
     def __post_init__(self) -> None:
         names = self.effects
@@ -494,6 +497,9 @@ class ProcessOptions(Options, frozen=True):
 
     def default_background(self) -> Background:  # JPEG has no transparency
         return WHITE_BACKGROUND if self.format == "jpeg" else TRANSPARENT
+
+    def fields_without_effect(self) -> tuple[str, ...]:
+        return (*super().fields_without_effect(), "response")  # how the images are sent, not what they are
 
     def completed(self) -> "ProcessOptions":
         """Each effect's parameters resolved (defaults, preset, the given ones, checked); the background

@@ -215,17 +215,18 @@ def _stem(filename: str) -> str:
     return (secure_filename(filename).rsplit(".", 1)[0] or "image")[:100]
 
 
-def image_response(rendered: Rendered, job: Job, upload: Upload) -> Response:
-    """The encoded image, shown inline, named for a download; not cached by browsers or proxies
-    (the same URL answers a different upload each time). A plain response, not send_file's
-    passthrough, so that callbacks registered with ``call_on_close`` run after it is sent."""
+def image_response(rendered: Rendered, job: Job, upload: Upload, name: str = IMAGE) -> Response:
+    """The encoded image ``name`` (the cut-out, or one effect's), shown inline, named for a download;
+    not cached by browsers or proxies (the same URL answers a different upload each time). A plain
+    response, not send_file's passthrough, so that callbacks registered with ``call_on_close`` run
+    after it is sent."""
     fmt = job.options.format
     _, mimetype, extension = OUTPUT_FORMATS[fmt]
-    prefix = "mask" if getattr(job.options, "only_mask", False) else "nobg"
-    response = Response(rendered.images[IMAGE], mimetype=mimetype)
+    prefix = "mask" if getattr(job.options, "only_mask", False) else "nobg" if name == IMAGE else name
+    response = Response(rendered.images[name], mimetype=mimetype)
     response.headers.set("Content-Disposition", "inline", filename=f"{prefix}_{upload.stem}.{extension}")
     response.headers["Cache-Control"] = "no-store"
-    response.headers.update(size_headers(rendered, IMAGE))
+    response.headers.update(size_headers(rendered, name))
     return response
 
 

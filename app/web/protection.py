@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_cors import CORS
 from flask_limiter import Limit, Limiter, RateLimitExceeded, RequestLimit
 from flask_limiter.util import get_remote_address
@@ -128,14 +128,8 @@ def _keyed() -> bool:
     """The request needs the API key: a processing endpoint, or a view marked ``api_key`` (remove.bg's account)."""
     if request.method == "OPTIONS":
         return False
-    view = app_view(request.endpoint)
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
     return _counted() or bool(getattr(view, "api_key", False))
-
-
-def app_view(endpoint: str | None):
-    from flask import current_app
-
-    return current_app.view_functions.get(endpoint) if endpoint else None
 
 
 def _require_api_keys(app: Flask, keys: tuple[str, ...]) -> None:

@@ -172,8 +172,8 @@ PARAMS: tuple[Param, ...] = (
     Param("crop", ("crop",), "true: the canvas cut to the subject", _to("crop")),
     Param("crop_margin", ("padding",), "with crop: margin around the subject, 1, 2 or 4 values, px or % of the "
           "subject (at most 50% or 500 px a side)", _crop_margin),
-    Param("scale", ("scale", "size", "max_upscale"), "the subject's size as a share of the canvas, 10%-100%, or original (default)",
-          _scale),
+    Param("scale", ("scale", "size", "max_upscale"), "the subject's size as a share of the canvas (the photo's, "
+          "capped by size), 10%-100%, or original (default)", _scale),
     Param("position", ("position", "size"), "original (default), center, X% (both axes) or X% Y%", _position),
     Param("channels", ("only_mask",), "rgba (default) or alpha (the mask alone, greyscale)", _channels),
     Param("bg_color", ("background",), "a solid background: hex (81d4fa, fff, 81d4fa77 with alpha) or a colour "
@@ -240,7 +240,7 @@ def read_removebg(options: type, runtime: Runtime, budget: Budget) -> tuple[Remo
     if not given:
         raise MissingFile("no image given: send image_file, image_file_b64 or image_url", field="image_file")
     g.removebg = {"type": params.get("type", ""), "file": given[0],
-                  "background_file": next((n for n in ("bg_image_file", "bg_image_url") if n in params), "")}
+                  "background_file": next((n for n in ("bg_image_file", "bg_image_url") if n in params or n in files), "")}
     upload = read_image(settings, budget, params, files, IMAGE_SOURCES)
     background = None
     if opts.layout.background is not None and opts.layout.background[0] == "image":

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 import effects
 from app.pipeline.options import MAX_EFFECTS, PRESETS, ProcessOptions, fields
-from app.web.endpoints import processing
+from app.pipeline.errors import BadOption
+from app.web.endpoints import image_response, processing
 
 bp = Blueprint("v2", __name__, url_prefix="/api/v2")
 
@@ -16,8 +17,17 @@ bp = Blueprint("v2", __name__, url_prefix="/api/v2")
 @bp.post("/process")
 @processing(ProcessOptions, produces="json")
 def process(job, upload):
-    """One upload, 1-4 effects: JSON with each result base64-encoded, timings and resolved parameters."""
+    """One upload, 1-4 effects: JSON with each result base64-encoded, timings and resolved parameters
+    With `response=image` or `Accept: image/*` (and one effect), the image itself, as the image endpoints send it."""
+    asked: ProcessOptions = job.options
+    as_image = asked.response == "image" or \
+        request.accept_mimetypes.best_match(["application/json", "image/*"]) == "image/*"
+    if as_image and len(asked.effects) > 1:
+        raise BadOption("response", f"an image response carries one effect, {len(asked.effects)} were asked for; "
+                                    "ask for JSON (response=json, Accept: application/json) to get several")
     rendered = job.run()
+    if as_image:
+        return image_response(rendered, job, upload, next(iter(rendered.images)))
     opts: ProcessOptions = job.options
     info = job.runtime.segmenter.info
     return jsonify({
