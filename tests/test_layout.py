@@ -630,3 +630,14 @@ def test_a_contact_shadow_under_a_small_subject_is_drawn(fields):
     assert laid.image.shape == (77, 123, 4)
     below = laid.image[laid.foreground.top + laid.foreground.height:, :, 3]
     assert below.size == 0 or below.max() > 0  # the shadow shows under the subject where there is room
+
+
+def test_a_cover_background_whose_scale_rounds_past_its_edge():
+    """610x700 covered by a 987x1481 image: W / (W / iw) is a hair over iw in floating point, which
+    made the source box start at -1e-13 and Pillow refuse it (a 500 before the fix)."""
+    subject = np.zeros((700, 610, 4), np.uint8)
+    subject[100:600, 100:500] = 255
+    backdrop = np.full((1481, 987, 3), 90, np.uint8)
+    laid = lay_out(subject, options.Layout(background=options.Background(("image",))), background_image=backdrop)
+    assert laid.image.shape == (700, 610, 4)
+    assert (laid.image[0, 0] == (90, 90, 90, 255)).all()

@@ -76,7 +76,9 @@ class BackgroundLayer:
             k = max(W / iw, H / ih)
             self.rect = (0, 0, W, H)
             bw, bh = W / k, H / k
-            self.source = ((iw - bw) / 2, (ih - bh) / 2, (iw + bw) / 2, (ih + bh) / 2)
+            # clamped: W / (W / iw) can come out a hair over iw, and Pillow refuses a negative box
+            self.source = (max(0.0, (iw - bw) / 2), max(0.0, (ih - bh) / 2), min(float(iw), (iw + bw) / 2),
+                           min(float(ih), (ih + bh) / 2))
         else:
             k = min(W / iw, H / ih)
             rw, rh = max(1, min(W, round(iw * k))), max(1, min(H, round(ih * k)))
