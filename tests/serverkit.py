@@ -88,6 +88,20 @@ def running_server(env: dict[str, str] | None = None, boot_timeout_s: float = 60
                 proc.wait()
 
 
+@contextmanager
+def surviving_server(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Iterator[Server]:
+    """:func:`running_server` for hostile tests, checked when they are done: the same worker still
+    serving (none crashed or hung), healthy, and no traceback or internal error in its log."""
+    with running_server(env, log_dir=log_dir) as srv:
+        pid = requests.get(srv.url + "/api/bg/status", timeout=10).json()["worker_pid"]
+        yield srv
+        status = requests.get(srv.url + "/api/bg/status", timeout=10).json()
+        assert status["worker_pid"] == pid, "the worker was replaced: it crashed or hung"
+        assert requests.get(srv.url + "/api/bg/health", timeout=10).status_code == 200
+        log = srv.log()
+        assert "Traceback" not in log and "internal_error" not in log, log[-3000:]
+
+
 def wait_healthy(server: Server, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

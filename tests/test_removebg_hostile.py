@@ -35,7 +35,7 @@ from PIL import Image
 from app.web.removebg import PARAMS, SOURCE_NAMES
 from config import Settings
 from tests.conftest import photo, wait_for
-from tests.serverkit import RssSampler, running_server
+from tests.serverkit import RssSampler, surviving_server
 
 ROUTE = "/v1.0/removebg"
 FETCH_TIMEOUT_S = 3.0  # URL_FETCH_TIMEOUT_S of the server under test
@@ -171,14 +171,8 @@ def origin():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with running_server(SERVER_ENV, log_dir=tmp_path_factory.mktemp("removebg-hostile")) as srv:
-        pid = requests.get(srv.url + "/api/bg/status", timeout=10).json()["worker_pid"]
+    with surviving_server(SERVER_ENV, log_dir=tmp_path_factory.mktemp("removebg-hostile")) as srv:
         yield srv
-        status = requests.get(srv.url + "/api/bg/status", timeout=10).json()
-        assert status["worker_pid"] == pid, "the worker was replaced: it crashed or hung"
-        assert requests.get(srv.url + "/api/bg/health", timeout=10).status_code == 200
-        log = srv.log()
-        assert "Traceback" not in log and "internal_error" not in log, log[-3000:]
 
 
 # -- answers ----------------------------------------------------------------------------------
