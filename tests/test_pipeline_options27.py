@@ -83,7 +83,7 @@ def test_roi_reads_px_and_percent(text, region):
     ("roi", "0% 0% 120% 100%", "at most 100%"),
     ("roi", "300px 0 100px 100px", "x1 must be less than x2"),
     ("roi", "0% 50% 100% 50%", "y1 less than y2"),
-    ("format", "gif", "one of jpeg, png, webp, zip"),
+    ("format", "gif", "one of avif, heic, jpeg, png, webp, zip"),
 ])
 def test_bad_values_name_their_field(field, value, says):
     with pytest.raises(BadOption) as refused:
