@@ -4,9 +4,11 @@ Kept in three steps, as a torchserve handler would be: ``preprocess`` (image ->
 tensor), ``infer`` (the session), ``postprocess`` (map -> mask at the input's
 size). Pre- and post-processing reproduce the reference tool rembg's for the
 same model (PIL Lanczos resizes, scaling by the image maximum, min-max
-normalisation of the first output), so the masks agree with rembg's; one
-difference: where the model is confident the mask is exactly 255 (or 0), where
-rembg's truncation leaves the subject at 254 (``postprocess``).
+normalisation of the first output), so the masks agree with rembg's; two
+differences: where the model is confident the mask is exactly 255 (or 0), where
+rembg's truncation leaves the subject at 254 (``postprocess``), and a photo
+larger than 1024 px gets its mask brought up along its own edges
+(``app.pipeline.upscale``), not stretched.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PIL import Image
 from adapters import int8
 from adapters.base import ModelInfo, ModelLoadError
 from adapters.modelfile import file_digest
+from app.pipeline.upscale import upscale_mask
 from config import Settings
 
 ort.set_default_logger_severity(3)  # errors only; we report load failures ourselves
@@ -118,8 +121,9 @@ class OnnxSegmenter:
         return self.session.run([self._output], {self._input: tensor})[0]
 
     @staticmethod
-    def postprocess(prediction: np.ndarray, height: int, width: int) -> np.ndarray:
-        """The model's map -> an 8-bit mask at ``height`` x ``width``.
+    def postprocess(prediction: np.ndarray, height: int, width: int, guide: np.ndarray | None = None) -> np.ndarray:
+        """The model's map -> an 8-bit mask at ``height`` x ``width``: resized with Lanczos, or by
+        :func:`app.pipeline.upscale.upscale_mask` along the edges of ``guide`` (the photo, HxWx3).
 
         Min-max normalisation as rembg's; then, unlike rembg (which truncates ``p * 255``),
         the outer :data:`CONFIDENT_MARGIN` of the range at each end maps to exactly 0 and
@@ -137,11 +141,13 @@ class OnnxSegmenter:
         small *= np.float32(255.0 / (1.0 - 2.0 * CONFIDENT_MARGIN))
         np.clip(small, 0.0, 255.0, out=small)
         small = np.rint(small).astype(np.uint8)
+        if guide is not None:
+            return upscale_mask(small, guide)
         return np.asarray(Image.fromarray(small, "L").resize((width, height), Image.Resampling.LANCZOS))
 
     def mask(self, rgb: np.ndarray) -> np.ndarray:
         height, width = rgb.shape[:2]
-        return self.postprocess(self.infer(self.preprocess(rgb)), height, width)
+        return self.postprocess(self.infer(self.preprocess(rgb)), height, width, guide=rgb)
 
     def runtime(self) -> dict[str, object]:
         return {"precision": self.precision, "precision_reason": self.precision_reason}

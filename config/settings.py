@@ -33,17 +33,17 @@ class ConfigError(BootError):
 
 # The defaults that differ by tier, i.e. by the adapter chosen by SEGMENTER, by field name:
 # the fields' own defaults are the onnx tier's (the 512 MB tier: one inference at a time, small
-# uploads, 1024 px). Any environment variable overrides them.
+# uploads, photos worked at their own size up to 12.5 MP). Any environment variable overrides them.
 TIER_DEFAULTS: dict[str, dict[str, object]] = {
     "onnx": {},
     # The GPU tier: InSPyReNet (Swin-B) on one GPU; Cloud Run's concurrency is 4.
     "inspyrenet": {
         "model_path": None,  # required: no weights ship with the project
         "max_file_size_mb": 50.0,
-        "max_dimension": 4096,
         "max_input_pixels": 8192 * 8192,
-        "max_output_pixels": 4096 * 4096,
+        "max_work_pixels": 4096 * 4096,
         "max_decode_mb": 2048.0,
+        "max_encode_mb": 2048.0,
         "max_concurrent_inferences": 4,
         "max_queue": 16,
     },
@@ -95,13 +95,22 @@ class Settings:
     port: int = _env("PORT", 5000, "integer", lo=1, hi=65535)
     host: str = _env("HOST", "0.0.0.0")
     max_file_size_mb: float = _env("MAX_FILE_SIZE_MB", 8.0, "number", lo=0.001, hi=1024)
-    max_dimension: int = _env("MAX_DIMENSION", 1024, "integer", lo=16, hi=16384)
+    # An operator's cap on the longest side (larger inputs are scaled down to it); JPEGs larger than
+    # needed are decoded at a reduced scale. 4096: a 12 MP phone photo (4032x3024) passes whole.
+    max_dimension: int = _env("MAX_DIMENSION", 4096, "integer", lo=16, hi=16384)
     max_input_pixels: int = _env("MAX_INPUT_PIXELS", 4096 * 4096, "integer", lo=256, hi=1 << 31)
+    # The most pixels a photo is worked at: larger ones are scaled down to it (X-Scaled-From names the
+    # upload's size). 12.5 MP keeps a 4032x3024 photo whole within the 512 MB tier's 350 MB.
+    max_work_pixels: int = _env("MAX_WORK_PIXELS", 12_500_000, "integer", lo=256, hi=1 << 31)
     # Memory decoding one upload may take (pixels in their own mode, decoder copies): with
     # the worker's ~110 MB at rest and the inference peak, the tree stays under 350 MB.
     max_decode_mb: float = _env("MAX_DECODE_MB", 128.0, "number", lo=1, hi=1 << 20)
+    # Memory encoding one output may take, beyond its pixels: WebP, HEIC with alpha and AVIF hold
+    # 7-41 bytes a pixel while they encode (PNG and JPEG stream); a larger output in those formats
+    # is worked smaller (X-Scaled-From), as with max_megapixels (imaging.ENCODER_BYTES_PER_PIXEL).
+    max_encode_mb: float = _env("MAX_ENCODE_MB", 128.0, "number", lo=1, hi=1 << 20)
     # The most pixels a laid-out output may have (a fixed `size`, or the canvas a layout grows to).
-    max_output_pixels: int = _env("MAX_OUTPUT_PIXELS", 2048 * 2048, "integer", lo=256, hi=1 << 31)
+    max_output_pixels: int = _env("MAX_OUTPUT_PIXELS", 4096 * 4096, "integer", lo=256, hi=1 << 31)
     # Also read as MAX_CONCURRENT_REQUESTS: the GPU deployment's name for it (Cloud Run's concurrency).
     max_concurrent_inferences: int = _env("MAX_CONCURRENT_INFERENCES", 1, "integer", lo=1, hi=256)
     # 1 slot and 8 waiting: a burst of 8 uploads at once is queued, not shed (each 0.5-0.8 s on 2 cores,

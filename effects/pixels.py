@@ -52,6 +52,33 @@ def luma709(rgba: np.ndarray) -> np.ndarray:
     return out
 
 
+STRIP_ROWS = 256  # rows of a large image worked at a time where a float plane would be held whole
+
+
+def luma709_u8(rgba: np.ndarray) -> np.ndarray:
+    """:func:`luma709` rounded to HxW uint8, a strip of rows at a time (no full-size float plane:
+    48 MB at 12 MP)."""
+    out = np.empty(rgba.shape[:2], np.uint8)
+    for top in range(0, rgba.shape[0], STRIP_ROWS):
+        out[top:top + STRIP_ROWS] = luma709(rgba[top:top + STRIP_ROWS]) + np.float32(0.5)
+    return out
+
+
+def luma709_cells(rgba: np.ndarray, cell: int, transparent: float) -> np.ndarray:
+    """:func:`luma709` averaged over ``cell`` x ``cell`` blocks (Pillow's ``reduce``; the last row and
+    column of blocks over what is left), fully transparent pixels counted as ``transparent``: a
+    strip of whole blocks at a time, so no full-size float plane is held."""
+    height, width = rgba.shape[:2]
+    step = cell * max(1, STRIP_ROWS // cell)
+    out = np.empty((-(-height // cell), -(-width // cell)), np.float32)
+    for top in range(0, height, step):
+        part = rgba[top:top + step]
+        luma = luma709(part)
+        np.putmask(luma, part[..., 3] == 0, np.float32(transparent))
+        out[top // cell:(top + len(part) + cell - 1) // cell] = Image.fromarray(luma, "F").reduce(cell) if cell > 1 else luma
+    return out
+
+
 def smooth(values: np.ndarray, factor: int) -> np.ndarray:
     """A wide, smooth low-pass of a float32 plane (read-only result): box-average down by ``factor``, soften, bilinear back up.
 

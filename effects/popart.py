@@ -41,8 +41,7 @@ def render(rgba: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
 
 def bands(rgba: np.ndarray, levels: int) -> np.ndarray:
     """HxW band index 0..levels-1, dark to light."""
-    luma = pixels.luma709(rgba)
-    luma8 = Image.fromarray((luma + np.float32(0.5)).astype(np.uint8), "L").filter(ImageFilter.BoxBlur(1))
+    luma8 = Image.fromarray(pixels.luma709_u8(rgba), "L").filter(ImageFilter.BoxBlur(1))
     lo, hi = _tonal_range(luma8, Image.fromarray(np.ascontiguousarray(rgba[..., 3]), "L"))
     lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (levels / max(1.0, hi - lo)), 0, levels - 1)
     return np.asarray(luma8.point(lut.astype(np.uint8).tolist()))

@@ -263,7 +263,7 @@ def bmp_rle(side: int = 256) -> bytes:
 
 
 def heic_header(brand: bytes = b"heic", compatible: tuple[bytes, ...] = (b"mif1", b"heic")) -> bytes:
-    """The start of an ISO-BMFF image (``ftyp`` and an empty ``meta``): what Pillow here cannot name."""
+    """The start of an ISO-BMFF image (``ftyp`` and an empty ``meta``): a HEIC/AVIF with no image in it: corrupt."""
     ftyp = brand + b"\x00\x00\x00\x00" + b"".join(compatible)
     return struct.pack(">I", 8 + len(ftyp)) + b"ftyp" + ftyp + struct.pack(">I", 12) + b"meta" + b"\x00" * 4
 

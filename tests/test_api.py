@@ -135,7 +135,7 @@ def test_health_status_and_index(client):
     status = client.get("/api/bg/status").get_json()
     assert status["status"] == "ready" and status["adapter"] == "onnx" and status["model"] == "u2netp"
     assert status["memory"]["model_loaded"] is True and status["memory"]["rss_mb"] > 10
-    assert status["max_file_size_mb"] == 8 and status["max_dimension"] == 1024
+    assert status["max_file_size_mb"] == 8 and status["max_dimension"] == 4096
     assert {"jpg", "png", "webp", "gif", "bmp", "tiff"} <= set(status["allowed_extensions"])
     assert status["uptime_s"] >= 0 and status["requests_served"] == served_before + 1
 

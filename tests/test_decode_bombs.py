@@ -1,8 +1,8 @@
 """Small uploads whose cost is in their structure rather than their pixels (issue 26): a TIFF
 of 2 million one-row strips (Pillow built a tile for each when it opened the file: 16-37 s
 and 700 MB before a 200), a BMP of one-pixel RLE runs (6 s of Pillow's Python decoder), an
-icon holding a 12000² PNG (now named by its magic bytes, not opened), and HEIC/AVIF uploads (answered
-"not a readable image"); JPEG, PNG and GIF files of millions of tiny blocks before their first
+icon holding a 12000² PNG (now named by its magic bytes, not opened), and HEIC/AVIF headers with no
+image (400, corrupt); JPEG, PNG and GIF files of millions of tiny blocks before their first
 frame, which Pillow reads one by one in Python (up to 8 s and 356 MB). Each is refused quickly
 through the app; ordinary files of the same formats still decode.
 
@@ -40,9 +40,9 @@ def decode(data: bytes):
     ("strips.tif", hostile.tiff_strip_bomb(), 422, "image_too_complex", "2,090,000 strips"),
     ("runs.bmp", hostile.bmp_rle_bomb(), 422, "image_too_complex", "run-length"),
     ("icon.ico", hostile.ico_png_bomb(), 415, "unsupported_media_type", "ICO"),
-    ("photo.heic", hostile.heic_header(), 415, "unsupported_media_type", "HEIC/HEIF images are not supported yet"),
-    ("photo.heic", hostile.heic_header(b"mif1", (b"mif1", b"heic")), 415, "unsupported_media_type", "HEIC"),
-    ("photo.avif", hostile.heic_header(b"avif", (b"mif1", b"avif")), 415, "unsupported_media_type", "AVIF"),
+    ("photo.heic", hostile.heic_header(), 400, "invalid_image", "HEIC/AVIF image is truncated or corrupt"),
+    ("photo.heic", hostile.heic_header(b"mif1", (b"mif1", b"heic")), 400, "invalid_image", "HEIC/AVIF"),
+    ("photo.avif", hostile.heic_header(b"avif", (b"mif1", b"avif")), 400, "invalid_image", "HEIC/AVIF"),
     ("segments.jpg", hostile.jpeg_marker_bomb(), 422, "image_too_complex", "more than 10,000 markers"),
     ("padding.jpg", hostile.jpeg_marker_bomb(8_300_000, b"\xff"), 422, "image_too_complex", "10,000 markers"),
     ("chunks.png", hostile.png_chunk_bomb(), 422, "image_too_complex", "more than 32,768 chunks"),

@@ -504,15 +504,18 @@ def test_outline_on_the_real_cutout(cutout):
     out = laid.image
     H, W = out.shape[:2]
     fg = laid.foreground
-    assert (W, H) == (box.width + 2 * r, box.height + 2 * r)
-    sub = placed(subject, box, fg, (W, H))
+    # the subject within its outline (faint specks past it trimmed) and the outline
+    assert (W, H) == (fg.width + 2 * r, fg.height + 2 * r)
+    sub = placed(subject, laid.plan.source, laid.plan.subject, (W, H))
     half = sub[..., 3] >= 128  # where the subject is at least half opaque: the outline grows from there
     # the outline alone, where the subject is not (the subject's faint fringe over it adds to the alpha)
     reached = half | ((sub[..., 3] == 0) & (out[..., 3] >= 128))
     hb = subject_box(half.astype(np.uint8) * 255)
     ob = subject_box(reached.astype(np.uint8) * 255)
-    assert all(abs(a - b) <= 1 for a, b in zip((ob.left, ob.top, ob.right, ob.bottom),
-                                               (hb.left - r, hb.top - r, hb.right + r, hb.bottom + r))), (ob, hb)
+    # r px past it; less, by up to r / 4, where the outline's opening rounds off a thin tip
+    tip = math.ceil(r / 4)
+    assert all(abs(a - b) <= tip for a, b in zip((ob.left, ob.top, ob.right, ob.bottom),
+                                                 (hb.left - r, hb.top - r, hb.right + r, hb.bottom + r))), (ob, hb)
     ring = (sub[..., 3] < 128) & (out[..., 3] >= 128)
     assert ring.sum() > r * (box.width + box.height)
     assert (out[ring][:, 3] == 255).mean() > 0.9  # solid, not a translucent copy of the fur
@@ -575,10 +578,14 @@ def ellipse(size, geometry) -> np.ndarray:
 def test_plan_keeps_the_subject_inside_and_matches_the_output(scene):
     size, geometry, layout = scene
     subject = ellipse(size, geometry)
-    box = box_of(subject)
-    if box is None:
+    if box_of(subject) is None:
         return
+    photo = np.ascontiguousarray(subject[..., :3])
+    photo[subject[..., 3] == 0] = (200, 50, 20)
+    laid = lay_out(subject, layout, photo=photo)
+    box = laid.plan.source  # the subject's box; with an outline, that of what lies within it
     p = plan(size, box, layout)
+    assert p == laid.plan
     W, H = p.canvas
     s = p.subject
     assert 0 <= s.left and s.right <= W and 0 <= s.top and s.bottom <= H and s.width >= 1 and s.height >= 1
@@ -598,9 +605,6 @@ def test_plan_keeps_the_subject_inside_and_matches_the_output(scene):
         for bounds in (p.outline, p.shadow):  # the canvas holds the decorations
             if bounds is not None:
                 assert bounds.left >= 0 and bounds.top >= 0 and bounds.right <= W and bounds.bottom <= H
-    photo = np.ascontiguousarray(subject[..., :3])
-    photo[subject[..., 3] == 0] = (200, 50, 20)
-    laid = lay_out(subject, layout, photo=photo)
     assert laid.image.shape == (H, W, 4) and laid.image.dtype == np.uint8
     if layout.background[0] != "transparent":
         assert (laid.image[..., 3] == 255).all()

@@ -176,7 +176,7 @@ def test_openapi_covers_every_route_and_is_valid(app, client):
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in spec["paths"][path], f"{method} {rule.rule} is missing from /openapi.json"
     remove = spec["paths"]["/api/bg/remove"]["post"]
-    assert set(remove["responses"]["200"]["content"]) == {"image/png", "image/webp", "image/jpeg", "application/zip"}
+    assert set(remove["responses"]["200"]["content"]) == {"image/png", "image/webp", "image/heic", "image/avif", "image/jpeg", "application/zip"}
     assert "X-Cache" in remove["responses"]["200"]["headers"]
 
 

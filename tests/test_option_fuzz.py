@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
 
 import effects
+import effects.schema
 from app.pipeline.cache.keys import entry_key
 from app.pipeline.errors import BadOption
 from app.pipeline.options import ChangeColorOptions, Color, ProcessOptions, RemoveBackgroundOptions, RemoveOptions
@@ -105,7 +106,7 @@ def check_parsed(opts) -> None:
         effect = effects.get(name)
         for param in effect.params:
             value = params[param.name]
-            if param.type in ("number", "integer"):
+            if param.type in ("number", "integer") and value != effects.schema.AUTO:
                 assert param.minimum <= value <= param.maximum and math.isfinite(value), (name, param.name, value)
             if param.type == "color":
                 assert all(type(c) is int and 0 <= c <= 255 for c in value), (name, param.name, value)

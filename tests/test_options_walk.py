@@ -44,7 +44,7 @@ def test_the_walk_lists_every_declared_field_with_its_default_and_bounds(cls):
 def test_the_walk_knows_types_choices_and_stages():
     by_name = {f.name: f for f in fields(ProcessOptions)}
     assert by_name["quality"].type is int and (by_name["quality"].minimum, by_name["quality"].maximum) == (1, 100)
-    assert set(by_name["format"].choices) == {"png", "webp", "jpeg"} and by_name["format"].stage == "encode"
+    assert set(by_name["format"].choices) == {"png", "webp", "heic", "avif", "jpeg"} and by_name["format"].stage == "encode"
     assert by_name["effects"].required and by_name["effects"].stage == "effects"
     assert by_name["scale"].type is float and by_name["scale"].default is None
     assert by_name["shadow_color"].type is opts.Color and by_name["background"].default is None

@@ -42,6 +42,7 @@ def test_all_effects_in_one_request(client):
     assert meta["adapter"] == "onnx" and meta["model"] == "u2netp"
     assert meta["params"]["dither"]["dot_spacing"] == 2 and meta["params"]["dither"]["ink"] == "#000000"
     assert meta["params"]["blackwhite"]["preset"] == "vintage" and meta["params"]["blackwhite"]["grain_strength"] == 0.15
+    assert meta["upscaled"] == {name: False for name in ALL} and meta["scaled_from"] is None
     for name in ALL:
         img = image_of(body, name)
         assert img.format == "PNG" and img.mode == "RGBA" and img.size == (610, 700)
@@ -59,8 +60,8 @@ def test_same_request_same_bytes(client):
 
 def test_effects_act_on_the_cut_out_with_the_same_alpha_as_remove(client):
     removed = Image.open(io.BytesIO(post(client, "/api/bg/remove", ANIMAL).data))
-    body = process(client, effects=["8bit", "dither"]).get_json()
-    for name in ("8bit", "dither"):
+    body = process(client, effects=["dither"]).get_json()  # 8bit's alpha is blocky by design
+    for name in ("dither",):
         assert np.array_equal(np.asarray(image_of(body, name))[..., 3], np.asarray(removed)[..., 3])
 
 
@@ -185,3 +186,12 @@ def test_an_image_response_takes_one_effect(client):
     resp = process(client, effects='["8bit", "dither"]', response="image")
     assert_json_error(resp, 400, "invalid_option")
     assert resp.get_json()["error"]["field"] == "response"
+
+
+def test_metadata_says_when_the_photo_was_worked_smaller_or_the_subject_enlarged(client):
+    """The image endpoints' X-Scaled-From and X-Upscaled, in the JSON: max_megapixels scales the
+    photo down; a 2000 px square preset over a smaller subject with max_upscale 2 enlarges it."""
+    body = process(client, effects=["8bit"], max_megapixels="0.1").get_json()
+    assert body["metadata"]["scaled_from"] == "610x700" and body["width"] * body["height"] <= 100_000
+    body = process(client, effects=["8bit", "popart"], preset="square-white", max_upscale="2").get_json()
+    assert body["metadata"]["upscaled"] == {"8bit": True, "popart": True} and body["metadata"]["scaled_from"] is None

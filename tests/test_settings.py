@@ -11,7 +11,7 @@ def test_cpu_tier_defaults():
     s = Settings.from_env({})
     assert s.segmenter == "onnx"
     assert s.model_path == PROJECT_ROOT / "models" / "u2netp.onnx"
-    assert (s.port, s.max_file_size_mb, s.max_dimension) == (5000, 8.0, 1024)
+    assert (s.port, s.max_file_size_mb, s.max_dimension) == (5000, 8.0, 4096)
     assert (s.max_concurrent_inferences, s.request_timeout_s, s.web_concurrency) == (1, 60.0, 1)
     assert s.max_queue == 8  # a burst of 8 uploads is queued, not shed (tests/test_server.py)
     assert s.proxy_hops == 0  # no client's X-Forwarded-For is believed unless a proxy is declared

@@ -37,7 +37,7 @@ from effects.colors import FORMS as COLOR_FORMS, hex_color, parse_color
 
 MAX_EFFECTS = 4
 WHITE = (255, 255, 255)
-_ALIASES = {"jpg": "jpeg"}
+_ALIASES = {"jpg": "jpeg", "heif": "heic"}
 _AT_FIELD = re.compile(r"at `\$\.([\w.]+)")  # where a msgspec.ValidationError is
 
 
@@ -222,9 +222,9 @@ WHITE_BACKGROUND = Background(("color", *WHITE, 255))
 # Complete layouts by name, written as a form writes them (and read by the same parser); explicit
 # fields override a preset's. GET /api/v2/layouts lists them.
 PRESETS: dict[str, dict[str, str]] = {
-    "square-white": {"crop": "true", "size": "2000x2000", "scale": "85%", "max_upscale": "4", "position": "center",
+    "square-white": {"crop": "true", "size": "2000x2000", "scale": "85%", "max_upscale": "1", "position": "center",
                      "background": "white"},
-    "square-transparent": {"crop": "true", "size": "2000x2000", "scale": "85%", "max_upscale": "4",
+    "square-transparent": {"crop": "true", "size": "2000x2000", "scale": "85%", "max_upscale": "1",
                            "position": "center", "background": "transparent"},
     "sticker": {"crop": "true", "padding": "32px", "size": "subject", "outline": "24", "outline_color": "white",
                 "background": "transparent"},
@@ -388,10 +388,11 @@ class RemoveOptions(Options, frozen=True):
     """The subject on a transparent background, or its mask."""
 
     KIND = "remove"
-    format: _format("png", "webp", "jpeg", "zip", description="output format: png, webp (transparent); jpeg (jpg, "
-                                                              "over white unless `background` says otherwise); zip "
-                                                              "(remove.bg's: color.jpg, the subject's colours, and "
-                                                              "alpha.png, its alpha)") = "png"
+    format: _format("png", "webp", "jpeg", "zip", "heic", "avif",
+                    description="output format: png, webp, heic (heif), avif (transparent); jpeg (jpg, over white "
+                                "unless `background` says otherwise); zip (remove.bg's: color.jpg, the subject's "
+                                "colours, and alpha.png, its alpha). webp, heic and avif with transparency are "
+                                "worked at most MAX_ENCODE_MB / their encoder's bytes a pixel (X-Scaled-From)") = "png"
     only_mask: Annotated[bool, Meta(description="return the 8-bit mask instead", extra={"stage": "compose"})] = False
     quality: Quality = 90
     refine_foreground: Refine = False
@@ -424,7 +425,7 @@ class ChangeColorOptions(Options, frozen=True):
     KIND = "change_color"
     color: Annotated[Color, Meta(description=f"the background colour ({COLOR_FORMS}); `background` overrides it",
                                  extra={"stage": "compose"})] = Color(WHITE)
-    format: _format("jpeg", "png", "webp", description="output format (jpg = jpeg)") = "jpeg"
+    format: _format("jpeg", "png", "webp", "heic", "avif", description="output format (jpg = jpeg, heif = heic)") = "jpeg"
     quality: Quality = 90
     refine_foreground: Refine = False
     layout: Layout = Layout(background=Background(("color", *WHITE, 255)))  # the default `color`'s
@@ -475,7 +476,7 @@ class ProcessOptions(Options, frozen=True):
     )] = {}
     remove_background: Annotated[bool, Meta(
         description="effects act on the cut-out subject (false: on the whole photo)", extra={"stage": "segment"})] = True
-    format: _format("png", "webp", "jpeg", description="output format of every image") = "png"
+    format: _format("png", "webp", "jpeg", "heic", "avif", description="output format of every image") = "png"
     quality: Quality = 90
     refine_foreground: Refine = False
     response: Annotated[Literal["json", "image"], Meta(

@@ -27,7 +27,7 @@ from app.pipeline.cache import CacheUse, upload_digest
 from app.pipeline.confidence import mask_confidence
 from app.pipeline.errors import BadOption, MissingFile
 from app.pipeline.gate import InferenceGate
-from app.pipeline.imaging import DecodedImage, capped, decode_image, encode_image, fitted_size
+from app.pipeline.imaging import DecodedImage, decode_image, encodable_megapixels, encode_image, fitted_size
 from app.pipeline.layout import Box, lay_out, plan, subject_box
 from app.pipeline.options import NO_LAYOUT, PRESETS, TRANSPARENT, WHITE, Layout, Options, Size
 from app.pipeline.timing import Timings
@@ -51,6 +51,13 @@ class Rendered(msgspec.Struct, frozen=True):
     foreground: dict[str, tuple[int, int, int, int] | None] = {}
     # how far the model's mask can be trusted, 0-1 (app/pipeline/confidence.py); None: no mask was made
     mask_confidence: float | None = None
+    # the upload's own (width, height) when it was worked smaller (MAX_DIMENSION, MAX_WORK_PIXELS,
+    # max_megapixels); None: worked at its own size
+    scaled_from: tuple[int, int] | None = None
+    # each image: whether the subject was enlarged past its own pixels (X-Upscaled)
+    upscaled: dict[str, bool] = {}
+    # each effect's parameters as applied, sizes left to the effect ("auto") in px (v2's metadata.params)
+    params: dict[str, dict[str, Any]] = {}
 
 
 class Job:
@@ -72,7 +79,8 @@ class Job:
             raise MissingFile("file: the uploaded file is empty")
         settings = runtime.settings
         # what the request left to the endpoint filled in (options built in code, not from a form, too)
-        options = self.options = bounded(options.completed(), settings.max_output_pixels, self.background)
+        options = self.options = bounded(encodable(options.completed(), settings), settings.max_output_pixels,
+                                         self.background)
         key = options.cache_fields()
         if self.background is not None:
             key["background_file"] = upload_digest(self.background)
@@ -86,16 +94,16 @@ class Job:
             with slot(runtime.gate, budget):
                 budget.check()
                 with timings.stage("decode"):
-                    image = decode(self.upload, settings)
-                    if options.max_megapixels is not None:
-                        image = capped(image, options.max_megapixels * 1e6)
+                    image = decode(self.upload, settings, max_megapixels=options.max_megapixels)
                     backdrop = None if self.background is None else decode(self.background, settings, "background_file")
                 budget.check()
                 alpha = _alpha(runtime, image, options, cache, timings)
                 confidence = mask_confidence(alpha) if _segments(options) else None
+                scaled_from = image.source_size if image.size != image.source_size else None
                 work = Render(image, alpha, options, settings, timings, backdrop)
                 del image, alpha, backdrop
-                rendered = msgspec.structs.replace(render(work, budget), mask_confidence=confidence)
+                rendered = msgspec.structs.replace(render(work, budget), mask_confidence=confidence,
+                                                   scaled_from=scaled_from)
                 del work
             cache.keep_output(msgspec.msgpack.encode(rendered))
         return rendered
@@ -117,10 +125,23 @@ def slot(gate: InferenceGate, budget: Budget) -> Iterator[None]:
             tuning.trim()
 
 
-def decode(data: bytes, settings: Settings, field: str = "file") -> DecodedImage:
-    """``data`` decoded with every check; errors name ``field`` (the upload's form field)."""
+def decode(data: bytes, settings: Settings, field: str = "file", max_megapixels: float | None = None) -> DecodedImage:
+    """``data`` decoded with every check, at most ``MAX_WORK_PIXELS`` (and ``max_megapixels``, a
+    request's own cap); errors name ``field`` (the upload's form field)."""
+    work = settings.max_work_pixels if max_megapixels is None else min(settings.max_work_pixels, max_megapixels * 1e6)
     return decode_image(data, max_dimension=settings.max_dimension, max_pixels=settings.max_input_pixels,
-                        max_decode_bytes=int(settings.max_decode_mb * 2**20), field=field)
+                        max_decode_bytes=int(settings.max_decode_mb * 2**20), work_pixels=work, field=field)
+
+
+def encodable(options: Options, settings: Settings) -> Options:
+    """The options with ``max_megapixels`` lowered to what the output format's encoder can write
+    within ``MAX_ENCODE_MB`` (WebP with alpha, HEIC with alpha, AVIF: :data:`ENCODER_BYTES_PER_PIXEL`):
+    the photo is then worked at that size, and the answer says from what size (X-Scaled-From)."""
+    alpha = not (_only_mask(options) or options.layout.opaque)
+    cap = encodable_megapixels(getattr(options, "format", ""), alpha, settings.max_encode_mb * 2**20)
+    if cap is None or options.max_megapixels is not None and options.max_megapixels <= cap:
+        return options
+    return msgspec.structs.replace(options, max_megapixels=cap)
 
 
 def bounded(options: Options, max_pixels: int, background: bytes | None) -> Options:
@@ -218,8 +239,8 @@ class Render:
     the steps have made so far. Each step reads and writes it; :func:`render` runs them in order,
     with the budget checked between them."""
 
-    image: DecodedImage
-    alpha: np.ndarray
+    image: DecodedImage  # its rgb is let go (None) once the subject is cut out, unless a layout draws the photo
+    alpha: np.ndarray | None  # let go once the subject is cut out
     options: Options
     settings: Settings
     timings: Timings
@@ -233,6 +254,8 @@ class Render:
     box: Box | None = None
     images: dict[str, bytes] = dataclasses.field(default_factory=dict)
     boxes: dict[str, tuple[int, int, int, int] | None] = dataclasses.field(default_factory=dict)
+    upscaled: dict[str, bool] = dataclasses.field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     size: tuple[int, int] = (0, 0)
 
 
@@ -257,6 +280,12 @@ def _cut_out(r: Render) -> None:
     rgb = compose.refine_foreground(r.image.rgb, r.alpha) if refine else r.image.rgb
     r.subject = np.dstack((rgb, r.alpha)) if zipped and not r.layout.needs_lay_out \
         else compose.cutout_array(rgb, r.alpha)
+    del rgb
+    # the subject carries the alpha now; the photo is drawn again only by a layout (a blurred or
+    # kept background): at 12 MP these are 12 and 36 MB the effects and the encoder can use
+    r.alpha = None
+    if not r.layout.needs_lay_out:
+        r.image = dataclasses.replace(r.image, rgb=None)
 
 
 def _apply_effect(r: Render) -> None:
@@ -266,16 +295,22 @@ def _apply_effect(r: Render) -> None:
         return
     name, params = r.effect
     with r.timings.stage(name):
-        r.picture = effects.apply(name, r.subject, params)
+        effect = effects.get(name)
+        params = effect.concrete(r.subject, params)  # sizes left to the effect, in px for this picture
+        r.params[name] = effect.public(params)
+        r.picture = effect.apply(r.subject, params)
 
 
 def _frame(r: Render) -> None:
     """The output's canvas: the layout (framing, background, shadow, outline) when it frames, else
     the picture kept transparent or over its plain colour; a mask keeps the alpha alone."""
     rgba, layout = r.picture, r.layout
+    placed = None  # the subject's (source, placed) sizes, when the layout resamples it
     if layout.needs_lay_out:
         laid = lay_out(rgba, layout, photo=r.image.rgb, background_image=None if r.backdrop is None else r.backdrop.rgb)
         img, r.box = Image.fromarray(laid.image, "RGBA"), laid.foreground
+        source, subject = laid.plan.source, laid.plan.subject
+        placed = ((source.width, source.height), (subject.width, subject.height))
         if r.options.format == "jpeg" and not _only_mask(r.options):  # no transparency: over white
             img = Image.alpha_composite(Image.new("RGBA", img.size, WHITE + (255,)), img)
         if layout.opaque:
@@ -291,6 +326,9 @@ def _frame(r: Render) -> None:
         if r.box is not None:
             r.box = Box(round(r.box.left * sx), round(r.box.top * sy), max(1, round(r.box.width * sx)),
                         max(1, round(r.box.height * sy)))
+        if placed is not None:
+            placed = (placed[0], (placed[1][0] * sx, placed[1][1] * sy))
+    r.upscaled[r.name] = placed is not None and (placed[1][0] > placed[0][0] + 0.5 or placed[1][1] > placed[0][1] + 0.5)
     r.picture = img.getchannel("A") if _only_mask(r.options) else img
 
 
@@ -326,7 +364,7 @@ def render(r: Render, budget: Budget) -> Rendered:
             else:
                 with r.timings.stage(stage):
                     step(r)
-    return Rendered(r.images, *r.size, r.boxes)
+    return Rendered(r.images, *r.size, r.boxes, upscaled=r.upscaled, params=r.params)
 
 
 def _outputs(options: Options) -> list[tuple[str, tuple[str, dict[str, Any]] | None]]:

@@ -232,7 +232,10 @@ def image_response(rendered: Rendered, job: Job, upload: Upload, name: str = IMA
 
 def size_headers(rendered: Rendered, name: str) -> dict[str, str]:
     """The output's size and the subject's box in it, by remove.bg's header names; the mask's confidence."""
-    headers = {"X-Width": str(rendered.width), "X-Height": str(rendered.height)}
+    headers = {"X-Width": str(rendered.width), "X-Height": str(rendered.height),
+               "X-Upscaled": "true" if rendered.upscaled.get(name) else "false"}
+    if rendered.scaled_from is not None:  # the photo was worked smaller than it came
+        headers["X-Scaled-From"] = "{}x{}".format(*rendered.scaled_from)
     if rendered.mask_confidence is not None:
         headers["X-Mask-Confidence"] = f"{rendered.mask_confidence:.3f}"
     box = rendered.foreground.get(name)

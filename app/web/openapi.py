@@ -158,6 +158,11 @@ def _success(produces: str, fields: dict[str, Any]) -> dict[str, Any]:
     box = {"schema": {"type": "integer"}, "description": "the subject's box in the output (absent: no subject)"}
     headers = {**headers, "X-Width": {"schema": {"type": "integer"}}, "X-Height": {"schema": {"type": "integer"}},
                **{f"X-Foreground-{side}": box for side in ("Top", "Left", "Width", "Height")},
+               "X-Upscaled": {"schema": {"type": "string", "enum": ["true", "false"]},
+                              "description": "whether the layout enlarged the subject past its own pixels"},
+               "X-Scaled-From": {"schema": {"type": "string"},
+                                 "description": "the upload's WxH, when it was worked smaller (MAX_WORK_PIXELS, "
+                                                "MAX_DIMENSION, max_megapixels)"},
                "X-Mask-Confidence": {"schema": {"type": "number", "minimum": 0, "maximum": 1},
                                      "description": "how far the mask can be trusted (README: Mask confidence)"}}
     return {"description": "the image", "headers": headers,

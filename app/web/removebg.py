@@ -36,7 +36,7 @@ bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
 
 IMAGE_SOURCES = Sources("image_file", "image_url", "image_file_b64")
 BACKGROUND_SOURCES = Sources("bg_image_file", "bg_image_url")
-# remove.bg's output sizes, in megapixels (None: as large as this tier allows: MAX_DIMENSION, MAX_INPUT_PIXELS)
+# remove.bg's output sizes, in megapixels (None: as large as this tier allows: MAX_WORK_PIXELS, MAX_DIMENSION)
 SIZES: dict[str, float | None] = {"preview": 0.25, "small": 0.25, "regular": 0.25, "medium": 1.5, "hd": 4.0,
                                   "full": None, "4k": None, "auto": None, "50mp": None}
 DEFAULT_SIZE = "preview"  # remove.bg's own default
@@ -161,7 +161,7 @@ def _to(name: str) -> Callable[[str, Mapping[str, str]], dict[str, str]]:
 # remove.bg's parameters, in its documentation's order, each onto our declared fields.
 PARAMS: tuple[Param, ...] = (
     Param("size", ("max_megapixels",), "preview/small/regular: at most 0.25 megapixels; medium: 1.5; hd: 4; "
-          "full/4k/auto/50MP: as large as this tier allows (MAX_DIMENSION, MAX_INPUT_PIXELS). Default preview, "
+          "full/4k/auto/50MP: as large as this tier allows (MAX_WORK_PIXELS, MAX_DIMENSION). Default preview, "
           "as remove.bg", _size),
     Param("type", (), "accepted (auto, person, product, animal, car, ...); no effect: the model finds the subject "
           "whatever it is. X-Type echoes it, or says `other`", _type),

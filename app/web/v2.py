@@ -41,11 +41,15 @@ def process(job, upload):
             "model": info.model_id,
             "remove_background": opts.remove_background,
             "refine_foreground": opts.refine_foreground,
-            "params": opts.public_params(),
+            "params": rendered.params,
             # each image's subject box (remove.bg's X-Foreground-* in the image endpoints' headers)
             "foreground": {name: None if box is None else dict(zip(("left", "top", "width", "height"), box))
                            for name, box in rendered.foreground.items()},
             "mask_confidence": rendered.mask_confidence,  # 0-1; null when the background is kept
+            # the image endpoints' X-Upscaled (each image: the subject enlarged past its own pixels) and
+            # X-Scaled-From (the upload's size when it was worked smaller; null: at its own size)
+            "upscaled": {name: rendered.upscaled.get(name, False) for name in rendered.images},
+            "scaled_from": None if rendered.scaled_from is None else "{}x{}".format(*rendered.scaled_from),
         },
     })
 

@@ -12,7 +12,8 @@ from tests.replay.cases import CASES, case_id, fingerprint
 
 
 def main() -> None:
-    settings = Settings.from_env({"CACHE_BACKEND": "none", "LOG_LEVEL": "warning"})
+    # as tests/conftest.py: fp32 (int8 is tested on its own), no cache
+    settings = Settings.from_env({"CACHE_BACKEND": "none", "LOG_LEVEL": "warning", "ONNX_PRECISION": "fp32"})
     client = create_app(settings, load_segmenter(settings)).test_client()
     expected = {case_id(case): fingerprint(client, case) for case in CASES}
     path = Path(__file__).with_name("expected.json")

@@ -16,7 +16,9 @@ from config import Settings
 # setting): a deployment sharing a bucket with an older one then never serves the older one's bytes.
 # 2: confident masks reach 255 (adapters/onnx.py), decoding scales before converting.
 # 3: the key holds this number instead of a hash of the source files (which changed on any edit).
-PIPELINE_VERSION = 3
+# 4: 8bit and dither defaults follow the subject (8bit with a blocky alpha); stickers and contact shadows;
+#    masks of photos over 1024 px brought up along the photo's edges (app/pipeline/upscale.py).
+PIPELINE_VERSION = 4
 
 
 def upload_digest(data: bytes) -> str:
@@ -31,6 +33,7 @@ def fingerprint(info: ModelInfo, settings: Settings) -> dict[str, Any]:
         "model_sha256": info.file_sha256,
         "input_size": list(info.input_size),
         "max_dimension": settings.max_dimension,
+        "max_work_pixels": settings.max_work_pixels,
         "png_compress_level": settings.png_compress_level,
     }
 

@@ -19,8 +19,10 @@ shadow, outline; planes (constant-colour layers and compositing, band by band), 
 
 Memory: the output (canvas, RGBA uint8) is the only full-size colour array. Next to it live the
 laid-out subject's alpha (one byte a pixel, over the subject's box), the outline's alpha when
-there is one (the same), low-resolution planes for the blurred background and the shadow, and
-bands of at most :data:`BAND_PIXELS` pixels while compositing. Nothing full-size is float.
+there is one (the same), with an outline the subject's trimmed alpha (one byte a pixel of the
+input), low-resolution planes for the blurred background and the shadow, and bands of at most
+:data:`BAND_PIXELS` pixels while compositing (with an outline, plus the rows and columns its
+colour pull reads around a band's soft pixels). Nothing full-size is float.
 """
 
 from app.pipeline.layout.geometry import ALPHA_THRESHOLD, Box, Plan, plan, subject_box

@@ -9,8 +9,8 @@ import numpy as np
 
 from app.pipeline.layout.background import BackgroundLayer
 from app.pipeline.layout.framing import SubjectLayer
-from app.pipeline.layout.geometry import Box, Plan, plan, rgba_box
-from app.pipeline.layout.outline import clipped_plane, outline_alpha
+from app.pipeline.layout.geometry import Box, Plan, plan, rgba_box, subject_box
+from app.pipeline.layout.outline import clipped_plane, outline_alpha, thin, trimmed
 from app.pipeline.layout.planes import BAND_PIXELS, composite
 from app.pipeline.layout.shadow import shadow_of
 
@@ -37,7 +37,9 @@ def lay_out(subject: np.ndarray, layout: Layout, *, photo: np.ndarray | None = N
     background, ``background_image`` (any HxWx3, or HxWx4) for an image background.
 
     A layout that neither frames nor decorates (:func:`_identity`) returns ``subject`` itself.
-    Bottom to top: background, shadow, outline, subject; composited with straight-alpha "over"."""
+    Bottom to top: background, shadow, outline, subject; composited with straight-alpha "over".
+    With an outline, the subject is what lies inside it (:func:`outline.trimmed`, the box and the
+    plan of that), its soft edge's colours its own (:func:`framing.pulled`)."""
     h, w = subject.shape[:2]
     if subject.ndim != 3 or subject.shape[2] != 4 or subject.dtype != np.uint8:
         raise ValueError(f"subject: an HxWx4 uint8 array, not {subject.shape} {subject.dtype}")
@@ -51,12 +53,22 @@ def lay_out(subject: np.ndarray, layout: Layout, *, photo: np.ndarray | None = N
         raise ValueError("background blur: the photo (HxWx3, the subject's size) is needed")
     if kind == "image" and background_image is None:
         raise ValueError("background image: background_image is needed")
+    trim, pull, dilated = None, 0, None
+    if layout.outline > 0 and found is not None:
+        r = max(1, round(layout.outline / p.scale))  # the outline's width in input pixels
+        trim, grown = trimmed(alpha, found, r)
+        found = subject_box(trim)
+        p = plan((w, h), found or Box(0, 0, w, h), layout)
+        pull = r + thin(r) + 1  # the outline reaches r + thin(r) past the subject's body: the colours, as far
+        if not p.resampled and found is not None:  # the outline grown in the input, moved
+            dilated = grown[0], grown[1] + round(p.transform[2]), grown[2] + round(p.transform[3])
     W, H = p.canvas
 
     band = max(16, BAND_PIXELS // max(W, 1))  # rows composited at a time
-    layer = SubjectLayer(subject, p, band)
+    layer = SubjectLayer(subject, p, band, trim, pull)
     foreground = layer.foreground()
-    dilated = outline_alpha(layer, layout) if layout.outline > 0 and found is not None else None
+    if dilated is None and layout.outline > 0 and found is not None:
+        dilated = outline_alpha(layer, layout)
     shadow = shadow_of(layer, dilated, layout) if p.shadow is not None and found is not None else None
     outline = None if dilated is None else clipped_plane(*dilated, layout.outline_color, W, H)
     del dilated

@@ -1,5 +1,6 @@
 """The shadow: drop = the silhouette (with its outline, if any) offset and blurred; contact = an
-antialiased ellipse under the subject's lowest part, blurred.
+antialiased ellipse under the subject's lowest part, its centre line on the ground under each
+foot, blurred.
 
 Blurred at low resolution (cells of f x f canvas pixels, :func:`planes.reduction`). Over an
 opaque colour or a blurred background it is drawn into the background's reduced copy
@@ -12,11 +13,11 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 
 from app.pipeline.layout.framing import SubjectLayer
-from app.pipeline.layout.geometry import (ALPHA_THRESHOLD, CONTACT_ASPECT, CONTACT_BAND, CONTACT_WIDTH, blur_reach,
-                                          clip, subject_box)
+from app.pipeline.layout.geometry import (ALPHA_THRESHOLD, CONTACT_ASPECT, CONTACT_BAND, CONTACT_BODY, CONTACT_WIDTH,
+                                          blur_reach, clip, subject_box)
 from app.pipeline.layout.planes import UpscaledPlane, reduction
 
 if TYPE_CHECKING:
@@ -40,23 +41,10 @@ def shadow_of(layer: SubjectLayer, dilated: tuple[np.ndarray, int, int] | None, 
         dx, dy = layout.shadow_offset
         low, u0, v0 = _reduce_to_cells(silhouette, x0 + dx, y0 + dy, f, math.ceil(e / f) + 1)
     else:
-        ellipse = _contact_ellipse(silhouette)
-        if ellipse is None:
+        contact = _contact(silhouette, x0, y0, f, math.ceil(e / f) + 2)
+        if contact is None:
             return None
-        cx, cy, ew, eh = ellipse
-        cx, cy = cx + x0, cy + y0
-        margin = math.ceil(e / f) + 2
-        u0 = math.floor((cx - ew / 2) / f) - margin
-        v0 = math.floor((cy - eh / 2) / f) - margin
-        u1 = math.ceil((cx + ew / 2) / f) + margin
-        v1 = math.ceil((cy + eh / 2) / f) + margin
-        ss = 4  # drawn 4x larger and reduced: antialiased
-        big = Image.new("L", ((u1 - u0) * ss, (v1 - v0) * ss), 0)
-        left, top = ((cx - ew / 2) / f - u0) * ss, ((cy - eh / 2) / f - v0) * ss
-        # an ellipse under one pixel of the reduced copy (a small subject, a large blur) stays a dot
-        right, bottom = max(left, ((cx + ew / 2) / f - u0) * ss - 1), max(top, ((cy + eh / 2) / f - v0) * ss - 1)
-        ImageDraw.Draw(big).ellipse([left, top, right, bottom], fill=255)
-        low = big.reduce(ss)
+        low, u0, v0 = contact
     if sigma > 0:
         low = low.filter(ImageFilter.GaussianBlur(sigma / f))
     opacity = layout.shadow_opacity
@@ -92,18 +80,54 @@ def _reduce_to_cells(a: np.ndarray, x0: int, y0: int, f: int, margin: int) -> tu
     return grid, u0, v0
 
 
-def _contact_ellipse(silhouette: np.ndarray) -> tuple[float, float, float, float] | None:
-    """(centre x, centre y, width, height) of the contact shadow in ``silhouette``'s pixels:
-    under its lowest part (the bottom CONTACT_BAND of its height), CONTACT_WIDTH times as wide."""
+def _contact(silhouette: np.ndarray, x0: int, y0: int, f: int, margin: int) -> tuple[Image.Image, int, int] | None:
+    """The contact shadow of ``silhouette`` (at canvas x0, y0) on cells of f x f canvas pixels,
+    with ``margin`` cells around: (L image, first cell u0, v0).
+
+    Where the subject touches the ground: the columns that reach into its bottom CONTACT_BAND of
+    height; the ground under each, the bottom of the subject's lowest pixel there (each foot at
+    its own height; between feet a straight line, past them level). On that ground line: an
+    ellipse CONTACT_WIDTH times as wide as those columns span, CONTACT_ASPECT as tall as wide, at
+    CONTACT_BODY strength (the shade under a body, between its feet), and under each of those
+    columns, at full strength, a band half as tall with round ends (the shade where a foot
+    stands). Each cell's coverage is exact in y, from 4 samples in x."""
     box = subject_box(silhouette)
     if box is None:
         return None
     band = max(1, round(CONTACT_BAND * box.height))
-    cols = np.flatnonzero(silhouette[box.bottom - band:box.bottom].max(axis=0) >= ALPHA_THRESHOLD)
-    xa, xb = int(cols[0]), int(cols[-1]) + 1
+    reached = silhouette[box.bottom - band:box.bottom] >= ALPHA_THRESHOLD
+    cols = np.flatnonzero(reached.any(axis=0))
+    ground = y0 + box.bottom - np.argmax(reached[::-1, cols], axis=0)  # each column's lowest pixel's bottom edge
+    centres = x0 + cols + 0.5
+    xa, xb = x0 + int(cols[0]), x0 + int(cols[-1]) + 1
     ew = CONTACT_WIDTH * (xb - xa)
     eh = max(2.0, CONTACT_ASPECT * ew)
-    return (xa + xb) / 2, float(box.bottom), ew, eh
+    cx = (xa + xb) / 2
+    u0, u1 = math.floor((cx - ew / 2) / f) - margin, math.ceil((cx + ew / 2) / f) + margin
+    v0, v1 = math.floor((ground.min() - eh / 2) / f) - margin, math.ceil((ground.max() + eh / 2) / f) + margin
+    ss = 4
+    xs = u0 * f + (np.arange((u1 - u0) * ss) + 0.5) * (f / ss)
+    centre = (np.interp(xs, centres, ground) / f - v0).astype(np.float32)  # in cells of the grid
+    # half heights: of the feet's bands with round ends (by the distance to the nearest contact column), of the ellipse
+    i = np.minimum(np.searchsorted(centres, xs), len(centres) - 1)
+    near = np.minimum(np.abs(xs - centres[i]), np.abs(xs - centres[np.maximum(i - 1, 0)]))
+    feet = (np.sqrt(np.clip((eh / 4) ** 2 - near ** 2, 0, None)) / f).astype(np.float32)
+    body = (eh / 2 * np.sqrt(np.clip(1 - ((xs - cx) / (ew / 2)) ** 2, 0, 1)) / f).astype(np.float32)
+    rows = np.arange(v1 - v0, dtype=np.float32)[:, None]
+    grid = np.empty((v1 - v0, u1 - u0), np.uint8)
+    step = max(1, (1 << 16) // (v1 - v0))  # cells a chunk: its arrays hold about 4 * 2**16 floats
+    for c in range(0, u1 - u0, step):
+        s = slice(c * ss, min(u1 - u0, c + step) * ss)
+        cover = np.maximum(_covered(rows, centre[s], feet[s]), CONTACT_BODY * _covered(rows, centre[s], body[s]))
+        cover = cover.reshape(len(rows), -1, ss).mean(axis=2)
+        grid[:, c:c + cover.shape[1]] = (cover * 255 + 0.5).astype(np.uint8)
+    return Image.fromarray(grid, "L"), u0, v0
+
+
+def _covered(rows: np.ndarray, centre: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """How much of each cell row [v, v + 1] (``rows``, a column) lies within ``centre`` ± ``half``
+    (a row of samples)."""
+    return np.clip(centre + half, rows, rows + 1) - np.clip(centre - half, rows, rows + 1)
 
 
 def refit(shadow: Shadow, f: int) -> tuple[Image.Image, int, int, int]:
