@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import msgspec
 import numpy as np
@@ -66,10 +66,12 @@ class Job:
     run fails: a mask computed before a timeout is still worth keeping."""
 
     def __init__(self, runtime: "Runtime", options: Options, upload: bytes, budget: Budget = UNLIMITED,
-                 background: bytes | None = None):
-        """``background``: the image laid under the subject with ``background=image`` (its own upload)."""
+                 background: bytes | None = None, masks: Mapping[str, bytes] | None = None):
+        """``background``: the image laid under the subject with ``background=image`` (its own upload);
+        ``masks``: correction strokes sent as images (``keep_mask``, ``remove_mask``: white = painted)."""
         self.runtime, self.options, self.upload, self.budget = runtime, options, upload, budget
         self.background = background
+        self.masks = dict(masks or {})
         self.cache: CacheUse = runtime.cache_use(upload, options)
         self.timings = Timings(runtime.observe_stage)
 
@@ -84,6 +86,8 @@ class Job:
         key = options.cache_fields()
         if self.background is not None:
             key["background_file"] = upload_digest(self.background)
+        for name, data in sorted(self.masks.items()):
+            key[name] = upload_digest(data)
         # one computation per output: a request for an output another is computing waits for it
         # (within its deadline) and is handed the result; the flight ends with the job
         with cache:
@@ -96,8 +100,9 @@ class Job:
                 with timings.stage("decode"):
                     image = decode(self.upload, settings, max_megapixels=options.max_megapixels)
                     backdrop = None if self.background is None else decode(self.background, settings, "background_file")
+                    strokes = strokes_of(options, self.masks, image, settings)
                 budget.check()
-                alpha = _alpha(runtime, image, options, cache, timings)
+                alpha = _alpha(runtime, image, options, cache, timings, strokes)
                 confidence = mask_confidence(alpha) if _segments(options) else None
                 scaled_from = image.source_size if image.size != image.source_size else None
                 work = Render(image, alpha, options, settings, timings, backdrop)
@@ -177,10 +182,37 @@ def _segments(options: Options) -> bool:
     return getattr(options, "remove_background", True)
 
 
+def strokes_of(options: Options, masks: Mapping[str, bytes], image: DecodedImage,
+               settings: Settings) -> dict[str, np.ndarray]:
+    """The correction strokes (``keep_mask``, ``remove_mask``) painted at the image's working size
+    (HxW bool each): JSON lines from the options, or mask images (each the upload's size)."""
+    if not _segments(options) or options.keep_mask is None and options.remove_mask is None and not masks:
+        return {}
+    from app.pipeline import correct  # OpenCV (+26 MB) only in a process that is sent strokes
+
+    painted = {}
+    for name in ("keep_mask", "remove_mask"):
+        lines = getattr(options, name)
+        if lines is not None:
+            painted[name] = correct.rasterize(lines, image.size, image.source_size)
+        elif name in masks:
+            mask = decode(masks[name], settings, name)
+            if _aspect(mask.source_size) != _aspect(image.source_size) or \
+                    abs(mask.source_size[0] / image.source_size[0] - 1) > 0.01:
+                raise BadOption(name, "the mask image must have the upload's size, {}x{} (it is {}x{})".format(
+                    *image.source_size, *mask.source_size))
+            painted[name] = correct.painted(mask, image.size)
+    return painted
+
+
+def _aspect(size: tuple[int, int]) -> float:
+    return round(size[0] / size[1], 2)
+
+
 def _alpha(runtime: "Runtime", image: DecodedImage, options: Options, cache: CacheUse,
-           timings: Timings) -> np.ndarray:
-    """The subject's alpha: the stored mask, else the model's, cut to the region of interest; the image's
-    own alpha (or opaque) when the background stays."""
+           timings: Timings, strokes: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """The subject's alpha: the stored mask, else the model's, cut to the region of interest and
+    corrected by the strokes; the image's own alpha (or opaque) when the background stays."""
     if not _segments(options):
         alpha = image.alpha if image.alpha is not None else np.full(image.rgb.shape[:2], 255, np.uint8)
     else:
@@ -191,7 +223,14 @@ def _alpha(runtime: "Runtime", image: DecodedImage, options: Options, cache: Cac
                 alpha = subject_alpha(image, runtime.segmenter)
             runtime.activity.model_ran()
             cache.keep_mask(alpha)  # the model's mask, not cut to a region: the next request may ask another
-    return alpha if options.roi is None else within(alpha, options.roi.pixels(image.size, image.source_size))
+    if options.roi is not None:
+        alpha = within(alpha, options.roi.pixels(image.size, image.source_size))
+    if strokes:
+        from app.pipeline import correct
+
+        with timings.stage("correct"):
+            alpha = correct.correct(image.rgb, alpha, strokes.get("keep_mask"), strokes.get("remove_mask"))
+    return alpha
 
 
 def within(alpha: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
