@@ -29,7 +29,9 @@ GRID_SIDE = 640  # GrabCut's grid: the photo fitted into this many px
 ITERATIONS = 4  # GrabCut's rounds of colour models and cut
 REACH = 0.25  # a stroke changes regions at most this share of the grid's longest side away
 BAND = 0.012  # the edge re-solved this share of the photo's longest side around a changed region (≥ 3 px)
-PAINTED = 128  # a mask image's grey level from which a pixel counts as painted
+MAX_FLIP = 0.3  # a stroke's region may turn at most this share of the subject's area to the other side
+PAINTED = 128
+FLIPPED_ONLY = False  # a mask image's grey level from which a pixel counts as painted
 
 
 def rasterize(strokes: Strokes, size: tuple[int, int], source_size: tuple[int, int]) -> np.ndarray:
@@ -78,6 +80,7 @@ def correct(rgb: np.ndarray, alpha: np.ndarray, keep: np.ndarray | None, remove:
         cv2.grabCut(np.ascontiguousarray(small_rgb[..., ::-1]), labels, None, *models, ITERATIONS,
                     cv2.GC_INIT_WITH_MASK)
     subject = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    model_subject = small_alpha >= 128
     reach = REACH * max(grid)
     target = small_alpha.copy()
     changed = np.zeros(grid[::-1], bool)
@@ -87,6 +90,11 @@ def correct(rgb: np.ndarray, alpha: np.ndarray, keep: np.ndarray | None, remove:
         count, regions = cv2.connectedComponents((side & near).astype(np.uint8), connectivity=8)
         touched = np.unique(regions[stroke & side])
         region = np.isin(regions, touched[touched != 0])
+        flipped = region & (model_subject != bool(value))  # what the model had on the other side
+        if flipped.sum() > MAX_FLIP * max(1, model_subject.sum()):  # the colour models failed (grey on grey)
+            region = stroke  # not a region: the brush alone, its edge re-solved
+        if FLIPPED_ONLY:  # the model's own values where it already agreed (soft fur stays soft)
+            region = (region & (model_subject != bool(value))) | stroke
         target[region] = 255 if value else 0
         changed |= region
     # the band whose edge is re-solved: the changed regions and a margin, at the photo's size

@@ -186,8 +186,11 @@ def strokes_of(options: Options, masks: Mapping[str, bytes], image: DecodedImage
                settings: Settings) -> dict[str, np.ndarray]:
     """The correction strokes (``keep_mask``, ``remove_mask``) painted at the image's working size
     (HxW bool each): JSON lines from the options, or mask images (each the upload's size)."""
-    if not _segments(options) or options.keep_mask is None and options.remove_mask is None and not masks:
+    sent = [name for name in ("keep_mask", "remove_mask") if getattr(options, name) is not None or name in masks]
+    if not sent:
         return {}
+    if not _segments(options):
+        raise BadOption(sent[0], "strokes correct the cut-out's mask: they need remove_background=true")
     from app.pipeline import correct  # OpenCV (+26 MB) only in a process that is sent strokes
 
     painted = {}
