@@ -169,12 +169,18 @@ def bounded(options: Options, max_pixels: int, background: bytes | None) -> Opti
     return msgspec.structs.replace(options, layout=msgspec.structs.replace(layout, size=size))
 
 
-def subject_alpha(image: DecodedImage, segmenter: Segmenter) -> np.ndarray:
-    """The subject's alpha (HxW uint8): the model's mask within the input's own transparency."""
+def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str = "off") -> np.ndarray:
+    """The subject's alpha (HxW uint8): the model's mask, its uncertain band re-solved by matting
+    (``edge_matting="band"``: app/pipeline/matte.py), within the input's own transparency."""
     rgb = image.rgb
     if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours
         rgb = np.asarray(compose.over_color(image.rgb, image.alpha, (255, 255, 255)))
-    return compose.combine_alpha(segmenter.mask(rgb), image.alpha)
+    mask = segmenter.mask(rgb)
+    if edge_matting == "band":
+        from app.pipeline.matte import matte  # OpenCV: imported where the setting asks for it
+
+        mask = matte(rgb, mask)
+    return compose.combine_alpha(mask, image.alpha)
 
 
 def _segments(options: Options) -> bool:
@@ -223,7 +229,7 @@ def _alpha(runtime: "Runtime", image: DecodedImage, options: Options, cache: Cac
             alpha = cache.stored_mask(image.size)
         if alpha is None:
             with timings.stage("segment"):
-                alpha = subject_alpha(image, runtime.segmenter)
+                alpha = subject_alpha(image, runtime.segmenter, runtime.settings.edge_matting)
             runtime.activity.model_ran()
             cache.keep_mask(alpha)  # the model's mask, not cut to a region: the next request may ask another
     if options.roi is not None:
