@@ -29,47 +29,61 @@ import math
 
 import cv2
 import numpy as np
+from PIL import Image
 
 SURE_SUBJECT = 250  # the trimap: mask values above this are sure subject...
 SURE_BACKGROUND = 5  # ...below this sure background (both then eroded)
 ERODE = 10  # px of the photo the sure regions are eroded by
+UNKNOWN = 128  # the trimap's value between sure background (0) and sure subject (255)
+STRIP_ROWS = 256
 EPS = 1e-3  # the matting Laplacian's regularisation (colours 0-1)
-COARSE_PIXELS, COARSE_RADIUS, COARSE_ITERATIONS = 110_000, 1, 60
-FINE_PIXELS, FINE_RADIUS, FINE_ITERATIONS = 440_000, 2, 20
+COARSE_PIXELS, COARSE_RADIUS, COARSE_ITERATIONS = 70_000, 1, 60
+FINE_PIXELS, FINE_RADIUS, FINE_ITERATIONS = 350_000, 2, 20
 
 
 def matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``alpha`` (HxW uint8) with its uncertain band re-solved against the photo ``rgb`` (HxWx3 uint8).
     A new array; the sure parts of the mask are kept (made exactly 0 or 255)."""
     height, width = alpha.shape
-    kernel = np.ones((ERODE, ERODE), np.uint8)
-    sure_fg = cv2.erode((alpha > SURE_SUBJECT).view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT,
-                        borderValue=0).view(bool)
-    sure_bg = cv2.erode((alpha < SURE_BACKGROUND).view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT,
-                        borderValue=1).view(bool)
-    unknown = ~(sure_fg | sure_bg)
-    rows, cols = np.flatnonzero(unknown.any(1)), np.flatnonzero(unknown.any(0))
+    trimap = _trimap(alpha)
+    rows = np.flatnonzero((trimap == UNKNOWN).any(1))
     out = alpha.copy()
-    if rows.size == 0:
-        return out
-    # the unknown band's box, with the windows' reach at the fine grid
-    scale = _scale(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0], FINE_PIXELS)
-    margin = math.ceil(4 * FINE_RADIUS / scale) + 4
-    top, bottom = max(0, rows[0] - margin), min(height, rows[-1] + 1 + margin)
-    left, right = max(0, cols[0] - margin), min(width, cols[-1] + 1 + margin)
-    h, w = bottom - top, right - left
-    crop = (slice(top, bottom), slice(left, right))
-    rgb_c, alpha_c, unknown_c, fg_c = rgb[crop], alpha[crop], unknown[crop], sure_fg[crop]
-    coarse = _solve(rgb_c, alpha_c, unknown_c, fg_c, _grid(h, w, COARSE_PIXELS), COARSE_RADIUS, COARSE_ITERATIONS)
-    fine = _solve(rgb_c, alpha_c, unknown_c, fg_c, _grid(h, w, FINE_PIXELS), FINE_RADIUS, FINE_ITERATIONS, coarse)
-    del coarse
-    solved = cv2.resize(fine, (w, h), interpolation=cv2.INTER_LINEAR)
-    del fine
-    band = out[crop]
-    band[unknown_c] = np.clip(solved[unknown_c] * 255 + 0.5, 0, 255).astype(np.uint8)
-    out[sure_fg] = 255
-    out[sure_bg] = 0
+    if rows.size:
+        cols = np.flatnonzero((trimap[rows[0]:rows[-1] + 1] == UNKNOWN).any(0))
+        # the unknown band's box, with the windows' reach at the fine grid
+        scale = _scale(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0], FINE_PIXELS)
+        margin = math.ceil(4 * FINE_RADIUS / scale) + 4
+        top, bottom = max(0, rows[0] - margin), min(height, rows[-1] + 1 + margin)
+        left, right = max(0, cols[0] - margin), min(width, cols[-1] + 1 + margin)
+        crop = (slice(top, bottom), slice(left, right))
+        rgb_c, alpha_c, trimap_c = rgb[crop], alpha[crop], trimap[crop]
+        h, w = trimap_c.shape
+        coarse = _solve(rgb_c, alpha_c, trimap_c, _grid(h, w, COARSE_PIXELS), COARSE_RADIUS, COARSE_ITERATIONS)
+        fine = _solve(rgb_c, alpha_c, trimap_c, _grid(h, w, FINE_PIXELS), FINE_RADIUS, FINE_ITERATIONS, coarse)
+        del coarse
+        # brought up to the photo in strips of rows (a 12 MP crop at once would be 12 MB more)
+        solved = Image.fromarray(fine, "F")
+        sy = fine.shape[0] / h
+        for y in range(0, h, STRIP_ROWS):
+            n = min(STRIP_ROWS, h - y)
+            strip = np.asarray(solved.resize((w, n), Image.Resampling.BILINEAR,
+                                             box=(0.0, y * sy, float(fine.shape[1]), (y + n) * sy)))
+            np.copyto(out[top + y:top + y + n, left:right], np.rint(strip * 255).astype(np.uint8),
+                      where=trimap_c[y:y + n] == UNKNOWN)
+    np.copyto(out, trimap, where=trimap != UNKNOWN)  # the sure parts exactly 0 and 255
     return out
+
+
+def _trimap(alpha: np.ndarray) -> np.ndarray:
+    """0 sure background, 255 sure subject, :data:`UNKNOWN` between (HxW uint8, one array: no
+    full-size booleans)."""
+    kernel = np.ones((ERODE, ERODE), np.uint8)
+    subject = cv2.threshold(alpha, SURE_SUBJECT, 255, cv2.THRESH_BINARY)[1]
+    cv2.erode(subject, kernel, dst=subject, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    maybe = cv2.threshold(alpha, SURE_BACKGROUND - 1, 255, cv2.THRESH_BINARY)[1]  # not sure background
+    cv2.dilate(maybe, kernel, dst=maybe, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    # subject lies within maybe: the mean is 0 (background), 128 (unknown) or 255 (subject)
+    return cv2.addWeighted(maybe, 0.5, subject, 0.5, 0.0, dst=maybe)
 
 
 def _scale(h: int, w: int, pixels: int) -> float:
@@ -81,18 +95,17 @@ def _grid(h: int, w: int, pixels: int) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def _solve(rgb: np.ndarray, alpha: np.ndarray, unknown: np.ndarray, sure_fg: np.ndarray, grid: tuple[int, int],
-           radius: int, iterations: int, start: np.ndarray | None = None) -> np.ndarray:
+def _solve(rgb: np.ndarray, alpha: np.ndarray, trimap: np.ndarray, grid: tuple[int, int], radius: int,
+           iterations: int, start: np.ndarray | None = None) -> np.ndarray:
     """The matting energy minimised on ``grid`` (w, h) over the unknown pixels: alpha 0-1 (h x w float32)."""
-    w, h = grid
     colours = cv2.resize(rgb, grid, interpolation=cv2.INTER_AREA).astype(np.float32) / np.float32(255)
     if start is not None:
         x = cv2.resize(start, grid, interpolation=cv2.INTER_LINEAR)
     else:
         x = cv2.resize(alpha, grid, interpolation=cv2.INTER_AREA).astype(np.float32) / np.float32(255)
-    known = cv2.resize(unknown.view(np.uint8), grid, interpolation=cv2.INTER_NEAREST) == 0
-    fg = cv2.resize(sure_fg.view(np.uint8), grid, interpolation=cv2.INTER_NEAREST).view(bool)
-    x[known] = fg[known]
+    labels = cv2.resize(trimap, grid, interpolation=cv2.INTER_NEAREST)
+    known = labels != UNKNOWN
+    x[known] = labels[known] == 255
     free = ~known
     edge = 2 * radius  # the grid's own border stays as it is (windows there are cut)
     free[:edge] = free[-edge:] = False
@@ -105,40 +118,69 @@ class _Laplacian:
     """The closed-form matting Laplacian of ``colours`` (h x w x 3, 0-1) with (2r+1)² windows, as
     an operator: :meth:`times` gives ``L p / |window|`` with box filters. The window statistics are
     taken in float64 (their variance is a difference of near-equal terms on flat grey areas), then
-    kept in float32."""
+    kept in float32. Every step works in buffers allocated once: under the 512 MB tier's malloc
+    policy (app/ops/tuning.py) each new array is a fresh mmap, and a solve takes ~250 steps."""
 
     def __init__(self, colours: np.ndarray, radius: int):
-        self.radius = radius
+        self.ksize = (2 * radius + 1, 2 * radius + 1)
         wide = colours.astype(np.float64)
-        self.colours = colours
-        means = [_box(wide[..., c], radius) for c in range(3)]
+        planes = [np.ascontiguousarray(wide[..., c]) for c in range(3)]
+        means = [_box(plane, radius) for plane in planes]
         n = (2 * radius + 1) ** 2
-        s = {(i, j): _box(wide[..., i] * wide[..., j], radius) - means[i] * means[j] + (EPS / n if i == j else 0)
+        s = {(i, j): _box(planes[i] * planes[j], radius) - means[i] * means[j] + (EPS / n if i == j else 0)
              for i in range(3) for j in range(i, 3)}
         s00, s01, s02, s11, s12, s22 = (s[k] for k in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
         inverse = [s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11,
                    s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01]
         det = s00 * inverse[0] + s01 * inverse[1] + s02 * inverse[2]
         self.inverse = [(v / det).astype(np.float32) for v in inverse]  # the windows' (Σ + ε/n)⁻¹
+        del s, s00, s01, s02, s11, s12, s22, inverse, det
+        self.colours = [plane.astype(np.float32) for plane in planes]
         self.means = [m.astype(np.float32) for m in means]
+        shape = colours.shape[:2]
+        self.mean_p, self.tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        self.c = [np.empty(shape, np.float32) for _ in range(3)]
+        self.a = [np.empty(shape, np.float32) for _ in range(3)]
 
-    def times(self, p: np.ndarray) -> np.ndarray:
-        r, colours, m = self.radius, self.colours, self.means
-        mean_p = _box(p, r)
-        c = [_box(colours[..., k] * p, r) - m[k] * mean_p for k in range(3)]
+    def times(self, p: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``L p / |window|`` into ``out``: for each window, the linear fit ``a·I + b`` of ``p``, averaged
+        over the windows covering each pixel, taken from ``p``."""
+        colours, m, c, a, tmp, mean_p = self.colours, self.means, self.c, self.a, self.tmp, self.mean_p
+        self._box(p, mean_p)
+        for k in range(3):  # c_k = cov(I_k, p) in each window
+            np.multiply(colours[k], p, out=tmp)
+            self._box(tmp, c[k])
+            np.multiply(m[k], mean_p, out=tmp)
+            c[k] -= tmp
         i00, i01, i02, i11, i12, i22 = self.inverse
-        a0 = i00 * c[0] + i01 * c[1] + i02 * c[2]
-        a1 = i01 * c[0] + i11 * c[1] + i12 * c[2]
-        a2 = i02 * c[0] + i12 * c[1] + i22 * c[2]
-        b = mean_p - a0 * m[0] - a1 * m[1] - a2 * m[2]
-        return p - _box(a0, r) * colours[..., 0] - _box(a1, r) * colours[..., 1] - _box(a2, r) * colours[..., 2] \
-            - _box(b, r)
+        for k, (x, y, z) in enumerate(((i00, i01, i02), (i01, i11, i12), (i02, i12, i22))):  # a = Σ⁻¹ c
+            np.multiply(x, c[0], out=a[k])
+            np.multiply(y, c[1], out=tmp)
+            a[k] += tmp
+            np.multiply(z, c[2], out=tmp)
+            a[k] += tmp
+        for k in range(3):  # b = mean(p) - a·mean(I), in mean_p
+            np.multiply(a[k], m[k], out=tmp)
+            mean_p -= tmp
+        self._box(mean_p, out)
+        np.subtract(p, out, out=out)
+        for k in range(3):
+            self._box(a[k], tmp)
+            tmp *= colours[k]
+            out -= tmp
+        return out
+
+    def _box(self, values: np.ndarray, out: np.ndarray) -> None:
+        cv2.boxFilter(values, -1, self.ksize, dst=out, normalize=True, borderType=cv2.BORDER_REFLECT)
 
 
 def _conjugate_gradients(laplacian: _Laplacian, x: np.ndarray, free: np.ndarray, iterations: int) -> np.ndarray:
     """``x`` moved towards the minimum of xᵀLx over the ``free`` pixels (the others fixed), in place."""
+    product, step_buffer = np.empty_like(x), np.empty_like(x)
+
     def apply(p: np.ndarray) -> np.ndarray:
-        return laplacian.times(p) * free
+        laplacian.times(p, product)
+        return np.multiply(product, free, out=product)
 
     residual = -apply(x)
     direction = residual.copy()
@@ -146,10 +188,12 @@ def _conjugate_gradients(laplacian: _Laplacian, x: np.ndarray, free: np.ndarray,
     for _ in range(iterations):
         if rs <= 1e-20:
             break
-        product = apply(direction)
-        step = rs / max(float(np.vdot(direction, product)), 1e-30)
-        x += np.float32(step) * direction
-        residual -= np.float32(step) * product
+        apply(direction)
+        step = np.float32(rs / max(float(np.vdot(direction, product)), 1e-30))
+        np.multiply(direction, step, out=step_buffer)
+        x += step_buffer
+        product *= step
+        residual -= product
         rs_next = float(np.vdot(residual, residual))
         direction *= np.float32(rs_next / rs)
         direction += residual

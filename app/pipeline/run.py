@@ -12,7 +12,7 @@ Plain inputs (the runtime, typed options, the upload's bytes, a budget), a plain
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import msgspec
@@ -24,7 +24,7 @@ from app.ops import tuning
 from app.pipeline import compose
 from app.pipeline.budget import UNLIMITED, Budget
 from app.pipeline.cache import CacheUse, upload_digest
-from app.pipeline.confidence import mask_confidence
+from app.pipeline.confidence import mask_confidence, mask_warnings
 from app.pipeline.errors import BadOption, MissingFile
 from app.pipeline.gate import InferenceGate
 from app.pipeline.imaging import DecodedImage, decode_image, encodable_megapixels, encode_image, fitted_size
@@ -51,6 +51,8 @@ class Rendered(msgspec.Struct, frozen=True):
     foreground: dict[str, tuple[int, int, int, int] | None] = {}
     # how far the model's mask can be trusted, 0-1 (app/pipeline/confidence.py); None: no mask was made
     mask_confidence: float | None = None
+    # why a person should look at it (app/pipeline/confidence.py: mask_warnings); empty: it looks clean
+    mask_warnings: tuple[str, ...] = ()
     # the upload's own (width, height) when it was worked smaller (MAX_DIMENSION, MAX_WORK_PIXELS,
     # max_megapixels); None: worked at its own size
     scaled_from: tuple[int, int] | None = None
@@ -104,10 +106,12 @@ class Job:
                 budget.check()
                 alpha = _alpha(runtime, image, options, cache, timings, strokes)
                 confidence = mask_confidence(alpha) if _segments(options) else None
+                warnings = mask_warnings(image.rgb, alpha) if _segments(options) else ()
                 scaled_from = image.source_size if image.size != image.source_size else None
                 work = Render(image, alpha, options, settings, timings, backdrop)
                 del image, alpha, backdrop
                 rendered = msgspec.structs.replace(render(work, budget), mask_confidence=confidence,
+                                                   mask_warnings=warnings,
                                                    scaled_from=scaled_from)
                 del work
             cache.keep_output(msgspec.msgpack.encode(rendered))
@@ -169,17 +173,21 @@ def bounded(options: Options, max_pixels: int, background: bytes | None) -> Opti
     return msgspec.structs.replace(options, layout=msgspec.structs.replace(layout, size=size))
 
 
-def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str = "off") -> np.ndarray:
-    """The subject's alpha (HxW uint8): the model's mask, its uncertain band re-solved by matting
-    (``edge_matting="band"``: app/pipeline/matte.py), within the input's own transparency."""
+def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str = "off",
+                  timings: Timings | None = None) -> np.ndarray:
+    """The subject's alpha (HxW uint8): the model's mask (the ``segment`` stage of ``timings``), its
+    uncertain band re-solved by matting (``edge_matting="band"``, the ``matte`` stage:
+    app/pipeline/matte.py), within the input's own transparency."""
     rgb = image.rgb
     if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours
         rgb = np.asarray(compose.over_color(image.rgb, image.alpha, (255, 255, 255)))
-    mask = segmenter.mask(rgb)
+    with timings.stage("segment") if timings else nullcontext():
+        mask = segmenter.mask(rgb)
     if edge_matting == "band":
         from app.pipeline.matte import matte  # OpenCV: imported where the setting asks for it
 
-        mask = matte(rgb, mask)
+        with timings.stage("matte") if timings else nullcontext():
+            mask = matte(rgb, mask)
     return compose.combine_alpha(mask, image.alpha)
 
 
@@ -228,8 +236,7 @@ def _alpha(runtime: "Runtime", image: DecodedImage, options: Options, cache: Cac
         with timings.stage("cache"):
             alpha = cache.stored_mask(image.size)
         if alpha is None:
-            with timings.stage("segment"):
-                alpha = subject_alpha(image, runtime.segmenter, runtime.settings.edge_matting)
+            alpha = subject_alpha(image, runtime.segmenter, runtime.settings.edge_matting, timings)
             runtime.activity.model_ran()
             cache.keep_mask(alpha)  # the model's mask, not cut to a region: the next request may ask another
     if options.roi is not None:
