@@ -18,9 +18,10 @@ every request:
    grid of at most :data:`FINE_PIXELS` with 5x5 windows, brought up to the photo bilinearly; only
    the unknown pixels change.
 
-On the 13 AM-2k animals (``make quality``): mean SAD 37.8 -> 26.3 with the int8 model, against 30.3
-for rembg's alpha matting on the same mask at ~15x the time; ~0.2 s a 1.7 MP photo on two cores.
-The grids bound the memory whatever the photo's size (about 60 MB at the fine grid's cap).
+On the 13 AM-2k animals (``make quality``): mean SAD 37.8 -> 26.2 with the int8 model, against 30.3
+for rembg's alpha matting on the same mask at ~15x the time; ~0.2 s a 1.7 MP photo on two cores
+(0.4 s at 12 MP). The grids bound the solve's memory whatever the photo's size: 57 MB at the peak
+on a 12 MP photo (tests/test_matte.py), the full-size arrays being 8-bit.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from PIL import Image
 
 SURE_SUBJECT = 250  # the trimap: mask values above this are sure subject...
 SURE_BACKGROUND = 5  # ...below this sure background (both then eroded)
-ERODE = 10  # px of the photo the sure regions are eroded by
+ERODE = 0.0062  # the sure regions are eroded by this share of the photo's longest side (10 px at 1620 px)
 UNKNOWN = 128  # the trimap's value between sure background (0) and sure subject (255)
 STRIP_ROWS = 256
 EPS = 1e-3  # the matting Laplacian's regularisation (colours 0-1)
 COARSE_PIXELS, COARSE_RADIUS, COARSE_ITERATIONS = 70_000, 1, 60
-FINE_PIXELS, FINE_RADIUS, FINE_ITERATIONS = 350_000, 2, 20
+FINE_PIXELS, FINE_RADIUS, FINE_ITERATIONS = 250_000, 2, 20
 
 
 def matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -77,7 +78,8 @@ def matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _trimap(alpha: np.ndarray) -> np.ndarray:
     """0 sure background, 255 sure subject, :data:`UNKNOWN` between (HxW uint8, one array: no
     full-size booleans)."""
-    kernel = np.ones((ERODE, ERODE), np.uint8)
+    side = max(1, round(ERODE * max(alpha.shape)))
+    kernel = np.ones((side, side), np.uint8)
     subject = cv2.threshold(alpha, SURE_SUBJECT, 255, cv2.THRESH_BINARY)[1]
     cv2.erode(subject, kernel, dst=subject, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     maybe = cv2.threshold(alpha, SURE_BACKGROUND - 1, 255, cv2.THRESH_BINARY)[1]  # not sure background
@@ -123,20 +125,30 @@ class _Laplacian:
 
     def __init__(self, colours: np.ndarray, radius: int):
         self.ksize = (2 * radius + 1, 2 * radius + 1)
-        wide = colours.astype(np.float64)
-        planes = [np.ascontiguousarray(wide[..., c]) for c in range(3)]
-        means = [_box(plane, radius) for plane in planes]
         n = (2 * radius + 1) ** 2
-        s = {(i, j): _box(planes[i] * planes[j], radius) - means[i] * means[j] + (EPS / n if i == j else 0)
-             for i in range(3) for j in range(i, 3)}
-        s00, s01, s02, s11, s12, s22 = (s[k] for k in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
-        inverse = [s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11,
-                   s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01]
-        det = s00 * inverse[0] + s01 * inverse[1] + s02 * inverse[2]
-        self.inverse = [(v / det).astype(np.float32) for v in inverse]  # the windows' (Σ + ε/n)⁻¹
-        del s, s00, s01, s02, s11, s12, s22, inverse, det
+        planes = [np.ascontiguousarray(colours[..., c], np.float64) for c in range(3)]
+        means = [_box(plane, radius) for plane in planes]
+        s = {}  # the windows' covariance Σ + ε/n (float64: 6 arrays, the largest part of the solve's memory)
+        for i in range(3):
+            for j in range(i, 3):
+                s[i, j] = _box(planes[i] * planes[j], radius)
+                s[i, j] -= means[i] * means[j]
+                if i == j:
+                    s[i, j] += EPS / n
         self.colours = [plane.astype(np.float32) for plane in planes]
         self.means = [m.astype(np.float32) for m in means]
+        del planes, means
+        s00, s01, s02, s11, s12, s22 = (s.pop(k) for k in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
+        cofactors = ((s11, s22, s12, s12), (s02, s12, s01, s22), (s01, s12, s02, s11),
+                     (s00, s22, s02, s02), (s01, s02, s00, s12), (s00, s11, s01, s01))  # (Σ⁻¹ · det), entry by entry
+        det = s00 * (s11 * s22 - s12 * s12) - s01 * (s01 * s22 - s02 * s12) + s02 * (s01 * s12 - s02 * s11)
+        self.inverse = []  # the windows' (Σ + ε/n)⁻¹, each entry made in float64 and kept in float32
+        for a, b, c, d in cofactors:
+            entry = a * b
+            entry -= c * d
+            entry /= det
+            self.inverse.append(entry.astype(np.float32))
+        del s00, s01, s02, s11, s12, s22, cofactors, det, entry
         shape = colours.shape[:2]
         self.mean_p, self.tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
         self.c = [np.empty(shape, np.float32) for _ in range(3)]
