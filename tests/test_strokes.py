@@ -136,6 +136,7 @@ def test_strokes_scale_with_a_photo_worked_smaller(runtime):
     ("/api/bg/remove", {}),
     ("/api/bg/change_color", {"color": "#00ff00", "format": "png"}),
     ("/api/v2/process", {"effects": '["blackwhite"]', "response": "image"}),
+    ("/remove-background", {}),  # the original service's route: a front for /api/bg/remove
 ])
 def test_every_image_endpoint_takes_strokes(client, endpoint, fields):
     path = AM2K / "am2k-04.jpg"

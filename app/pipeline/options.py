@@ -519,7 +519,8 @@ class RemoveBackgroundOptions(Options, frozen=True):
     def resolved(self) -> Options:
         """The equivalent request to /api/bg/remove or /api/bg/change_color (sharing their cache entries)."""
         common = {"quality": self.quality, "use_cache": self.use_cache, "layout": self.layout,
-                  "max_megapixels": self.max_megapixels, "roi": self.roi}
+                  "max_megapixels": self.max_megapixels, "roi": self.roi, "keep_mask": self.keep_mask,
+                  "remove_mask": self.remove_mask}
         if self.output_format == "jpeg":
             return ChangeColorOptions(format="jpeg", **common).completed()
         return RemoveOptions(format=self.output_format, **common).completed()
