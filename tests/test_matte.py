@@ -66,7 +66,7 @@ def test_the_solve_lowers_the_energy_and_keeps_the_known_pixels():
 
     start = alpha / np.float32(255)
     start[:, :10], start[:, -10:] = 0, 1
-    solved = M._solve((colours * 255).astype(np.uint8), alpha, trimap, (50, 40), 1, 40)
+    solved = M._solve((colours * 255).astype(np.uint8), alpha, trimap, 1, 40)  # the trimap at its grid
     assert energy(solved) < 0.5 * energy(start)
     assert (solved[:, :10] == 0).all() and (solved[:, -10:] == 1).all()
 
@@ -87,7 +87,7 @@ def test_matting_beats_rembg_s_alpha_matting_on_the_animals(served):
     before, after = [], []
     for rgb, alpha, truth in served.values():
         before.append(score(alpha, truth)["sad"])
-        after.append(score(M.matte(rgb, alpha), truth)["sad"])
+        after.append(score(M.matte(rgb, alpha.copy()), truth)["sad"])
     print(f"mean SAD {np.mean(before):.2f} -> {np.mean(after):.2f}")
     assert np.mean(after) < 30 and np.mean(after) < 0.8 * np.mean(before)
     assert sum(a < b for a, b in zip(after, before)) >= 11
@@ -95,7 +95,7 @@ def test_matting_beats_rembg_s_alpha_matting_on_the_animals(served):
 
 def test_the_sure_parts_stay_and_only_the_band_changes(served):
     rgb, alpha, _ = served["am2k-10"]
-    out = M.matte(rgb, alpha)
+    out = M.matte(rgb, alpha.copy())
     trimap = M._trimap(alpha)
     assert (out[trimap == 255] == 255).all() and (out[trimap == 0] == 0).all()
     assert (trimap == 255).sum() > 0.9 * (alpha > M.SURE_SUBJECT).sum() - 0.1 * alpha.size  # eroded, not emptied
@@ -105,7 +105,7 @@ def test_the_sure_parts_stay_and_only_the_band_changes(served):
 
 
 def test_a_12_megapixel_photo_is_solved_on_bounded_grids(served):
-    """The solve's grids are capped: on a 12 MP photo the matting holds about 57 MB at its peak
+    """The solve's grids are capped: on a 12 MP photo the matting holds about 45 MB at its peak
     (numpy's allocations, traced), the full-size arrays being 8-bit."""
     rgb, alpha, _ = served["am2k-08"]
     big_rgb = np.asarray(Image.fromarray(rgb).resize((4032, 3024), Image.Resampling.BICUBIC))
@@ -117,7 +117,7 @@ def test_a_12_megapixel_photo_is_solved_on_bounded_grids(served):
     finally:
         tracemalloc.stop()
     print(f"12 MP: traced peak {peak / 2**20:.1f} MB")
-    assert out.shape == big_alpha.shape and peak < 75 * 2**20
+    assert out.shape == big_alpha.shape and peak < 60 * 2**20
 
 
 @pytest.mark.parametrize("shape, fill", [((1, 1), 128), ((3, 500), 128), ((500, 2), 200), ((64, 64), 0),
@@ -125,7 +125,7 @@ def test_a_12_megapixel_photo_is_solved_on_bounded_grids(served):
 def test_inputs_with_little_or_nothing_to_solve(shape, fill):
     rgb = np.full((*shape, 3), 90, np.uint8)  # flat grey: every window's variance is zero
     alpha = np.full(shape, fill, np.uint8)
-    out = M.matte(rgb, alpha)
+    out = M.matte(rgb, alpha.copy())
     assert out.shape == shape and out.dtype == np.uint8
     if fill in (0, 255):
         assert (out == fill).all()

@@ -20,7 +20,7 @@ every request:
 
 On the 13 AM-2k animals (``make quality``): mean SAD 37.8 -> 26.2 with the int8 model, against 30.3
 for rembg's alpha matting on the same mask at ~15x the time; ~0.2 s a 1.7 MP photo on two cores
-(0.4 s at 12 MP). The grids bound the solve's memory whatever the photo's size: 57 MB at the peak
+(0.4 s at 12 MP). The grids bound the solve's memory whatever the photo's size: 45 MB at the peak
 on a 12 MP photo (tests/test_matte.py), the full-size arrays being 8-bit.
 """
 
@@ -43,36 +43,53 @@ FINE_PIXELS, FINE_RADIUS, FINE_ITERATIONS = 250_000, 2, 20
 
 
 def matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``alpha`` (HxW uint8) with its uncertain band re-solved against the photo ``rgb`` (HxWx3 uint8).
-    A new array; the sure parts of the mask are kept (made exactly 0 or 255)."""
+    """``alpha`` (HxW uint8) with its uncertain band re-solved against the photo ``rgb`` (HxWx3 uint8),
+    in place (it is returned); the sure parts of the mask are kept, made exactly 0 or 255. The
+    full-size work is 8-bit and by strips of rows: one full-size array besides ``alpha`` (the trimap).
+    A read-only ``alpha`` (a Pillow image's pixels) is copied first."""
+    if not alpha.flags.writeable:
+        alpha = alpha.copy()
     height, width = alpha.shape
     trimap = _trimap(alpha)
-    rows = np.flatnonzero((trimap == UNKNOWN).any(1))
-    out = alpha.copy()
+    rows = np.flatnonzero(_by_strips(trimap, lambda strip: (strip == UNKNOWN).any(1)))
     if rows.size:
-        cols = np.flatnonzero((trimap[rows[0]:rows[-1] + 1] == UNKNOWN).any(0))
+        cols = np.flatnonzero(_by_strips(trimap[rows[0]:rows[-1] + 1], lambda strip: (strip == UNKNOWN).any(0),
+                                         np.logical_or.reduce))
         # the unknown band's box, with the windows' reach at the fine grid
         scale = _scale(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0], FINE_PIXELS)
         margin = math.ceil(4 * FINE_RADIUS / scale) + 4
         top, bottom = max(0, rows[0] - margin), min(height, rows[-1] + 1 + margin)
         left, right = max(0, cols[0] - margin), min(width, cols[-1] + 1 + margin)
         crop = (slice(top, bottom), slice(left, right))
-        rgb_c, alpha_c, trimap_c = rgb[crop], alpha[crop], trimap[crop]
-        h, w = trimap_c.shape
-        coarse = _solve(rgb_c, alpha_c, trimap_c, _grid(h, w, COARSE_PIXELS), COARSE_RADIUS, COARSE_ITERATIONS)
-        fine = _solve(rgb_c, alpha_c, trimap_c, _grid(h, w, FINE_PIXELS), FINE_RADIUS, FINE_ITERATIONS, coarse)
-        del coarse
-        # brought up to the photo in strips of rows (a 12 MP crop at once would be 12 MB more)
+        rgb_c, alpha_c = rgb[crop], alpha[crop]
+        h, w = alpha_c.shape
+        grids = _grid(h, w, COARSE_PIXELS), _grid(h, w, FINE_PIXELS)
+        labels = [cv2.resize(trimap[crop], grid, interpolation=cv2.INTER_NEAREST) for grid in grids]
+        del trimap  # made again for the write-back: not held through the solve (12 MB at 12 MP)
+        coarse = _solve(rgb_c, alpha_c, labels[0], COARSE_RADIUS, COARSE_ITERATIONS)
+        fine = _solve(rgb_c, alpha_c, labels[1], FINE_RADIUS, FINE_ITERATIONS, coarse)
+        del coarse, labels
+        trimap = _trimap(alpha)
+        trimap_c = trimap[crop]
+        # brought up to the photo in strips of rows, written over the unknown pixels
         solved = Image.fromarray(fine, "F")
         sy = fine.shape[0] / h
         for y in range(0, h, STRIP_ROWS):
             n = min(STRIP_ROWS, h - y)
             strip = np.asarray(solved.resize((w, n), Image.Resampling.BILINEAR,
                                              box=(0.0, y * sy, float(fine.shape[1]), (y + n) * sy)))
-            np.copyto(out[top + y:top + y + n, left:right], np.rint(strip * 255).astype(np.uint8),
-                      where=trimap_c[y:y + n] == UNKNOWN)
-    np.copyto(out, trimap, where=trimap != UNKNOWN)  # the sure parts exactly 0 and 255
-    return out
+            np.copyto(alpha_c[y:y + n], np.rint(strip * 255).astype(np.uint8), where=trimap_c[y:y + n] == UNKNOWN)
+    for y in range(0, height, STRIP_ROWS):  # the sure parts exactly 0 and 255
+        labels = trimap[y:y + STRIP_ROWS]
+        np.copyto(alpha[y:y + STRIP_ROWS], labels, where=labels != UNKNOWN)
+    return alpha
+
+
+def _by_strips(values: np.ndarray, reduce_rows, combine=np.concatenate) -> np.ndarray:
+    """``reduce_rows`` over strips of :data:`STRIP_ROWS` rows of ``values``, the results combined (no
+    full-size boolean at once)."""
+    parts = [reduce_rows(values[y:y + STRIP_ROWS]) for y in range(0, values.shape[0], STRIP_ROWS)]
+    return combine(parts)
 
 
 def _trimap(alpha: np.ndarray) -> np.ndarray:
@@ -85,7 +102,8 @@ def _trimap(alpha: np.ndarray) -> np.ndarray:
     maybe = cv2.threshold(alpha, SURE_BACKGROUND - 1, 255, cv2.THRESH_BINARY)[1]  # not sure background
     cv2.dilate(maybe, kernel, dst=maybe, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     # subject lies within maybe: the mean is 0 (background), 128 (unknown) or 255 (subject)
-    return cv2.addWeighted(maybe, 0.5, subject, 0.5, 0.0, dst=maybe)
+    cv2.addWeighted(maybe, 0.5, subject, 0.5, 0.0, dst=maybe)
+    return maybe
 
 
 def _scale(h: int, w: int, pixels: int) -> float:
@@ -97,15 +115,16 @@ def _grid(h: int, w: int, pixels: int) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def _solve(rgb: np.ndarray, alpha: np.ndarray, trimap: np.ndarray, grid: tuple[int, int], radius: int,
-           iterations: int, start: np.ndarray | None = None) -> np.ndarray:
-    """The matting energy minimised on ``grid`` (w, h) over the unknown pixels: alpha 0-1 (h x w float32)."""
+def _solve(rgb: np.ndarray, alpha: np.ndarray, labels: np.ndarray, radius: int, iterations: int,
+           start: np.ndarray | None = None) -> np.ndarray:
+    """The matting energy minimised on the grid of ``labels`` (the trimap at that size) over the
+    unknown pixels: alpha 0-1 (h x w float32)."""
+    grid = labels.shape[::-1]
     colours = cv2.resize(rgb, grid, interpolation=cv2.INTER_AREA).astype(np.float32) / np.float32(255)
     if start is not None:
         x = cv2.resize(start, grid, interpolation=cv2.INTER_LINEAR)
     else:
         x = cv2.resize(alpha, grid, interpolation=cv2.INTER_AREA).astype(np.float32) / np.float32(255)
-    labels = cv2.resize(trimap, grid, interpolation=cv2.INTER_NEAREST)
     known = labels != UNKNOWN
     x[known] = labels[known] == 255
     free = ~known
