@@ -180,7 +180,7 @@ def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str =
     app/pipeline/matte.py), within the input's own transparency."""
     rgb = image.rgb
     if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours
-        rgb = np.asarray(compose.over_color(image.rgb, image.alpha, (255, 255, 255)))
+        rgb = compose.over_color_array(image.rgb, image.alpha, (255, 255, 255))
     with timings.stage("segment") if timings else nullcontext():
         mask = segmenter.mask(rgb)
     if edge_matting == "band":
