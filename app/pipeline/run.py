@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from app.pipeline.runtime import Runtime
 
 IMAGE = "image"  # the one image of a /api/bg result
+MODEL_VIEW_SIDE = 1024  # a transparent upload is shown to the model over white at most this long (px)
 
 
 class Rendered(msgspec.Struct, frozen=True):
@@ -178,11 +179,16 @@ def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str =
     """The subject's alpha (HxW uint8): the model's mask (the ``segment`` stage of ``timings``), its
     uncertain band re-solved by matting (``edge_matting="band"``, the ``matte`` stage:
     app/pipeline/matte.py), within the input's own transparency."""
-    rgb = image.rgb
-    if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours
-        rgb = compose.over_color_array(image.rgb, image.alpha, (255, 255, 255))
+    rgb, view = image.rgb, None
+    if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours:
+        # a view of at most MODEL_VIEW_SIDE px over white (the model works at 320-1024 px), the mask
+        # brought up along the photo's own edges (no full-size second copy of a 12 MP photo)
+        small = fitted_size(image.size, MODEL_VIEW_SIDE ** 2) if max(image.size) > MODEL_VIEW_SIDE else image.size
+        shrink = (lambda a, mode: np.asarray(Image.fromarray(a, mode).resize(small, Image.Resampling.BOX))) \
+            if small != image.size else (lambda a, mode: a)
+        view = compose.over_color_array(shrink(image.rgb, "RGB"), shrink(image.alpha, "L"), (255, 255, 255))
     with timings.stage("segment") if timings else nullcontext():
-        mask = segmenter.mask(rgb)
+        mask = segmenter.mask(rgb if view is None else view, guide=None if view is None else rgb)
     if edge_matting == "band":
         from app.pipeline.matte import matte  # OpenCV: imported where the setting asks for it
 
