@@ -70,6 +70,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "int8": {"ONNX_PRECISION": "int8"},
     "fp32 fast": {"ONNX_PRECISION": "fp32", "ONNX_MEMORY_MODE": "fast"},
     "matting off": {"EDGE_MATTING": "off"},  # the model's mask as it was before app/pipeline/matte.py
+    "edge matting": {"EDGE_MATTING": "band"},  # app/pipeline/matte.py (not the default yet: its memory)
 }
 
 REMBG, MATTING = "rembg", "rembg+matting"

@@ -46,7 +46,6 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
         "max_encode_mb": 2048.0,
         "max_concurrent_inferences": 4,
         "max_queue": 16,
-        "edge_matting": "off",  # InSPyReNet's own edges are fine (its maps are 1024 px)
     },
 }
 
@@ -133,8 +132,10 @@ class Settings:
     # VNNI and it passes its self-check at boot, else MODEL_PATH itself.
     onnx_precision: str = _env("ONNX_PRECISION", "auto", "choice", choices=ONNX_PRECISIONS)
     # band: the mask's uncertain band re-solved by closed-form matting on a bounded grid (app/pipeline/
-    # matte.py: mean SAD 37.8 -> 26.2 on the AM-2k animals, ~0.2-0.3 s a photo); off: the model's mask.
-    edge_matting: str = _env("EDGE_MATTING", "band", "choice", choices=EDGE_MATTINGS)
+    # matte.py: mean SAD 37.8 -> 26.4 on the AM-2k animals, ~0.2-0.4 s a photo), with X-Mask-Warnings;
+    # off (the default): the model's mask. Not the default yet: it loads OpenCV (+25-37 MB RSS), which
+    # takes the 8-client memory-bomb test over the 350 MB budget on a fresh clone (353-370 MB).
+    edge_matting: str = _env("EDGE_MATTING", "off", "choice", choices=EDGE_MATTINGS)
     warmup: bool = _env("WARMUP", True, "boolean")
     log_level: str = _env("LOG_LEVEL", "info", "choice", choices=LOG_LEVELS)
     # InSPyReNet (GPU tier); ignored by the onnx adapter. TARGET_SIZE: a multiple of 32.

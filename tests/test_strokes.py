@@ -54,7 +54,7 @@ STROKES = {
 
 @pytest.fixture(scope="module")
 def runtime(settings, segmenter):
-    return build_runtime(settings.replace(warmup=False), segmenter)
+    return build_runtime(settings.replace(warmup=False, edge_matting="band"), segmenter)
 
 
 def alpha_of(runtime, data: bytes, **fields) -> np.ndarray:
@@ -138,7 +138,8 @@ def test_strokes_scale_with_a_photo_worked_smaller(runtime):
     ("/api/v2/process", {"effects": '["blackwhite"]', "response": "image"}),
     ("/remove-background", {}),  # the original service's route: a front for /api/bg/remove
 ])
-def test_every_image_endpoint_takes_strokes(client, endpoint, fields):
+def test_every_image_endpoint_takes_strokes(make_app, endpoint, fields):
+    client = make_app(edge_matting="band").test_client()
     path = AM2K / "am2k-04.jpg"
     plain = post(client, endpoint, path.read_bytes(), **fields)
     fixed = post(client, endpoint, path.read_bytes(), **fields, **STROKES["am2k-04"])
@@ -155,6 +156,7 @@ def test_every_image_endpoint_takes_strokes(client, endpoint, fields):
 
 
 def test_strokes_are_part_of_the_cache_key(settings, segmenter, tmp_path):
+    settings = settings.replace(edge_matting="band")
     """Other strokes, another output; the same strokes, the stored one; the model's mask is shared
     (the strokes correct it after the mask cache)."""
     cached = build_runtime(settings.replace(warmup=False, cache_backend="local", cache_dir=tmp_path), segmenter)

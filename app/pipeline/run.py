@@ -52,8 +52,9 @@ class Rendered(msgspec.Struct, frozen=True):
     foreground: dict[str, tuple[int, int, int, int] | None] = {}
     # how far the model's mask can be trusted, 0-1 (app/pipeline/confidence.py); None: no mask was made
     mask_confidence: float | None = None
-    # why a person should look at it (app/pipeline/confidence.py: mask_warnings); empty: it looks clean
-    mask_warnings: tuple[str, ...] = ()
+    # why a person should look at it (app/pipeline/confidence.py: mask_warnings); empty: it looks clean;
+    # None: not looked for (EDGE_MATTING=off, or the background kept)
+    mask_warnings: tuple[str, ...] | None = None
     # the upload's own (width, height) when it was worked smaller (MAX_DIMENSION, MAX_WORK_PIXELS,
     # max_megapixels); None: worked at its own size
     scaled_from: tuple[int, int] | None = None
@@ -107,7 +108,9 @@ class Job:
                 budget.check()
                 alpha = _alpha(runtime, image, options, cache, timings, strokes)
                 confidence = mask_confidence(alpha) if _segments(options) else None
-                warnings = mask_warnings(image.rgb, alpha) if _segments(options) else ()
+                # the reasons need OpenCV, loaded with the edge matting only (its memory: config/settings.py)
+                warnings = mask_warnings(image.rgb, alpha) \
+                    if _segments(options) and settings.edge_matting == "band" else None
                 scaled_from = image.source_size if image.size != image.source_size else None
                 work = Render(image, alpha, options, settings, timings, backdrop)
                 del image, alpha, backdrop

@@ -248,7 +248,8 @@ def size_headers(rendered: Rendered, name: str) -> dict[str, str]:
         headers["X-Scaled-From"] = "{}x{}".format(*rendered.scaled_from)
     if rendered.mask_confidence is not None:
         headers["X-Mask-Confidence"] = f"{rendered.mask_confidence:.3f}"
-        headers["X-Mask-Warnings"] = ", ".join(rendered.mask_warnings) or "none"
+        if rendered.mask_warnings is not None:
+            headers["X-Mask-Warnings"] = ", ".join(rendered.mask_warnings) or "none"
     box = rendered.foreground.get(name)
     if box is not None:
         left, top, width, height = box
