@@ -52,8 +52,10 @@ class SegmenterBusy(ServiceError):
 class Segmenter(Protocol):
     info: ModelInfo
 
-    def mask(self, rgb: np.ndarray) -> np.ndarray:
+    def mask(self, rgb: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
         """HxWx3 uint8 RGB in, HxW uint8 alpha (0 background .. 255 subject) out, same H and W.
+        ``guide``: the photo at its own size when ``rgb`` is a smaller view of it for the model (a
+        transparent upload over white): the mask then has the guide's size and follows its edges.
 
         May raise :class:`SegmenterBusy`; safe to call from several threads."""
         ...

@@ -145,9 +145,10 @@ class OnnxSegmenter:
             return upscale_mask(small, guide)
         return np.asarray(Image.fromarray(small, "L").resize((width, height), Image.Resampling.LANCZOS))
 
-    def mask(self, rgb: np.ndarray) -> np.ndarray:
-        height, width = rgb.shape[:2]
-        return self.postprocess(self.infer(self.preprocess(rgb)), height, width, guide=rgb)
+    def mask(self, rgb: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
+        guide = rgb if guide is None else guide
+        height, width = guide.shape[:2]
+        return self.postprocess(self.infer(self.preprocess(rgb)), height, width, guide=guide)
 
     def runtime(self) -> dict[str, object]:
         return {"precision": self.precision, "precision_reason": self.precision_reason}

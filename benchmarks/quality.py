@@ -55,7 +55,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from app.quality import metrics  # noqa: E402
-from app.quality.report import MARKER_END, MARKER_START, format_markdown, format_text, write_section  # noqa: E402
+from app.quality import calibrate  # noqa: E402
+from app.quality.report import GPU_MARKERS, MARKER_END, MARKER_START, format_markdown, format_text, write_section  # noqa: E402
 from app.quality.score import (  # noqa: E402
     GATE_TOLERANCE, Skip, gate, load_ours, load_truth, ours_runner, score, settings_for,
 )
@@ -68,6 +69,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "fp32": {"ONNX_PRECISION": "fp32"},
     "int8": {"ONNX_PRECISION": "int8"},
     "fp32 fast": {"ONNX_PRECISION": "fp32", "ONNX_MEMORY_MODE": "fast"},
+    "matting off": {"EDGE_MATTING": "off"},  # the model's mask as it was before app/pipeline/matte.py
+    "edge matting": {"EDGE_MATTING": "band"},  # app/pipeline/matte.py (not the default yet: its memory)
 }
 
 REMBG, MATTING = "rembg", "rembg+matting"
@@ -333,7 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot run ours, the configured service: {exc}", file=sys.stderr)
         return 2
     precision = default_seg.runtime().get("precision", "?")
-    label = f"ours ({precision}, {settings.onnx_memory_mode})"
+    onnx = default_seg.info.name == "onnx"
+    label = f"ours ({precision}, {settings.onnx_memory_mode}{', edge matting' if settings.edge_matting == 'band' else ''})" \
+        if onnx else f"ours ({default_seg.info.model_id}, {precision}, {default_seg.runtime().get('device', '?')})"
     methods = [Method(label, ours_runner(settings, default_seg), default_seg.info.file_sha256[:12])]
     facts = [
         f"CPU {cpu_model()}, {len(os.sched_getaffinity(0))} cores available, ours on "
@@ -430,13 +435,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             verdict = "meets" if rho <= -0.5 else "misses"
             print(f"mask confidence vs SAD ({label}, {len(names)} images): Spearman rho = {rho:+.3f} (p = {p:.3f}); "
                   f"{verdict} the target of -0.5 or stronger")
+            review = calibrate.check(confidence, {n: methods[0].results[n]["sad"] for n in names})
+            facts.append(f"review threshold {review.threshold:.3f} (every photo with SAD over "
+                         f"{calibrate.FLAWED_ABOVE:g} under it, {review.clean_flagged} clean ones too; leave-one-out: "
+                         f"{review.held_out_caught} of {review.flawed} flawed caught, {review.held_out_flagged} clean flagged)")
+            print(f"  {facts[-1]}")
         else:
             print("mask confidence vs SAD: fewer than 3 images, no correlation")
 
     lanczos = next((m for m in methods if m.label == LANCZOS_MASK), None)
-    if lanczos is not None:
-        guided, plain = mean(methods[0], "sad"), mean(lanczos, "sad")
-        better = sum(methods[0].results[n]["sad"] < lanczos.results[n]["sad"] for n in names)
+    unmatted = next((m for m in methods if m.label == "ours matting off"), None)
+    if lanczos is not None and (unmatted is not None or settings.edge_matting == "off"):
+        unmatted = unmatted or methods[0]  # the guided upscaling alone against the plain resize
+        guided, plain = mean(unmatted, "sad"), mean(lanczos, "sad")
+        better = sum(unmatted.results[n]["sad"] < lanczos.results[n]["sad"] for n in names)
         print(f"mask brought up along the photo's edges vs a Lanczos resize, at full resolution: mean SAD "
               f"{guided:.2f} vs {plain:.2f} ({(guided / plain - 1) * 100:+.2f}%), lower on {better} of {len(names)} images")
     rembg = next(m for m in methods if m.label == REMBG)
@@ -448,10 +460,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if markdown_path is not None:
         command = "python benchmarks/quality.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
         body = markdown_section(methods, names, confidence, facts, command)
-        if write_section(markdown_path, body):
-            print(f"wrote the table into {markdown_path} between {MARKER_START} and {MARKER_END}")
+        markers = (MARKER_START, MARKER_END) if onnx else GPU_MARKERS  # the GPU tier's table is its own
+        if write_section(markdown_path, body, markers):
+            print(f"wrote the table into {markdown_path} between {markers[0]} and {markers[1]}")
         else:
-            print(f"{markdown_path} has no {MARKER_START} ... {MARKER_END} section: add those two lines "
+            print(f"{markdown_path} has no {markers[0]} ... {markers[1]} section: add those two lines "
                   "(each on its own line) where the table belongs and run again; nothing written")
     print(line)
     return 0 if passed else 1

@@ -56,6 +56,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
 CACHE_BACKENDS = ("local", "gcs", "none")  # see app/pipeline/cache/
+EDGE_MATTINGS = ("band", "off")  # see app/pipeline/matte.py
 MIN_ADMIN_TOKEN_CHARS = 16
 # The words a boolean is written in, in the environment and in a request's form (app.pipeline.options).
 BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -130,6 +131,11 @@ class Settings:
     # int8: MODEL_PATH's <stem>.int8.onnx (built by `make setup`); auto: that file where the CPU has
     # VNNI and it passes its self-check at boot, else MODEL_PATH itself.
     onnx_precision: str = _env("ONNX_PRECISION", "auto", "choice", choices=ONNX_PRECISIONS)
+    # band: the mask's uncertain band re-solved by closed-form matting on a bounded grid (app/pipeline/
+    # matte.py: mean SAD 37.8 -> 26.4 on the AM-2k animals, ~0.2-0.4 s a photo), with X-Mask-Warnings;
+    # off (the default): the model's mask. Not the default yet: it loads OpenCV (+25-37 MB RSS), which
+    # takes the 8-client memory-bomb test over the 350 MB budget on a fresh clone (353-370 MB).
+    edge_matting: str = _env("EDGE_MATTING", "off", "choice", choices=EDGE_MATTINGS)
     warmup: bool = _env("WARMUP", True, "boolean")
     log_level: str = _env("LOG_LEVEL", "info", "choice", choices=LOG_LEVELS)
     # InSPyReNet (GPU tier); ignored by the onnx adapter. TARGET_SIZE: a multiple of 32.

@@ -62,6 +62,7 @@ BAYER = pixels.bayer_matrix(4)
 # Chosen by looking at the fixture and AM-2k pets: at 64 art pixels across, a cat's eyes, nose and
 # ears are their own blocks; at 32 its face is a few patches (8 px blocks on a 450 px cat: 42).
 BLOCKS_ACROSS = 64
+STRIP_ROWS = 256  # rows matched at a time (a multiple of 4: the Bayer tile starts over on each strip)
 
 
 def render(rgba: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
@@ -88,6 +89,8 @@ def render(rgba: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
 def upscale(blocks: np.ndarray, size: int, length: int, axis: int) -> np.ndarray:
     """Each block ``size`` times along ``axis``, the last cut so that the result is ``length`` long
     (nearest-neighbour, contiguous, no crop: a quarter of Pillow's resize and array copy)."""
+    if size == 1:  # every pixel its own block: nothing to repeat (no copy of a full-size image)
+        return blocks
     counts = np.full(blocks.shape[axis], size)
     counts[-1] = length - size * (blocks.shape[axis] - 1)
     return np.repeat(blocks, counts, axis=axis)
@@ -95,9 +98,9 @@ def upscale(blocks: np.ndarray, size: int, length: int, axis: int) -> np.ndarray
 
 def block_means(rgba: np.ndarray, size: int) -> np.ndarray:
     """One RGBA pixel per size×size block: alpha-weighted colour mean (premultiplied reduce)."""
-    img = Image.fromarray(np.ascontiguousarray(rgba), "RGBA")
     if size == 1:
-        return np.asarray(img)
+        return rgba
+    img = Image.fromarray(np.ascontiguousarray(rgba), "RGBA")
     return np.asarray(img.convert("RGBa").reduce(size).convert("RGBA"))
 
 
@@ -117,22 +120,31 @@ def adaptive_palette(rgb: np.ndarray, alpha: np.ndarray, colours: int) -> np.nda
 
 
 def nearest_colours(rgb: np.ndarray, lut: np.ndarray, dithering: bool) -> np.ndarray:
-    """Each pixel -> index of the palette colour nearest in CIELAB (via ``lut``), with optional Bayer offsets."""
-    values = rgb.astype(np.int16)
-    if dithering:
-        offsets = (_bayer_tile(rgb.shape[:2]) - np.float32(0.5)) * np.float32(DITHER_SPREAD)
-        values = values + np.round(offsets).astype(np.int16)[..., None]
-    idx = np.clip(values, 0, 255) >> (8 - LUT_BITS)
-    return lut[idx[..., 0], idx[..., 1], idx[..., 2]]
+    """Each pixel -> index of the palette colour nearest in CIELAB (via ``lut``), with optional Bayer
+    offsets; by strips of rows (a pixel_size of 1 on a 12 MP photo would otherwise hold ~300 MB)."""
+    out = np.empty(rgb.shape[:2], np.uint8)
+    for top in range(0, rgb.shape[0], STRIP_ROWS):  # STRIP_ROWS is a multiple of the Bayer tile's 4
+        values = rgb[top:top + STRIP_ROWS].astype(np.int16)
+        if dithering:
+            offsets = (_bayer_tile(values.shape[:2]) - np.float32(0.5)) * np.float32(DITHER_SPREAD)
+            values += np.round(offsets).astype(np.int16)[..., None]
+        idx = np.clip(values, 0, 255) >> (8 - LUT_BITS)
+        out[top:top + STRIP_ROWS] = lut[idx[..., 0], idx[..., 1], idx[..., 2]]
+    return out
 
 
 def by_lightness(rgb: np.ndarray, count: int, dithering: bool) -> np.ndarray:
-    """Index into a dark-to-light ramp of ``count`` shades by BT.709 luma, with optional Bayer dithering."""
+    """Index into a dark-to-light ramp of ``count`` shades by BT.709 luma, with optional Bayer dithering
+    (by strips of rows, as :func:`nearest_colours`)."""
     steps = count - 1
-    level = pixels.luma709(np.dstack((rgb, np.zeros(rgb.shape[:2], np.uint8)))) * np.float32(steps / 255.0)
-    if dithering:
-        level += _bayer_tile(rgb.shape[:2]) - np.float32(0.5)
-    return np.clip(np.round(level), 0, steps).astype(np.uint8)
+    out = np.empty(rgb.shape[:2], np.uint8)
+    for top in range(0, rgb.shape[0], STRIP_ROWS):
+        strip = rgb[top:top + STRIP_ROWS]
+        level = pixels.luma709(np.dstack((strip, np.zeros(strip.shape[:2], np.uint8)))) * np.float32(steps / 255.0)
+        if dithering:
+            level += _bayer_tile(strip.shape[:2]) - np.float32(0.5)
+        out[top:top + STRIP_ROWS] = np.clip(np.round(level), 0, steps)
+    return out
 
 
 def _bayer_tile(shape: tuple[int, int]) -> np.ndarray:

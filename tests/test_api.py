@@ -281,7 +281,8 @@ def test_every_documented_field_is_accepted(client):
              "size": "subject", "position": "center", "scale": "90%", "max_upscale": "1", "blur_radius": "20",
              "background_fit": "cover", "shadow": "drop", "shadow_color": "black", "shadow_opacity": "0.4",
              "shadow_blur": "12", "shadow_offset": "8,8", "outline": "4", "outline_color": "white",
-             "max_megapixels": "2", "roi": "0% 0% 100% 100%", "response": "json"}
+             "max_megapixels": "2", "roi": "0% 0% 100% 100%", "response": "json",
+             "keep_mask": "[[[300, 400]]]", "remove_mask": '{"width": 8, "lines": [[[1, 1], [20, 20]]]}'}
     for endpoint, options in (("/api/bg/remove", RemoveOptions), ("/api/bg/change_color", ChangeColorOptions),
                               ("/remove-background", RemoveBackgroundOptions), ("/api/v2/process", ProcessOptions)):
         fields = {name: valid[name] for name in options.field_names()}

@@ -509,3 +509,24 @@ def test_luma_in_strips_is_the_whole_planes_luma(shape):
     for cell in (1, 2, 3, 5, 12, 32):
         whole = np.asarray(Image.fromarray(luma, "F").reduce(cell)) if cell > 1 else luma
         assert np.array_equal(pixels.luma709_cells(rgba, cell, 255.0), whole), cell
+
+
+def test_8bit_at_one_pixel_blocks_on_a_12_megapixel_photo_holds_little_beyond_its_output():
+    """pixel_size=1 (asked for, or auto on a tiny subject) matches every pixel: by strips of rows, the
+    effect holds its output (RGBA, 48 MB at 12 MP) and a few MB more, not ~400 MB of int16 indices."""
+    import tracemalloc
+
+    from effects import eightbit
+
+    rgba = np.zeros((3024, 4032, 4), np.uint8)
+    rgba[..., :3] = np.linspace(0, 255, 4032, dtype=np.uint8)[None, :, None]
+    rgba[500:2500, 600:3400, 3] = 255
+    for palette in ("nes", "gameboy"):
+        tracemalloc.start()
+        try:
+            out = eightbit.render(rgba, {"pixel_size": 1, "palette": palette, "colors": 16, "dithering": True})
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert out.shape == rgba.shape and (out[1000, 1000, 3], out[10, 10, 3]) == (255, 0)
+        assert peak < out.nbytes + 30 * 2**20, (palette, peak / 2**20)

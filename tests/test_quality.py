@@ -202,3 +202,36 @@ def test_real_photo_through_our_path(am2k_sample, settings, segmenter):
     assert S.gate_masks([truth], [ours], [truth])[0]
     assert not S.gate_masks([eroded], [ours], [truth])[0]
     assert not S.gate_masks([255 - ours], [ours], [truth])[0]
+
+
+def test_make_quality_runs_the_gpu_tier_s_row_from_a_checkpoint(tmp_path):
+    """`make quality SEGMENTER=inspyrenet MODEL_PATH=...` scores InSPyReNet on the same photos and
+    writes its table into the README's GPU section, leaving the CPU tier's table as it is. The real
+    checkpoint is not obtainable here: random weights (the adapter's own tests build them) on CPU,
+    one photo, so the gate fails (exit 1) and the row is there."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from adapters import inspyrenet
+    from app.quality.report import GPU_MARKERS, MARKER_END, MARKER_START
+    from tests.conftest import ROOT
+
+    torch.manual_seed(1234)
+    checkpoint = tmp_path / "random.pth"
+    torch.save(inspyrenet.build_network((384, 384)).state_dict(), checkpoint)
+    readme = tmp_path / "README.md"
+    cpu_table = f"{MARKER_START}\nthe CPU tier's table\n{MARKER_END}\n"
+    readme.write_text(f"# x\n{cpu_table}\n{GPU_MARKERS[0]}\nnot measured\n{GPU_MARKERS[1]}\n")
+    env = {**os.environ, "SEGMENTER": "inspyrenet", "MODEL_PATH": str(checkpoint), "TARGET_SIZE": "384",
+           "DEVICE": "cpu", "LOG_LEVEL": "warning"}
+    run = subprocess.run([sys.executable, "benchmarks/quality.py", "--images", "01", "--no-matting", "--variants",
+                          "none", "--markdown", str(readme)], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]  # random weights: the gate fails
+    assert "ours (inspyrenet-swinb-384, fp32, cpu)" in run.stdout and "quality gate FAILED" in run.stdout
+    written = readme.read_text()
+    assert cpu_table in written and "not measured" not in written
+    assert "| mean | ours (inspyrenet-swinb-384, fp32, cpu) |" in written

@@ -56,6 +56,20 @@ def over_color(rgb: np.ndarray, alpha: np.ndarray, color: tuple[int, int, int]) 
     return out
 
 
+def over_color_array(rgb: np.ndarray, alpha: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    """:func:`over_color`'s pixels as an array (HxWx3 uint8), blended by strips of rows with Pillow's
+    own arithmetic (``paste`` with an "L" mask: (bg·(255 − a) + fg·a) / 255, rounded as its DIV255),
+    so the two agree to the byte; the Pillow image and its array copy are never both held (at 12 MP
+    that was 87 MB for what is 36 MB)."""
+    out = np.empty_like(rgb)
+    background = np.array(color, np.uint32)
+    for top in range(0, alpha.shape[0], STRIP_ROWS):
+        a = alpha[top:top + STRIP_ROWS, :, None].astype(np.uint32)
+        mixed = rgb[top:top + STRIP_ROWS] * a + background * (255 - a) + 128
+        out[top:top + STRIP_ROWS] = ((mixed >> 8) + mixed) >> 8
+    return out
+
+
 # A photo of more pixels has its local means estimated on a grid of this many pixels (see refine_foreground).
 REFINE_GRID_PIXELS = 1 << 20
 STRIP_ROWS = 128

@@ -50,4 +50,73 @@ def mask_confidence(alpha: np.ndarray) -> float:
     return round(max(0.0, 1.0 - undecided / UNDECIDED_AT_ZERO), 3)
 
 
-__all__ = ["FULL_FRAME", "UNDECIDED_AT_ZERO", "mask_confidence"]
+# -- the reasons ----------------------------------------------------------------------------------
+# What a person can look for, each read on a grid of WARNING_SIDE px (a 12 MP mask costs no more
+# than a small one). Calibrated on the quality set with the default edge matting (docs/quality.md).
+WARNING_SIDE = 640
+UNDECIDED_SHARE = 0.10  # broad half-transparent areas, as a share of the subject's area
+DISCONNECTED_SHARE = 0.005  # a separate part at least this share of the main one's area
+LOW_CONTRAST_SHARE = 0.25  # the share of the outline where the photo barely changes across it
+LOW_CONTRAST = 30.0  # ...judged by the distance of the mean colours inside and outside (0-255 RGB)
+
+
+def mask_warnings(rgb: np.ndarray, alpha: np.ndarray) -> tuple[str, ...]:
+    """Why a person should look at this cut-out, as words (``X-Mask-Warnings``), none when it looks clean:
+
+    - ``undecided-regions``: broad areas neither subject nor background (a ghost beside the subject,
+      a part it half lost), over :data:`UNDECIDED_SHARE` of the subject's area once the thin edge
+      is left out (an opening of 7 px);
+    - ``disconnected-regions``: parts separate from the main subject, each over
+      :data:`DISCONNECTED_SHARE` of it (a second animal, or a stray object);
+    - ``low-contrast-edge``: over :data:`LOW_CONTRAST_SHARE` of the outline runs where the photo's
+      colours barely change across it (a dark dog on a dark floor): the edge is a guess there;
+    - ``no-subject``: nothing was found.
+    """
+    import cv2  # with the edge matting (app/pipeline/matte.py)
+
+    height, width = alpha.shape
+    scale = min(1.0, WARNING_SIDE / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+    subject = (a >= 128).view(np.uint8)
+    area = int(subject.sum())
+    if area == 0:
+        return ("no-subject",)
+    found = []
+    soft = ((a >= 32) & (a <= 223)).view(np.uint8)
+    broad = cv2.morphologyEx(soft, cv2.MORPH_OPEN, np.ones((7, 7), np.uint8))
+    if broad.sum() > UNDECIDED_SHARE * area:
+        found.append("undecided-regions")
+    count, _, stats, _ = cv2.connectedComponentsWithStats(subject, connectivity=8)
+    areas = np.sort(stats[1:, cv2.CC_STAT_AREA])[::-1]
+    if count > 2 and areas[1] >= DISCONNECTED_SHARE * areas[0]:
+        found.append("disconnected-regions")
+    if _low_contrast_share(cv2, cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), subject) > LOW_CONTRAST_SHARE:
+        found.append("low-contrast-edge")
+    return tuple(found)
+
+
+def _low_contrast_share(cv2, rgb: np.ndarray, subject: np.ndarray) -> float:
+    """The share of the subject's outline where the mean colour just inside (9 px in) and just outside
+    it, each over a 31 px neighbourhood, are closer than :data:`LOW_CONTRAST`."""
+    kernel = np.ones((9, 9), np.uint8)
+    inside = cv2.erode(subject, kernel).astype(np.float32)
+    outside = (1 - cv2.dilate(subject, kernel)).astype(np.float32)
+    colours = rgb.astype(np.float32)
+
+    def mean_colour(where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        weight = cv2.blur(where, (31, 31))
+        total = np.stack([cv2.blur(colours[..., c] * where, (31, 31)) for c in range(3)], -1)
+        return total / np.maximum(weight, 1e-6)[..., None], weight
+
+    mean_in, weight_in = mean_colour(inside)
+    mean_out, weight_out = mean_colour(outside)
+    outline = cv2.morphologyEx(subject, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
+    outline &= (weight_in > 0.05) & (weight_out > 0.05)
+    if not outline.any():
+        return 0.0
+    distance = np.linalg.norm(mean_in[outline] - mean_out[outline], axis=-1)
+    return float((distance < LOW_CONTRAST).mean())
+
+
+__all__ = ["FULL_FRAME", "UNDECIDED_AT_ZERO", "mask_confidence", "mask_warnings"]

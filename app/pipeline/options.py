@@ -216,6 +216,66 @@ class Region(FormValue):
                 min(width, max(0, math.ceil(x2))), min(height, max(0, math.ceil(y2))))
 
 
+class Strokes(FormValue):
+    """Correction strokes painted over the photo: ``(width, line, line, ...)``, each line a tuple of
+    ``(x, y)`` points in px of the upload as sent (scaled with it when it is worked smaller), the brush
+    ``width`` px wide. Written as JSON: ``{"width": 30, "lines": [[[x, y], [x, y], ...], ...]}``, or the
+    lines alone (``[[[x, y], ...], ...]``, width :data:`DEFAULT_WIDTH`); a line of one point is a dot."""
+
+    DEFAULT_WIDTH = 24
+    MAX_LINES, MAX_POINTS, MAX_WIDTH, MAX_PX = 64, 4096, 2000, 65535
+    EXAMPLE = '{"width": 30, "lines": [[[120, 40], [180, 90]]]}'
+
+    @classmethod
+    def from_text(cls, text: str) -> "Strokes":
+        value = _json_value(text)
+        width: Any = cls.DEFAULT_WIDTH
+        if isinstance(value, dict):
+            unknown = set(value) - {"width", "lines"}
+            if unknown or "lines" not in value:
+                raise ValueError(f"expected {{\"width\": px, \"lines\": [...]}}, e.g. {cls.EXAMPLE}")
+            width, value = value.get("width", width), value["lines"]
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or not 1 <= width <= cls.MAX_WIDTH:
+            raise ValueError(f"width: a brush width in px, 1 to {cls.MAX_WIDTH}")
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"expected a list of lines, each a list of [x, y] points in px, e.g. {cls.EXAMPLE}")
+        if len(value) > cls.MAX_LINES:
+            raise ValueError(f"at most {cls.MAX_LINES} lines")
+        lines = []
+        for line in value:
+            if not isinstance(line, list) or not line or not all(_is_point(p, cls.MAX_PX) for p in line):
+                raise ValueError(f"each line is a non-empty list of [x, y] points, each 0 to {cls.MAX_PX} px, "
+                                 f"e.g. {cls.EXAMPLE}")
+            lines.append(tuple((float(x), float(y)) for x, y in line))
+        if sum(map(len, lines)) > cls.MAX_POINTS:
+            raise ValueError(f"at most {cls.MAX_POINTS} points in all")
+        return cls((float(width), *lines))
+
+    @property
+    def width(self) -> float:
+        return self[0]
+
+    @property
+    def lines(self) -> tuple[tuple[tuple[float, float], ...], ...]:
+        return self[1:]
+
+    def __str__(self) -> str:
+        return json.dumps({"width": self.width, "lines": [[[x, y] for x, y in line] for line in self.lines]},
+                          separators=(",", ":"))
+
+
+def _is_point(point: Any, limit: float) -> bool:
+    return isinstance(point, list) and len(point) == 2 and all(
+        not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v <= limit for v in point)
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return _DECODER.decode(text)
+    except (ValueError, RecursionError):
+        raise ValueError("malformed JSON") from None
+
+
 TRANSPARENT = Background(("transparent",))
 WHITE_BACKGROUND = Background(("color", *WHITE, 255))
 
@@ -317,6 +377,15 @@ class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     roi: Annotated[Region, Meta(description="region of interest: only its contents can be the subject; everything "
                                             "outside is background. x1 y1 x2 y2, each px or %",
                                 extra={"stage": "segment"})] | None = None
+    keep_mask: Annotated[Strokes, Meta(description="correction strokes over what must stay: the model's mask is made "
+                                                   "opaque under them and over the region they touch, its edge "
+                                                   "re-solved. JSON {\"width\": px, \"lines\": [[[x, y], ...], ...]} in "
+                                                   "px of the upload, or an image the upload's size as a file part "
+                                                   "(white = painted)", extra={"stage": "segment"})] | None = None
+    remove_mask: Annotated[Strokes, Meta(description="correction strokes over what must go (a ghost, a stray "
+                                                     "region): the region they touch is made transparent, its edge "
+                                                     "re-solved; written as keep_mask", extra={"stage": "segment"})] \
+        | None = None
 
     def default_background(self) -> Background:
         """The background when the request names none."""
@@ -450,7 +519,8 @@ class RemoveBackgroundOptions(Options, frozen=True):
     def resolved(self) -> Options:
         """The equivalent request to /api/bg/remove or /api/bg/change_color (sharing their cache entries)."""
         common = {"quality": self.quality, "use_cache": self.use_cache, "layout": self.layout,
-                  "max_megapixels": self.max_megapixels, "roi": self.roi}
+                  "max_megapixels": self.max_megapixels, "roi": self.roi, "keep_mask": self.keep_mask,
+                  "remove_mask": self.remove_mask}
         if self.output_format == "jpeg":
             return ChangeColorOptions(format="jpeg", **common).completed()
         return RemoveOptions(format=self.output_format, **common).completed()

@@ -12,8 +12,8 @@ Plain inputs (the runtime, typed options, the upload's bytes, a budget), a plain
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import msgspec
 import numpy as np
@@ -24,7 +24,7 @@ from app.ops import tuning
 from app.pipeline import compose
 from app.pipeline.budget import UNLIMITED, Budget
 from app.pipeline.cache import CacheUse, upload_digest
-from app.pipeline.confidence import mask_confidence
+from app.pipeline.confidence import mask_confidence, mask_warnings
 from app.pipeline.errors import BadOption, MissingFile
 from app.pipeline.gate import InferenceGate
 from app.pipeline.imaging import DecodedImage, decode_image, encodable_megapixels, encode_image, fitted_size
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from app.pipeline.runtime import Runtime
 
 IMAGE = "image"  # the one image of a /api/bg result
+MODEL_VIEW_SIDE = 1024  # a transparent upload is shown to the model over white at most this long (px)
 
 
 class Rendered(msgspec.Struct, frozen=True):
@@ -51,6 +52,9 @@ class Rendered(msgspec.Struct, frozen=True):
     foreground: dict[str, tuple[int, int, int, int] | None] = {}
     # how far the model's mask can be trusted, 0-1 (app/pipeline/confidence.py); None: no mask was made
     mask_confidence: float | None = None
+    # why a person should look at it (app/pipeline/confidence.py: mask_warnings); empty: it looks clean;
+    # None: not looked for (EDGE_MATTING=off, or the background kept)
+    mask_warnings: tuple[str, ...] | None = None
     # the upload's own (width, height) when it was worked smaller (MAX_DIMENSION, MAX_WORK_PIXELS,
     # max_megapixels); None: worked at its own size
     scaled_from: tuple[int, int] | None = None
@@ -66,10 +70,12 @@ class Job:
     run fails: a mask computed before a timeout is still worth keeping."""
 
     def __init__(self, runtime: "Runtime", options: Options, upload: bytes, budget: Budget = UNLIMITED,
-                 background: bytes | None = None):
-        """``background``: the image laid under the subject with ``background=image`` (its own upload)."""
+                 background: bytes | None = None, masks: Mapping[str, bytes] | None = None):
+        """``background``: the image laid under the subject with ``background=image`` (its own upload);
+        ``masks``: correction strokes sent as images (``keep_mask``, ``remove_mask``: white = painted)."""
         self.runtime, self.options, self.upload, self.budget = runtime, options, upload, budget
         self.background = background
+        self.masks = dict(masks or {})
         self.cache: CacheUse = runtime.cache_use(upload, options)
         self.timings = Timings(runtime.observe_stage)
 
@@ -84,6 +90,8 @@ class Job:
         key = options.cache_fields()
         if self.background is not None:
             key["background_file"] = upload_digest(self.background)
+        for name, data in sorted(self.masks.items()):
+            key[name] = upload_digest(data)
         # one computation per output: a request for an output another is computing waits for it
         # (within its deadline) and is handed the result; the flight ends with the job
         with cache:
@@ -96,13 +104,18 @@ class Job:
                 with timings.stage("decode"):
                     image = decode(self.upload, settings, max_megapixels=options.max_megapixels)
                     backdrop = None if self.background is None else decode(self.background, settings, "background_file")
+                    strokes = strokes_of(options, self.masks, image, settings)
                 budget.check()
-                alpha = _alpha(runtime, image, options, cache, timings)
+                alpha = _alpha(runtime, image, options, cache, timings, strokes)
                 confidence = mask_confidence(alpha) if _segments(options) else None
+                # the reasons need OpenCV, loaded with the edge matting only (its memory: config/settings.py)
+                warnings = mask_warnings(image.rgb, alpha) \
+                    if _segments(options) and settings.edge_matting == "band" else None
                 scaled_from = image.source_size if image.size != image.source_size else None
                 work = Render(image, alpha, options, settings, timings, backdrop)
                 del image, alpha, backdrop
                 rendered = msgspec.structs.replace(render(work, budget), mask_confidence=confidence,
+                                                   mask_warnings=warnings,
                                                    scaled_from=scaled_from)
                 del work
             cache.keep_output(msgspec.msgpack.encode(rendered))
@@ -164,12 +177,27 @@ def bounded(options: Options, max_pixels: int, background: bytes | None) -> Opti
     return msgspec.structs.replace(options, layout=msgspec.structs.replace(layout, size=size))
 
 
-def subject_alpha(image: DecodedImage, segmenter: Segmenter) -> np.ndarray:
-    """The subject's alpha (HxW uint8): the model's mask within the input's own transparency."""
-    rgb = image.rgb
-    if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours
-        rgb = np.asarray(compose.over_color(image.rgb, image.alpha, (255, 255, 255)))
-    return compose.combine_alpha(segmenter.mask(rgb), image.alpha)
+def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str = "off",
+                  timings: Timings | None = None) -> np.ndarray:
+    """The subject's alpha (HxW uint8): the model's mask (the ``segment`` stage of ``timings``), its
+    uncertain band re-solved by matting (``edge_matting="band"``, the ``matte`` stage:
+    app/pipeline/matte.py), within the input's own transparency."""
+    rgb, view = image.rgb, None
+    if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours:
+        # a view of at most MODEL_VIEW_SIDE px over white (the model works at 320-1024 px), the mask
+        # brought up along the photo's own edges (no full-size second copy of a 12 MP photo)
+        small = fitted_size(image.size, MODEL_VIEW_SIDE ** 2) if max(image.size) > MODEL_VIEW_SIDE else image.size
+        shrink = (lambda a, mode: np.asarray(Image.fromarray(a, mode).resize(small, Image.Resampling.BOX))) \
+            if small != image.size else (lambda a, mode: a)
+        view = compose.over_color_array(shrink(image.rgb, "RGB"), shrink(image.alpha, "L"), (255, 255, 255))
+    with timings.stage("segment") if timings else nullcontext():
+        mask = segmenter.mask(rgb if view is None else view, guide=None if view is None else rgb)
+    if edge_matting == "band":
+        from app.pipeline.matte import matte  # OpenCV: imported where the setting asks for it
+
+        with timings.stage("matte") if timings else nullcontext():
+            mask = matte(rgb, mask)
+    return compose.combine_alpha(mask, image.alpha)
 
 
 def _segments(options: Options) -> bool:
@@ -177,21 +205,57 @@ def _segments(options: Options) -> bool:
     return getattr(options, "remove_background", True)
 
 
+def strokes_of(options: Options, masks: Mapping[str, bytes], image: DecodedImage,
+               settings: Settings) -> dict[str, np.ndarray]:
+    """The correction strokes (``keep_mask``, ``remove_mask``) painted at the image's working size
+    (HxW bool each): JSON lines from the options, or mask images (each the upload's size)."""
+    sent = [name for name in ("keep_mask", "remove_mask") if getattr(options, name) is not None or name in masks]
+    if not sent:
+        return {}
+    if not _segments(options):
+        raise BadOption(sent[0], "strokes correct the cut-out's mask: they need remove_background=true")
+    from app.pipeline import correct  # OpenCV (+26 MB) only in a process that is sent strokes
+
+    painted = {}
+    for name in ("keep_mask", "remove_mask"):
+        lines = getattr(options, name)
+        if lines is not None:
+            painted[name] = correct.rasterize(lines, image.size, image.source_size)
+        elif name in masks:
+            mask = decode(masks[name], settings, name)
+            if _aspect(mask.source_size) != _aspect(image.source_size) or \
+                    abs(mask.source_size[0] / image.source_size[0] - 1) > 0.01:
+                raise BadOption(name, "the mask image must have the upload's size, {}x{} (it is {}x{})".format(
+                    *image.source_size, *mask.source_size))
+            painted[name] = correct.painted(mask, image.size)
+    return painted
+
+
+def _aspect(size: tuple[int, int]) -> float:
+    return round(size[0] / size[1], 2)
+
+
 def _alpha(runtime: "Runtime", image: DecodedImage, options: Options, cache: CacheUse,
-           timings: Timings) -> np.ndarray:
-    """The subject's alpha: the stored mask, else the model's, cut to the region of interest; the image's
-    own alpha (or opaque) when the background stays."""
+           timings: Timings, strokes: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """The subject's alpha: the stored mask, else the model's, cut to the region of interest and
+    corrected by the strokes; the image's own alpha (or opaque) when the background stays."""
     if not _segments(options):
         alpha = image.alpha if image.alpha is not None else np.full(image.rgb.shape[:2], 255, np.uint8)
     else:
         with timings.stage("cache"):
             alpha = cache.stored_mask(image.size)
         if alpha is None:
-            with timings.stage("segment"):
-                alpha = subject_alpha(image, runtime.segmenter)
+            alpha = subject_alpha(image, runtime.segmenter, runtime.settings.edge_matting, timings)
             runtime.activity.model_ran()
             cache.keep_mask(alpha)  # the model's mask, not cut to a region: the next request may ask another
-    return alpha if options.roi is None else within(alpha, options.roi.pixels(image.size, image.source_size))
+    if options.roi is not None:
+        alpha = within(alpha, options.roi.pixels(image.size, image.source_size))
+    if strokes:
+        from app.pipeline import correct
+
+        with timings.stage("correct"):
+            alpha = correct.correct(image.rgb, alpha, strokes.get("keep_mask"), strokes.get("remove_mask"))
+    return alpha
 
 
 def within(alpha: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:

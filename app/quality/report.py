@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 MARKER_START, MARKER_END = "<!-- quality:start -->", "<!-- quality:end -->"
+# the GPU tier's table (make quality SEGMENTER=inspyrenet MODEL_PATH=...), beside the CPU tier's
+GPU_MARKERS = "<!-- quality-gpu:start -->", "<!-- quality-gpu:end -->"
 
 
 def format_text(header: list[str], rows: list[list[str]]) -> str:
@@ -25,12 +27,13 @@ def format_markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, body: str) -> bool:
-    """Replace what lies between :data:`MARKER_START` and :data:`MARKER_END` in ``path`` with
-    ``body``; False (and ``path`` untouched) when the markers are not there, in that order."""
+def write_section(path: Path, body: str, markers: tuple[str, str] = (MARKER_START, MARKER_END)) -> bool:
+    """Replace what lies between the ``markers`` (:data:`MARKER_START` and :data:`MARKER_END`) in
+    ``path`` with ``body``; False (and ``path`` untouched) when they are not there, in that order."""
+    first, last = markers
     text = path.read_text(encoding="utf-8")
-    start, end = text.find(MARKER_START), text.find(MARKER_END)
+    start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
         return False
-    path.write_text(text[:start + len(MARKER_START)] + "\n" + body.strip() + "\n" + text[end:], encoding="utf-8")
+    path.write_text(text[:start + len(first)] + "\n" + body.strip() + "\n" + text[end:], encoding="utf-8")
     return True

@@ -48,6 +48,8 @@ FILE_FIELD = {
                                                         "server (background=image, implied when sent)"},
 }
 UPLOAD_FIELDS = ("file", "background_file")  # sent as file parts, never as text
+# correction strokes, sent as text (JSON lines: the options' own fields) or as a mask image in a file part
+MASK_FIELDS = ("keep_mask", "remove_mask")
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,9 @@ class Processing:
     form: Mapping[str, Any] | None = None
 
 
-# Reads a request: ``reader(options, runtime, budget) -> (options, image, background or None)``.
-Reader = Callable[[type[Options], Runtime, Budget], "tuple[Options, Upload, Upload | None]"]
+# Reads a request: ``reader(options, runtime, budget) -> (options, image, background or None, masks)``,
+# ``masks`` the correction strokes sent as images (field name -> bytes).
+Reader = Callable[[type[Options], Runtime, Budget], "tuple[Options, Upload, Upload | None, dict[str, bytes]]"]
 
 
 def processing(options: type[Options], produces: str = "image", reader: Reader | None = None,
@@ -96,8 +99,8 @@ def processing(options: type[Options], produces: str = "image", reader: Reader |
             runtime = current_runtime()
             budget = Budget(time.monotonic() + runtime.settings.request_timeout_s,
                             peer_closed(request.environ.get("gunicorn.socket")))
-            opts, upload, background = read(options, runtime, budget)
-            job = Job(runtime, opts, upload.data, budget, background and background.data)
+            opts, upload, background, masks = read(options, runtime, budget)
+            job = Job(runtime, opts, upload.data, budget, background and background.data, masks)
             try:
                 response = current_app.make_response(view(job, upload))
                 runtime.activity.served()
@@ -117,7 +120,8 @@ def processing(options: type[Options], produces: str = "image", reader: Reader |
     return decorate
 
 
-def read_form(options: type[Options], runtime: Runtime, budget: Budget) -> tuple[Options, "Upload", "Upload | None"]:
+def read_form(options: type[Options], runtime: Runtime,
+              budget: Budget) -> tuple[Options, "Upload", "Upload | None", dict[str, bytes]]:
     """Our own form: the options by their declared names (a field the options do not declare is a
     400 naming it), then the image and the background, each from a file part or a URL."""
     form = request.form  # reads the body: werkzeug refuses one over MAX_CONTENT_LENGTH (413)
@@ -135,7 +139,13 @@ def read_form(options: type[Options], runtime: Runtime, budget: Budget) -> tuple
     settings = runtime.settings
     upload = read_image(settings, budget, form, files, IMAGE_SOURCES)
     background = read_image(settings, budget, form, files, BACKGROUND_SOURCES) if background_sent else None
-    return opts, upload, background
+    masks = {}
+    for name in MASK_FIELDS:
+        if name in files:
+            if (form.get(name) or "").strip():
+                raise MultipleSources(f"{name}: send the strokes one way only (JSON lines or a mask image)", field=name)
+            masks[name] = read_upload(settings, files, name).data
+    return opts, upload, background, masks
 
 
 def processing_of(endpoint: str | None) -> Processing | None:
@@ -238,6 +248,8 @@ def size_headers(rendered: Rendered, name: str) -> dict[str, str]:
         headers["X-Scaled-From"] = "{}x{}".format(*rendered.scaled_from)
     if rendered.mask_confidence is not None:
         headers["X-Mask-Confidence"] = f"{rendered.mask_confidence:.3f}"
+        if rendered.mask_warnings is not None:
+            headers["X-Mask-Warnings"] = ", ".join(rendered.mask_warnings) or "none"
     box = rendered.foreground.get(name)
     if box is not None:
         left, top, width, height = box

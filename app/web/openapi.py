@@ -164,7 +164,11 @@ def _success(produces: str, fields: dict[str, Any]) -> dict[str, Any]:
                                  "description": "the upload's WxH, when it was worked smaller (MAX_WORK_PIXELS, "
                                                 "MAX_DIMENSION, max_megapixels)"},
                "X-Mask-Confidence": {"schema": {"type": "number", "minimum": 0, "maximum": 1},
-                                     "description": "how far the mask can be trusted (README: Mask confidence)"}}
+                                     "description": "how far the mask can be trusted (README: Mask confidence)"},
+               "X-Mask-Warnings": {"schema": {"type": "string"},
+                                   "description": "why a person should look at the cut-out, comma-separated: "
+                                                  "undecided-regions, disconnected-regions, low-contrast-edge, "
+                                                  "no-subject; none when it looks clean"}}
     return {"description": "the image", "headers": headers,
             "content": {OUTPUT_FORMATS[f][1]: {"schema": {"type": "string", "format": "binary"}} for f in formats}}
 

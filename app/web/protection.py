@@ -32,7 +32,7 @@ from config import Settings
 EXPOSED_HEADERS = ["X-Cache", "X-Cache-Mask", "X-Request-ID", "Server-Timing", "Retry-After", "Content-Disposition",
                    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Width", "X-Height",
                    "X-Foreground-Top", "X-Foreground-Left", "X-Foreground-Width", "X-Foreground-Height",
-                   "X-Mask-Confidence", "X-Upscaled", "X-Scaled-From", "X-Credits-Charged", "X-Type"]
+                   "X-Mask-Confidence", "X-Mask-Warnings", "X-Upscaled", "X-Scaled-From", "X-Credits-Charged", "X-Type"]
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",

@@ -223,7 +223,8 @@ def to_options(params: Mapping[str, str]) -> RemoveOptions:
     return options
 
 
-def read_removebg(options: type, runtime: Runtime, budget: Budget) -> tuple[RemoveOptions, Upload, Upload | None]:
+def read_removebg(options: type, runtime: Runtime,
+                  budget: Budget) -> tuple[RemoveOptions, Upload, Upload | None, dict[str, bytes]]:
     """A remove.bg request: multipart, urlencoded or JSON; exactly one image source."""
     settings = runtime.settings
     # base64 in the body: the body may be a third larger than the upload limit
@@ -245,7 +246,7 @@ def read_removebg(options: type, runtime: Runtime, budget: Budget) -> tuple[Remo
     background = None
     if opts.layout.background is not None and opts.layout.background[0] == "image":
         background = read_image(settings, budget, params, files, BACKGROUND_SOURCES)
-    return opts, upload, background
+    return opts, upload, background, {}  # remove.bg has no correction strokes
 
 
 def _body() -> tuple[dict[str, str], dict[str, Any]]:

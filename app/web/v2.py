@@ -46,6 +46,8 @@ def process(job, upload):
             "foreground": {name: None if box is None else dict(zip(("left", "top", "width", "height"), box))
                            for name, box in rendered.foreground.items()},
             "mask_confidence": rendered.mask_confidence,  # 0-1; null when the background is kept
+            # why a person should look at it ([] when it looks clean); null when the background is kept
+            "mask_warnings": None if rendered.mask_warnings is None else list(rendered.mask_warnings),
             # the image endpoints' X-Upscaled (each image: the subject enlarged past its own pixels) and
             # X-Scaled-From (the upload's size when it was worked smaller; null: at its own size)
             "upscaled": {name: rendered.upscaled.get(name, False) for name in rendered.images},

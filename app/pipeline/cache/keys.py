@@ -18,7 +18,9 @@ from config import Settings
 # 3: the key holds this number instead of a hash of the source files (which changed on any edit).
 # 4: 8bit and dither defaults follow the subject (8bit with a blocky alpha); stickers and contact shadows;
 #    masks of photos over 1024 px brought up along the photo's edges (app/pipeline/upscale.py).
-PIPELINE_VERSION = 4
+# 5: the mask's uncertain band re-solved by matting (EDGE_MATTING=band, app/pipeline/matte.py);
+#    correction strokes.
+PIPELINE_VERSION = 5
 
 
 def upload_digest(data: bytes) -> str:
@@ -35,6 +37,7 @@ def fingerprint(info: ModelInfo, settings: Settings) -> dict[str, Any]:
         "max_dimension": settings.max_dimension,
         "max_work_pixels": settings.max_work_pixels,
         "png_compress_level": settings.png_compress_level,
+        "edge_matting": settings.edge_matting,
     }
 
 
