@@ -91,14 +91,16 @@ def mask_warnings(rgb: np.ndarray, alpha: np.ndarray) -> tuple[str, ...]:
     areas = np.sort(stats[1:, cv2.CC_STAT_AREA])[::-1]
     if count > 2 and areas[1] >= DISCONNECTED_SHARE * areas[0]:
         found.append("disconnected-regions")
-    if _low_contrast_share(cv2, cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), subject) > LOW_CONTRAST_SHARE:
+    if _low_contrast_share(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), subject) > LOW_CONTRAST_SHARE:
         found.append("low-contrast-edge")
     return tuple(found)
 
 
-def _low_contrast_share(cv2, rgb: np.ndarray, subject: np.ndarray) -> float:
+def _low_contrast_share(rgb: np.ndarray, subject: np.ndarray) -> float:
     """The share of the subject's outline where the mean colour just inside (9 px in) and just outside
     it, each over a 31 px neighbourhood, are closer than :data:`LOW_CONTRAST`."""
+    import cv2
+
     kernel = np.ones((9, 9), np.uint8)
     inside = cv2.erode(subject, kernel).astype(np.float32)
     outside = (1 - cv2.dilate(subject, kernel)).astype(np.float32)

@@ -87,7 +87,7 @@ def correct(rgb: np.ndarray, alpha: np.ndarray, keep: np.ndarray | None, remove:
     for stroke, value in strokes:  # remove first, keep last: a keep stroke wins where both reach
         side = subject if value else ~subject
         near = cv2.distanceTransform(np.where(stroke, 0, 255).astype(np.uint8), cv2.DIST_L2, 3) <= reach
-        count, regions = cv2.connectedComponents((side & near).astype(np.uint8), connectivity=8)
+        _, regions = cv2.connectedComponents((side & near).astype(np.uint8), connectivity=8)
         touched = np.unique(regions[stroke & side])
         region = np.isin(regions, touched[touched != 0])
         flipped = region & (model_subject != bool(value))  # what the model had on the other side

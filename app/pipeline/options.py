@@ -228,7 +228,7 @@ class Strokes(FormValue):
 
     @classmethod
     def from_text(cls, text: str) -> "Strokes":
-        value = _json_value(text)
+        value = _decoded(text)
         width: Any = cls.DEFAULT_WIDTH
         if isinstance(value, dict):
             unknown = set(value) - {"width", "lines"}
@@ -267,13 +267,6 @@ class Strokes(FormValue):
 def _is_point(point: Any, limit: float) -> bool:
     return isinstance(point, list) and len(point) == 2 and all(
         not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v <= limit for v in point)
-
-
-def _json_value(text: str) -> Any:
-    try:
-        return _DECODER.decode(text)
-    except (ValueError, RecursionError):
-        raise ValueError("malformed JSON") from None
 
 
 TRANSPARENT = Background(("transparent",))
@@ -758,12 +751,21 @@ def _form_value_schema(t: type) -> dict[str, Any]:
 
 def _json(field: str, raw: str) -> Any:
     try:
+        return _decoded(raw)
+    except ValueError as exc:
+        raise BadOption(field, str(exc)) from None
+
+
+def _decoded(raw: str) -> Any:
+    """``raw`` JSON decoded, or a ``ValueError`` saying what is wrong with it (JSON fields, and the
+    FormValues written as JSON)."""
+    try:
         if raw.startswith("\ufeff"):  # as json.loads says it (one decoder for all: loads makes one per call)
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
         return _DECODER.decode(raw)
     except (ValueError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else (str(exc) or "nested too deeply")
-        raise BadOption(field, f"malformed JSON ({reason})") from None
+        raise ValueError(f"malformed JSON ({reason})") from None
 
 
 def _no_constant(name: str):

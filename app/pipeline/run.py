@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from app.pipeline.runtime import Runtime
 
 IMAGE = "image"  # the one image of a /api/bg result
-MODEL_VIEW_SIDE = 1024  # a transparent upload is shown to the model over white at most this long (px)
+MODEL_VIEW_SIDE = 1024  # a transparent upload is shown to the model over white at most MODEL_VIEW_SIDE² px
 
 
 class Rendered(msgspec.Struct, frozen=True):
@@ -184,12 +184,13 @@ def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str =
     app/pipeline/matte.py), within the input's own transparency."""
     rgb, view = image.rgb, None
     if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours:
-        # a view of at most MODEL_VIEW_SIDE px over white (the model works at 320-1024 px), the mask
+        # a view of at most MODEL_VIEW_SIDE² px over white (the model works at 320-1024 px), the mask
         # brought up along the photo's own edges (no full-size second copy of a 12 MP photo)
-        small = fitted_size(image.size, MODEL_VIEW_SIDE ** 2) if max(image.size) > MODEL_VIEW_SIDE else image.size
-        shrink = (lambda a, mode: np.asarray(Image.fromarray(a, mode).resize(small, Image.Resampling.BOX))) \
-            if small != image.size else (lambda a, mode: a)
-        view = compose.over_color_array(shrink(image.rgb, "RGB"), shrink(image.alpha, "L"), (255, 255, 255))
+        small, colours, alpha = fitted_size(image.size, MODEL_VIEW_SIDE ** 2), image.rgb, image.alpha
+        if small != image.size:
+            colours = np.asarray(Image.fromarray(colours, "RGB").resize(small, Image.Resampling.BOX))
+            alpha = np.asarray(Image.fromarray(alpha, "L").resize(small, Image.Resampling.BOX))
+        view = compose.over_color_array(colours, alpha, (255, 255, 255))
     with timings.stage("segment") if timings else nullcontext():
         mask = segmenter.mask(rgb if view is None else view, guide=None if view is None else rgb)
     if edge_matting == "band":
