@@ -135,7 +135,7 @@ class Settings:
     # matte.py: mean SAD 37.8 -> 26.4 on the AM-2k animals, ~0.2-0.4 s a photo), with X-Mask-Warnings;
     # off (the default): the model's mask. Not the default yet: it loads OpenCV (+25-37 MB RSS), which
     # takes the 8-client memory-bomb test over the 350 MB budget on a fresh clone (353-370 MB).
-    edge_matting: str = _env("EDGE_MATTING", "off", "choice", choices=EDGE_MATTINGS)
+    edge_matting: str = _env("EDGE_MATTING", "band", "choice", choices=EDGE_MATTINGS)
     warmup: bool = _env("WARMUP", True, "boolean")
     log_level: str = _env("LOG_LEVEL", "info", "choice", choices=LOG_LEVELS)
     # InSPyReNet (GPU tier); ignored by the onnx adapter. TARGET_SIZE: a multiple of 32.

@@ -129,16 +129,17 @@ def _refine_on_grid(rgb: np.ndarray, alpha: np.ndarray, wide: int, narrow: int) 
 
 
 def shrunk(rgb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """``rgb`` box-averaged onto ``grid`` (HxWx3 float32, 0-1), a strip at a time: Pillow would
-    otherwise copy the whole photo at 4 bytes a pixel."""
+    """``rgb`` box-averaged onto ``grid`` (HxWx3 float32, 0-1; an HxW array gives HxW), a strip at a
+    time: Pillow would otherwise copy the whole photo at 4 bytes a pixel."""
     height, width = rgb.shape[:2]
     sy = height / grid[1]
-    out = np.empty((grid[1], grid[0], 3), np.float32)
+    mode = "RGB" if rgb.ndim == 3 else "L"
+    out = np.empty((grid[1], grid[0], *rgb.shape[2:]), np.float32)
     step = max(1, STRIP_ROWS * grid[1] // height)  # grid rows per strip
     for row in range(0, grid[1], step):
         end = min(grid[1], row + step)
         first, last = int(row * sy), min(height, math.ceil(end * sy))
-        part = Image.fromarray(np.ascontiguousarray(rgb[first:last]), "RGB")
+        part = Image.fromarray(np.ascontiguousarray(rgb[first:last]), mode)
         box = (0.0, row * sy - first, float(width), end * sy - first)
         out[row:end] = np.asarray(part.resize((grid[0], end - row), Image.Resampling.BOX, box=box))
     out /= np.float32(255.0)

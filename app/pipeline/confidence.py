@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from app.pipeline.layout import subject_box
+from app.pipeline.morphology import box_mean, dilate, erode, region_areas
 
 UNDECIDED_AT_ZERO = 0.2  # a box whose pixels are, on average, this undecided scores 0
 FULL_FRAME = 0.98  # a "subject" covering this share of the photo: nothing was cut out
@@ -72,26 +73,24 @@ def mask_warnings(rgb: np.ndarray, alpha: np.ndarray) -> tuple[str, ...]:
       colours barely change across it (a dark dog on a dark floor): the edge is a guess there;
     - ``no-subject``: nothing was found.
     """
-    import cv2  # with the edge matting (app/pipeline/matte.py)
-
     height, width = alpha.shape
     scale = min(1.0, WARNING_SIDE / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
-    subject = (a >= 128).view(np.uint8)
+    a = np.asarray(Image.fromarray(alpha, "L").resize(size, Image.Resampling.BOX)) if scale < 1 else alpha
+    subject = a >= 128
     area = int(subject.sum())
     if area == 0:
         return ("no-subject",)
     found = []
-    soft = ((a >= 32) & (a <= 223)).view(np.uint8)
-    broad = cv2.morphologyEx(soft, cv2.MORPH_OPEN, np.ones((7, 7), np.uint8))
+    soft = (a >= 32) & (a <= 223)
+    broad = dilate(erode(soft, 7, border=True), 7)  # an opening: the thin edge left out
     if broad.sum() > UNDECIDED_SHARE * area:
         found.append("undecided-regions")
-    count, _, stats, _ = cv2.connectedComponentsWithStats(subject, connectivity=8)
-    areas = np.sort(stats[1:, cv2.CC_STAT_AREA])[::-1]
-    if count > 2 and areas[1] >= DISCONNECTED_SHARE * areas[0]:
+    areas = region_areas(subject)
+    if areas.size > 1 and areas[1] >= DISCONNECTED_SHARE * areas[0]:
         found.append("disconnected-regions")
-    if _low_contrast_share(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), subject) > LOW_CONTRAST_SHARE:
+    colours = np.asarray(Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.BOX)) if scale < 1 else rgb
+    if _low_contrast_share(colours, subject) > LOW_CONTRAST_SHARE:
         found.append("low-contrast-edge")
     return tuple(found)
 
@@ -99,21 +98,18 @@ def mask_warnings(rgb: np.ndarray, alpha: np.ndarray) -> tuple[str, ...]:
 def _low_contrast_share(rgb: np.ndarray, subject: np.ndarray) -> float:
     """The share of the subject's outline where the mean colour just inside (9 px in) and just outside
     it, each over a 31 px neighbourhood, are closer than :data:`LOW_CONTRAST`."""
-    import cv2
-
-    kernel = np.ones((9, 9), np.uint8)
-    inside = cv2.erode(subject, kernel).astype(np.float32)
-    outside = (1 - cv2.dilate(subject, kernel)).astype(np.float32)
+    inside = erode(subject, 9, border=True).astype(np.float32)
+    outside = (~dilate(subject, 9)).astype(np.float32)
     colours = rgb.astype(np.float32)
 
     def mean_colour(where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        weight = cv2.blur(where, (31, 31))
-        total = np.stack([cv2.blur(colours[..., c] * where, (31, 31)) for c in range(3)], -1)
+        weight = box_mean(where, 15)
+        total = np.stack([box_mean(colours[..., c] * where, 15) for c in range(3)], -1)
         return total / np.maximum(weight, 1e-6)[..., None], weight
 
     mean_in, weight_in = mean_colour(inside)
     mean_out, weight_out = mean_colour(outside)
-    outline = cv2.morphologyEx(subject, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
+    outline = dilate(subject, 3) & ~erode(subject, 3, border=True)  # the morphological gradient
     outline &= (weight_in > 0.05) & (weight_out > 0.05)
     if not outline.any():
         return 0.0

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 from PIL import Image
+
+from app.pipeline.compose import shrunk
+from app.pipeline.morphology import BoxMean, box_mean, dilate, erode
 
 SURE_SUBJECT = 250  # the trimap: mask values above this are sure subject...
 SURE_BACKGROUND = 5  # ...below this sure background (both then eroded)
@@ -64,7 +66,7 @@ def matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         rgb_c, alpha_c = rgb[crop], alpha[crop]
         h, w = alpha_c.shape
         grids = _grid(h, w, COARSE_PIXELS), _grid(h, w, FINE_PIXELS)
-        labels = [cv2.resize(trimap[crop], grid, interpolation=cv2.INTER_NEAREST) for grid in grids]
+        labels = [_nearest(trimap[crop], grid) for grid in grids]
         del trimap  # made again for the write-back: not held through the solve (12 MB at 12 MP)
         coarse = _solve(rgb_c, alpha_c, labels[0], COARSE_RADIUS, COARSE_ITERATIONS)
         fine = _solve(rgb_c, alpha_c, labels[1], FINE_RADIUS, FINE_ITERATIONS, coarse)
@@ -93,17 +95,28 @@ def _by_strips(values: np.ndarray, reduce_rows, combine=np.concatenate) -> np.nd
 
 
 def _trimap(alpha: np.ndarray) -> np.ndarray:
-    """0 sure background, 255 sure subject, :data:`UNKNOWN` between (HxW uint8, one array: no
-    full-size booleans)."""
+    """0 sure background, 255 sure subject, :data:`UNKNOWN` between (HxW uint8; the sure regions
+    eroded by strips, no full-size temporaries besides the result)."""
     side = max(1, round(ERODE * max(alpha.shape)))
-    kernel = np.ones((side, side), np.uint8)
-    subject = cv2.threshold(alpha, SURE_SUBJECT, 255, cv2.THRESH_BINARY)[1]
-    cv2.erode(subject, kernel, dst=subject, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    maybe = cv2.threshold(alpha, SURE_BACKGROUND - 1, 255, cv2.THRESH_BINARY)[1]  # not sure background
-    cv2.dilate(maybe, kernel, dst=maybe, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    # subject lies within maybe: the mean is 0 (background), 128 (unknown) or 255 (subject)
-    cv2.addWeighted(maybe, 0.5, subject, 0.5, 0.0, dst=maybe)
-    return maybe
+    height = alpha.shape[0]
+    out = np.empty_like(alpha)
+    reach = side  # rows each strip's windows read beyond it (beyond the photo: background)
+    for y in range(0, height, STRIP_ROWS):
+        end = min(height, y + STRIP_ROWS)
+        lo, hi = max(0, y - reach), min(height, end + reach)
+        part = alpha[lo:hi]
+        subject = erode(part > SURE_SUBJECT, side)[y - lo:end - lo]
+        maybe = dilate(part >= SURE_BACKGROUND, side)[y - lo:end - lo]  # not sure background
+        out[y:end] = np.where(subject, 255, np.where(maybe, UNKNOWN, 0))
+    return out
+
+
+def _nearest(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """``values`` (h x w) sampled at the centres of a ``grid`` (w, h) of cells: nearest neighbour."""
+    h, w = values.shape
+    rows = np.minimum(h - 1, ((np.arange(grid[1]) + 0.5) * (h / grid[1])).astype(np.intp))
+    cols = np.minimum(w - 1, ((np.arange(grid[0]) + 0.5) * (w / grid[0])).astype(np.intp))
+    return values[np.ix_(rows, cols)]
 
 
 def _scale(h: int, w: int, pixels: int) -> float:
@@ -120,11 +133,11 @@ def _solve(rgb: np.ndarray, alpha: np.ndarray, labels: np.ndarray, radius: int, 
     """The matting energy minimised on the grid of ``labels`` (the trimap at that size) over the
     unknown pixels: alpha 0-1 (h x w float32)."""
     grid = labels.shape[::-1]
-    colours = cv2.resize(rgb, grid, interpolation=cv2.INTER_AREA).astype(np.float32) / np.float32(255)
+    colours = shrunk(rgb, grid)
     if start is not None:
-        x = cv2.resize(start, grid, interpolation=cv2.INTER_LINEAR)
+        x = np.array(Image.fromarray(start, "F").resize(grid, Image.Resampling.BILINEAR))
     else:
-        x = cv2.resize(alpha, grid, interpolation=cv2.INTER_AREA).astype(np.float32) / np.float32(255)
+        x = shrunk(alpha, grid)
     known = labels != UNKNOWN
     x[known] = labels[known] == 255
     free = ~known
@@ -143,14 +156,13 @@ class _Laplacian:
     policy (app/ops/tuning.py) each new array is a fresh mmap, and a solve takes ~250 steps."""
 
     def __init__(self, colours: np.ndarray, radius: int):
-        self.ksize = (2 * radius + 1, 2 * radius + 1)
         n = (2 * radius + 1) ** 2
         planes = [np.ascontiguousarray(colours[..., c], np.float64) for c in range(3)]
-        means = [_box(plane, radius) for plane in planes]
+        means = [box_mean(plane, radius) for plane in planes]
         s = {}  # the windows' covariance Σ + ε/n (float64: 6 arrays, the largest part of the solve's memory)
         for i in range(3):
             for j in range(i, 3):
-                s[i, j] = _box(planes[i] * planes[j], radius)
+                s[i, j] = box_mean(planes[i] * planes[j], radius)
                 s[i, j] -= means[i] * means[j]
                 if i == j:
                     s[i, j] += EPS / n
@@ -169,6 +181,7 @@ class _Laplacian:
             self.inverse.append(entry.astype(np.float32))
         del s00, s01, s02, s11, s12, s22, cofactors, det, entry
         shape = colours.shape[:2]
+        self._box = BoxMean(shape, radius)
         self.mean_p, self.tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
         self.c = [np.empty(shape, np.float32) for _ in range(3)]
         self.a = [np.empty(shape, np.float32) for _ in range(3)]
@@ -201,9 +214,6 @@ class _Laplacian:
             out -= tmp
         return out
 
-    def _box(self, values: np.ndarray, out: np.ndarray) -> None:
-        cv2.boxFilter(values, -1, self.ksize, dst=out, normalize=True, borderType=cv2.BORDER_REFLECT)
-
 
 def _conjugate_gradients(laplacian: _Laplacian, x: np.ndarray, free: np.ndarray, iterations: int) -> np.ndarray:
     """``x`` moved towards the minimum of xᵀLx over the ``free`` pixels (the others fixed), in place."""
@@ -230,9 +240,3 @@ def _conjugate_gradients(laplacian: _Laplacian, x: np.ndarray, free: np.ndarray,
         direction += residual
         rs = rs_next
     return x
-
-
-def _box(values: np.ndarray, radius: int) -> np.ndarray:
-    """The mean over each pixel's (2r+1)² window (reflected at the borders)."""
-    return cv2.boxFilter(values, -1, (2 * radius + 1, 2 * radius + 1), normalize=True,
-                         borderType=cv2.BORDER_REFLECT)

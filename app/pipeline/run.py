@@ -29,6 +29,7 @@ from app.pipeline.errors import BadOption, MissingFile
 from app.pipeline.gate import InferenceGate
 from app.pipeline.imaging import DecodedImage, decode_image, encodable_megapixels, encode_image, fitted_size
 from app.pipeline.layout import Box, lay_out, plan, subject_box
+from app.pipeline.matte import matte
 from app.pipeline.options import NO_LAYOUT, PRESETS, TRANSPARENT, WHITE, Layout, Options, Size
 from app.pipeline.timing import Timings
 from adapters import Segmenter
@@ -108,7 +109,7 @@ class Job:
                 budget.check()
                 alpha = _alpha(runtime, image, options, cache, timings, strokes)
                 confidence = mask_confidence(alpha) if _segments(options) else None
-                # the reasons need OpenCV, loaded with the edge matting only (its memory: config/settings.py)
+                # the reasons read a matted mask: their thresholds were set on one (app/pipeline/confidence.py)
                 warnings = mask_warnings(image.rgb, alpha) \
                     if _segments(options) and settings.edge_matting == "band" else None
                 scaled_from = image.source_size if image.size != image.source_size else None
@@ -194,8 +195,6 @@ def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str =
     with timings.stage("segment") if timings else nullcontext():
         mask = segmenter.mask(rgb if view is None else view, guide=None if view is None else rgb)
     if edge_matting == "band":
-        from app.pipeline.matte import matte  # OpenCV: imported where the setting asks for it
-
         with timings.stage("matte") if timings else nullcontext():
             mask = matte(rgb, mask)
     return compose.combine_alpha(mask, image.alpha)
