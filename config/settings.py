@@ -46,6 +46,8 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
         "max_encode_mb": 2048.0,
         "max_concurrent_inferences": 4,
         "max_queue": 16,
+        # InSPyReNet's own edges are its strength: the matting was measured on u2netp's (docs/quality.md)
+        "edge_matting": "off",
     },
 }
 
@@ -131,10 +133,9 @@ class Settings:
     # int8: MODEL_PATH's <stem>.int8.onnx (built by `make setup`); auto: that file where the CPU has
     # VNNI and it passes its self-check at boot, else MODEL_PATH itself.
     onnx_precision: str = _env("ONNX_PRECISION", "auto", "choice", choices=ONNX_PRECISIONS)
-    # band: the mask's uncertain band re-solved by closed-form matting on a bounded grid (app/pipeline/
-    # matte.py: mean SAD 37.8 -> 26.4 on the AM-2k animals, ~0.2-0.4 s a photo), with X-Mask-Warnings;
-    # off (the default): the model's mask. Not the default yet: it loads OpenCV (+25-37 MB RSS), which
-    # takes the 8-client memory-bomb test over the 350 MB budget on a fresh clone (353-370 MB).
+    # band (the CPU tier's default): the mask's uncertain band re-solved by closed-form matting on a
+    # bounded grid (app/pipeline/matte.py: mean SAD 37.8 -> 26.4 on the AM-2k animals, ~0.1-0.4 s a
+    # photo), with X-Mask-Warnings; off (the GPU tier's): the model's mask.
     edge_matting: str = _env("EDGE_MATTING", "band", "choice", choices=EDGE_MATTINGS)
     warmup: bool = _env("WARMUP", True, "boolean")
     log_level: str = _env("LOG_LEVEL", "info", "choice", choices=LOG_LEVELS)

@@ -85,4 +85,5 @@ def test_each_default_is_stated_once_in_the_fields_and_the_tier_table():
     changed = {f.name for f in dataclasses.fields(Settings) if getattr(gpu, f.name) != getattr(cpu, f.name)}
     assert changed == set(TIER_DEFAULTS["inspyrenet"]) - {"model_path"} | {"segmenter", "web_threads"}
     assert all(getattr(gpu, k) == v for k, v in TIER_DEFAULTS["inspyrenet"].items() if k != "model_path")
+    assert (cpu.edge_matting, gpu.edge_matting) == ("band", "off")  # the matting was measured on u2netp
     assert gpu.web_threads == gpu.max_concurrent_inferences + gpu.max_queue + 2
