@@ -67,6 +67,13 @@ export class Card {
     this.stage = h("div", { class: "stage" }, this.before, this.after, this.divider, this.slider,
       this.canvas, this.spinner);
     this.before.addEventListener("load", () => this.fit());
+    // a file the browser cannot show (HEIC, or not a picture): no original to compare with
+    this.before.addEventListener("error", () => {
+      this.before.hidden = true;
+      this.stage.classList.add("no-original");
+      this.clip();
+      this.stage.hidden = !this.results && !this.error.hidden; // nothing to show
+    });
     this.after.addEventListener("load", () => { this.fit(); this.brush.draw(); });
     this.variants = h("div", { class: "variants", role: "group", "aria-label": "Effect shown" });
     this.variants.hidden = true;
@@ -88,7 +95,8 @@ export class Card {
         h("button", { type: "button", class: "icon-btn", "aria-label": `Remove ${this.name}`, title: "Remove",
           onclick: () => this.remove() }, "×")),
       this.stage, this.variants, this.error, this.notice, this.meta,
-      h("div", { class: "card-actions" }, this.download, this.copy, this.fix), this.brushPanel);
+      this.actions = h("div", { class: "card-actions" }, this.download, this.copy, this.fix), this.brushPanel);
+    this.actions.hidden = true; // until there is a result
     this.clip();
   }
 
@@ -130,7 +138,7 @@ export class Card {
   clip() {
     const at = Number(this.slider.value);
     // CSSOM, allowed by the page's CSP (no style attributes)
-    this.after.style.clipPath = this.editing ? "none" : `inset(0 0 0 ${at}%)`;
+    this.after.style.clipPath = this.editing || this.before.hidden ? "none" : `inset(0 0 0 ${at}%)`;
     this.divider.style.left = `${at}%`;
   }
 
@@ -221,6 +229,8 @@ export class Card {
       this.notice.hidden = true;
     }
     this.after.hidden = false;
+    this.actions.hidden = false;
+    this.stage.hidden = false;
     this.copy.disabled = false;
     this.fix.disabled = false;
     this.setStatus("Ready", "done");
@@ -249,6 +259,7 @@ export class Card {
       detail ? h("p", { class: "error-detail" }, `The service said: ${detail}`) : null,
       h("button", { type: "button", class: "btn small", onclick: () => this.run() }, "Try again"));
     this.error.hidden = false;
+    this.stage.hidden = !this.results && this.before.hidden; // nothing to show
     this.setStatus("Not done", "error");
     announce(`${this.name}: ${headline}`);
     if (exc instanceof ApiError && exc.status === 401) this.onUnauthorized(this);

@@ -18,6 +18,24 @@ const BACKGROUNDS = [
 // itself, and those named for one kind of background.
 const BACKGROUND_FIELDS = { blur: (name) => name.startsWith("blur"), image: (name) => name.startsWith("background_") };
 
+// Plainer words for the layout fields this page knows; a new field shows the API's own description.
+const FIELD_TEXT = {
+  crop: { hint: "Trim the picture to the pet." },
+  padding: { hint: "Space kept around the pet.", placeholder: "e.g. 5% or 40px 20px" },
+  size: { hint: "The picture's size: as the photo, fitted to the pet, or width x height.",
+    placeholder: "original, subject or e.g. 2000x2000" },
+  position: { hint: "Where the pet sits in a larger picture.", placeholder: "center, top, bottom, left, right or 50% 80%" },
+  scale: { hint: "How much of the picture the pet fills.", placeholder: "e.g. 85%" },
+  max_upscale: { hint: "How far a small photo may be enlarged (1 = never)." },
+  shadow: { hint: "A soft drop shadow, or a shadow on the floor." },
+  shadow_opacity: { hint: "0 (none) to 1 (solid)." },
+  shadow_blur: { hint: "Softness of the shadow, in px." },
+  shadow_offset: { hint: "How far the shadow falls: right, down (px).", placeholder: "e.g. 10,10" },
+  outline: { hint: "A border around the pet, in px: for stickers." },
+  blur_radius: { hint: "How soft the background gets." },
+  background_fit: { hint: "Fill the whole picture, or fit inside it." },
+};
+
 let colorContext;
 
 /** Any CSS colour ("white", "rgb(...)", "#fff") as #rrggbb, as the browser reads it. */
@@ -35,10 +53,11 @@ const isNumber = (schema) => schema.type === "integer" || schema.type === "numbe
  * One form control for a field the API describes: checkbox, choice, number, colour or text.
  * get()/set() speak the form's text (what is sent); `same(a, b)` compares two such values.
  */
-function fieldControl(name, schema, onChange) {
+function fieldControl(name, schema, onChange, words = {}) {
   const id = uid(`f-${name}`);
   const hintId = `${id}-hint`;
-  const hint = schema.description ? h("p", { class: "field-hint", id: hintId }, schema.description) : null;
+  const about = words.hint ?? (isColor(schema) ? "" : schema.description); // a colour picker needs no format
+  const hint = about ? h("p", { class: "field-hint", id: hintId }, about) : null;
   const described = hint ? hintId : null;
   let input;
   if (schema.type === "boolean") {
@@ -57,8 +76,8 @@ function fieldControl(name, schema, onChange) {
   } else if (isColor(schema)) {
     input = h("input", { type: "color", id, name, "aria-describedby": described });
   } else {
-    input = h("input", { type: "text", id, name, placeholder: schema.default ?? "", autocomplete: "off",
-      spellcheck: "false", "aria-describedby": described });
+    input = h("input", { type: "text", id, name, placeholder: words.placeholder ?? schema.default ?? "",
+      autocomplete: "off", spellcheck: "false", "aria-describedby": described });
   }
   input.addEventListener("change", onChange);
   const check = schema.type === "boolean";
@@ -71,12 +90,15 @@ function fieldControl(name, schema, onChange) {
     if (input.type === "color") return hexColor(value);
     return String(value).trim().toLowerCase();
   };
+  const text = input.type === "text";
   return {
     name, el, input, schema,
-    get: () => (check ? String(input.checked) : input.value.trim()),
+    // a text field left empty (its placeholder showing) is the default
+    get: () => (check ? String(input.checked) : input.value.trim() || (text ? schema.default ?? "" : "")),
     set(value) {
       if (check) input.checked = value === true || value === "true";
       else if (input.type === "color") input.value = hexColor(value ?? "#000000");
+      else if (text && value === schema.default) input.value = "";
       else input.value = value === undefined || value === null || value === "auto" ? "" : String(value);
     },
     same: (a, b) => normal(a) === normal(b),
@@ -129,7 +151,7 @@ export function buildSettings(form, { layouts, effects, maxEffects }, onChange) 
   for (const [name, schema] of layoutFields) {
     const kind = Object.keys(BACKGROUND_FIELDS).find((k) => BACKGROUND_FIELDS[k](name));
     if (!kind) continue;
-    controls[name] = fieldControl(name, schema, onChange);
+    controls[name] = fieldControl(name, schema, onChange, FIELD_TEXT[name]);
     sub[kind].append(controls[name].el);
   }
   function showBackground() {
@@ -149,8 +171,15 @@ export function buildSettings(form, { layouts, effects, maxEffects }, onChange) 
   const framing = h("div", { class: "fields" });
   for (const [name, schema] of layoutFields) {
     if (controls[name]) continue;
-    controls[name] = fieldControl(name, schema, onChange);
+    controls[name] = fieldControl(name, schema, () => { showDependents(); onChange(); }, FIELD_TEXT[name]);
     framing.append(controls[name].el);
+  }
+  // A field named after another (shadow_color after shadow) matters only while that one is on.
+  function showDependents() {
+    for (const control of Object.values(controls)) {
+      const owner = controls[control.name.split("_")[0]];
+      if (owner && owner !== control) control.el.hidden = ["", "none", "0", "false"].includes(owner.get());
+    }
   }
   const adjust = h("details", { class: "adjust" }, h("summary", {}, "Adjust framing"),
     h("p", { class: "hint" }, "Size, padding, position, shadow and outline. Leave a field as it is to keep the layout's choice."),
@@ -180,6 +209,7 @@ export function buildSettings(form, { layouts, effects, maxEffects }, onChange) 
     if (kind === "color") colorInput.value = hexColor(background);
     showBackground();
     showColor();
+    showDependents();
   }
 
   // -- effects ------------------------------------------------------------------------------
