@@ -29,8 +29,8 @@ BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/av
 CSP_WATCH = """window.__csp = [];
 document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"""
 
-# The alpha of the shown result, read back through a canvas: corners, the opaque share, the box of
-# the opaque pixels (alpha >= 250) and the alpha along a row given as a share of the height.
+# The alpha of the shown result, read back through a canvas: its corners, the opaque share, the sum
+# of every alpha and the box of the opaque pixels (alpha >= 250).
 READ_ALPHA = """img => {
   const c = document.createElement('canvas');
   c.width = img.naturalWidth; c.height = img.naturalHeight;
@@ -38,13 +38,14 @@ READ_ALPHA = """img => {
   ctx.drawImage(img, 0, 0);
   const d = ctx.getImageData(0, 0, c.width, c.height).data;
   const at = (x, y) => d[(y * c.width + x) * 4 + 3];
-  let opaque = 0, x0 = c.width, y0 = c.height, x1 = -1, y1 = -1;
+  let opaque = 0, sum = 0, x0 = c.width, y0 = c.height, x1 = -1, y1 = -1;
   for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) {
+    sum += at(x, y);
     if (at(x, y) >= 250) { opaque++; x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
   }
   const w = c.width - 1, h = c.height - 1;
   return {width: c.width, height: c.height, corners: [at(0, 0), at(w, 0), at(0, h), at(w, h)],
-          opaque: opaque / (c.width * c.height), box: [x0, y0, x1, y1]};
+          opaque: opaque / (c.width * c.height), sum, box: [x0, y0, x1, y1]};
 }"""
 
 READ_PIXELS = """(img, points) => {
@@ -225,36 +226,72 @@ def test_a_text_file_is_explained(page, tmp_path):
     assert card(page).locator("a", has_text="Download").get_attribute("href") is None
 
 
-def test_a_remove_stroke_clears_what_it_paints_and_undo_brings_it_back(page):
-    add_photo(page)
-    shown = alpha(page)
-    x0, y0, x1, y1 = shown["box"]
-    # a stroke across the middle of the subject, a fifth of its width long
-    cy = (y0 + y1) // 2
-    xa, xb = x0 + (x1 - x0) * 2 // 5, x0 + (x1 - x0) * 3 // 5
-    before_pixels = card(page).locator("img.after").evaluate(READ_PIXELS, [[x, cy] for x in range(xa, xb, 10)])
-    assert all(p[3] >= 250 for p in before_pixels), "the stroke's path should start on the opaque subject"
-    card(page).get_by_role("button", name="Fix the cut-out").click()
-    assert card(page).get_by_role("radio", name="Remove").is_checked()
-    rect = card(page).locator("img.after").evaluate(
+def paint(page, points: list[tuple[float, float]]) -> None:
+    """A brush stroke through ``points`` (px of the picture painted on), as a mouse drags it."""
+    left, top, scale = card(page).locator("img.after").evaluate(
         "img => { const b = img.getBoundingClientRect(); const r = Math.min(b.width / img.naturalWidth, b.height / img.naturalHeight);"
         " return [b.left + (b.width - img.naturalWidth * r) / 2, b.top + (b.height - img.naturalHeight * r) / 2, r]; }")
-    left, top, scale = rect
-    before = results_shown(page)
-    page.mouse.move(left + xa * scale, top + cy * scale)
+    page.mouse.move(left + points[0][0] * scale, top + points[0][1] * scale)
     page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(left + (xa + (xb - xa) * i / 10) * scale, top + cy * scale)
+    for x, y in points[1:]:
+        page.mouse.move(left + x * scale, top + y * scale)
     page.mouse.up()
+
+
+@pytest.mark.parametrize("preset", ["", "sticker"])
+def test_a_remove_stroke_clears_what_it_paints(page, preset):
+    """Strokes are painted over the cut-out in the photo's own framing (the result itself, or with a
+    layout a plain cut-out beside it) and sent in the upload's px: what they cover becomes transparent."""
+    if preset:
+        page.get_by_label("Layout preset").select_option(preset)
+    add_photo(page)
+    framed = alpha(page)
+    before = results_shown(page)
+    card(page).get_by_role("button", name="Fix the cut-out").click()
+    if preset:  # the plain cut-out to paint on comes first, then the result again
+        wait_new_result(page, before)
+    shown = alpha(page)
+    assert (shown["width"], shown["height"]) == (1000, 667)  # the upload's own px
+    x0, y0, x1, y1 = shown["box"]
+    cy = (y0 + y1) // 2  # across the middle of the subject, a fifth of its width long
+    xa, xb = x0 + (x1 - x0) * 2 // 5, x0 + (x1 - x0) * 3 // 5
+    path = [[x, cy] for x in range(xa, xb, 10)]
+    assert all(p[3] >= 250 for p in card(page).locator("img.after").evaluate(READ_PIXELS, path)), \
+        "the stroke's path should start on the opaque subject"
+    assert card(page).get_by_role("radio", name="Remove").is_checked()
+    before = results_shown(page)
+    paint(page, [(xa + (xb - xa) * i / 10, cy) for i in range(11)])
     wait_new_result(page, before)
-    after_pixels = card(page).locator("img.after").evaluate(READ_PIXELS, [[x, cy] for x in range(xa, xb, 10)])
-    assert all(p[3] == 0 for p in after_pixels), [p[3] for p in after_pixels]  # gone where it was painted
+    gone = card(page).locator("img.after").evaluate(READ_PIXELS, path)
+    assert all(p[3] == 0 for p in gone), [p[3] for p in gone]  # gone where it was painted
+    if preset:  # the framed result was made again with the stroke
+        card(page).get_by_role("button", name="Done").click()
+        assert alpha(page)["sum"] != framed["sum"]
+        return
     before = results_shown(page)
     card(page).get_by_role("button", name="Undo").click()
     wait_new_result(page, before)
-    undone = card(page).locator("img.after").evaluate(READ_PIXELS, [[x, cy] for x in range(xa, xb, 10)])
+    undone = card(page).locator("img.after").evaluate(READ_PIXELS, path)
     assert all(p[3] >= 250 for p in undone)
     assert card(page).get_by_role("button", name="Undo").is_disabled()
+
+
+def test_a_dropped_and_a_pasted_photo_each_get_a_card(page):
+    data = base64.b64encode(fixture_images()[1].read_bytes()).decode()
+    page.evaluate("""async data => {
+        const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        const file = name => new File([bytes], name, {type: 'image/jpeg'});
+        const dropped = new DataTransfer();
+        dropped.items.add(file('dropped.jpg'));
+        document.getElementById('dropzone').dispatchEvent(
+            new DragEvent('drop', {dataTransfer: dropped, bubbles: true, cancelable: true}));
+        const pasted = new DataTransfer();
+        pasted.items.add(file('pasted.jpg'));
+        document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: pasted, bubbles: true, cancelable: true}));
+    }""", data)
+    wait_ready(page, 2)
+    assert page.locator(".card-title").all_inner_texts() == ["pasted.jpg", "dropped.jpg"]
+    assert alpha(page, 1)["corners"] == [0, 0, 0, 0]
 
 
 def test_keyboard_alone_reaches_the_download(page):
