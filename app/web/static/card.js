@@ -89,6 +89,7 @@ export class Card {
       "aria-controls": `${id}-brush`, onclick: () => this.toggleEditing() }, "Fix the cut-out");
     this.brushPanel = this.buildBrushPanel(`${id}-brush`);
     this.brush = new Brush(this.canvas, this.after, () => this.uploadSize(), () => this.strokesChanged());
+    new ResizeObserver(() => { if (this.editing) this.brush.draw(); }).observe(this.stage);
     this.el = h("li", { class: "card", "aria-labelledby": `${id}-title` },
       h("div", { class: "card-head" },
         h("div", { class: "card-heading" }, this.title, this.status),
@@ -298,7 +299,7 @@ export class Card {
     try {
       await navigator.clipboard.writeText(command);
       this.copy.textContent = "Copied";
-      announce("The curl command is copied.");
+      announce(`The curl command is copied.${command.includes("$API_KEY") ? " It reads the key from $API_KEY." : ""}`);
       window.setTimeout(() => { this.copy.textContent = "Copy as curl"; }, 2000);
     } catch {
       const dialog = document.getElementById("curl-dialog");
