@@ -340,28 +340,33 @@ def test_copy_as_curl_reproduces_the_request(browser, server, tmp_path):
 
 
 def test_a_busy_server_is_retried_with_a_countdown(browser, tmp_path):
-    heavy = fixture_images()[-1]  # plants-1.jpg, 1.5 megapixels: four effects keep the one slot busy
+    """One inference slot, no queue, held by heavy requests (4 effects on a 4000x4000 canvas, seconds
+    each): the page's upload, sent just after one of them started, is answered 503 with Retry-After;
+    the card counts down and asks again until the server is free."""
+    heavy = fixture_images()[-1]  # plants-1.jpg, 1.5 megapixels
+    work = {"effects": '["blackwhite", "dither", "popart", "8bit"]', "size": "4000x4000", "shadow": "drop"}
     with running_server({"MAX_QUEUE": "0", "LOG_FORMAT": "text"}, log_dir=tmp_path) as srv:
-        stop = threading.Event()
+        page = open_page(browser, srv.url + "/")
+        stop, started = threading.Event(), threading.Event()
 
         def hold():
             for _ in range(20):  # bounded: at most 20 heavy requests
                 if stop.is_set():
                     return
                 with open(heavy, "rb") as f:
-                    requests.post(srv.url + "/api/v2/process", files={"file": f}, timeout=120,
-                                  data={"effects": '["blackwhite", "dither", "popart", "8bit"]'})
+                    started.set()
+                    requests.post(srv.url + "/api/v2/process", files={"file": f}, data=work, timeout=120)
 
         holder = threading.Thread(target=hold)
         holder.start()
         try:
+            started.wait(10)
             wait_until_busy(srv, 1)
-            page = open_page(browser, srv.url + "/")
             page.set_input_files("#drop-input", str(PHOTO))
-            status = card(page).locator(".card-status")
             page.wait_for_function(
                 "() => document.querySelector('.card-status').dataset.state === 'wait'", timeout=30_000)
-            assert re.fullmatch(r"The service is busy: trying again in \d+ s", status.inner_text())
+            status = card(page).locator(".card-status").inner_text()
+            assert re.fullmatch(r"The service is busy: trying again in \d+ s", status), status
         finally:
             stop.set()
             holder.join()
