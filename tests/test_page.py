@@ -414,6 +414,7 @@ def test_accessibility_scan_and_screenshots(browser, server, width, height):
     notes = io.BytesIO(b"not a photo")
     page.set_input_files("#drop-input", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": notes.read()}])
     page.locator(".card-error").first.wait_for(state="visible", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('.stage.working')", timeout=60_000)
     page.add_script_tag(path=str(axe_path()))
     result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
     serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in result["violations"]

@@ -18,12 +18,14 @@ async function slot(signal) {
     return;
   }
   await new Promise((resolve, reject) => {
-    const entry = { resolve };
-    waiting.push(entry);
-    signal.addEventListener("abort", () => {
-      waiting.splice(waiting.indexOf(entry), 1);
+    const onAbort = () => { // still waiting: leave the queue (a slot handed over is released by run())
+      const at = waiting.indexOf(entry);
+      if (at >= 0) waiting.splice(at, 1);
       reject(signal.reason);
-    }, { once: true });
+    };
+    const entry = { resolve: () => { signal.removeEventListener("abort", onAbort); resolve(); } };
+    waiting.push(entry);
+    signal.addEventListener("abort", onAbort, { once: true });
   });
 }
 

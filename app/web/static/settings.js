@@ -203,10 +203,13 @@ export function buildSettings(form, { layouts, effects, maxEffects }, onChange) 
   function applyPreset() {
     const base = baseline();
     for (const control of Object.values(controls)) control.set(base[control.name]);
-    const background = String(base.background ?? "transparent").toLowerCase();
-    const kind = ["transparent", "blur", "image"].includes(background) ? background : "color";
-    radios[kind].checked = true;
-    if (kind === "color") colorInput.value = hexColor(background);
+    // a preset that sets the background shows it; none (or custom framing) keeps the one chosen
+    if ("background" in (layouts.presets[presetSelect.value] || {})) {
+      const background = String(base.background).toLowerCase();
+      const kind = ["transparent", "blur", "image"].includes(background) ? background : "color";
+      radios[kind].checked = true;
+      if (kind === "color") colorInput.value = hexColor(background);
+    }
     showBackground();
     showColor();
     showDependents();
