@@ -15,8 +15,9 @@ BOUNDARY = "----WebKitFormBoundarySwaggerReplay"
 
 
 def swagger_form(operation: dict) -> dict[str, str]:
-    """The text fields Swagger UI (4.15, swagger-ui-bundle's) sends untouched: each property's
-    default, as text; one without a default is empty and left out (spec/actions.js filters empty values)."""
+    """Each property's default, as text (what Swagger UI prefills). The real Swagger UI, run in
+    chromium (tests/test_docs_page.py), also sends the fields without a default as empty text, and a
+    blank file input as an empty text part: test_a_blank_file_input_sent_as_an_empty_text_part_is_no_file."""
     properties = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     form = {}
     for name, prop in properties.items():
