@@ -84,6 +84,7 @@ class Summary:
     skipped: int = 0  # already done by an earlier run
     failed: int = 0
     interrupted: bool = False
+    stopped: str | None = None  # why the batch stopped before its end (the service refused the API key)
     seconds: float = 0.0
     failures: list[Failure] = field(default_factory=list)
     manifest: str = ""
@@ -174,9 +175,10 @@ class PoolRunner(Runner):
 class ThreadRunner(Runner):
     """``threads`` daemon threads (``--server``: each waits on the network, not the CPU)."""
 
-    def __init__(self, threads: int, process: Callable[[bytes, str], Outcome]):
+    def __init__(self, threads: int, process: Callable[[bytes, str], Outcome], stop: threading.Event | None = None):
         self.capacity = threads
         self._process = process
+        self._stop = stop or threading.Event()
         self._todo: queue.Queue = queue.Queue()
         self._results: queue.Queue = queue.Queue()
         self._threads = [threading.Thread(target=self._run, daemon=True, name=f"bgremove-{n}") for n in range(threads)]
@@ -208,7 +210,16 @@ class ThreadRunner(Runner):
             thread.join()
 
     def abort(self) -> None:
-        pass  # daemon threads: in-flight answers are dropped, the process does not wait for them
+        """Nothing more is sent; waits in progress end; answers in flight are dropped (daemon threads:
+        the process does not wait for them)."""
+        self._stop.set()
+        while True:
+            try:
+                self._todo.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._todo.put(None)
 
 
 class Progress:
@@ -376,7 +387,12 @@ class Batch:
                     inflight -= 1
                     self._finish(item, outcome, manifest)
                     progress.advance(self.summary.failed)
-                runner.close()
+                    if outcome.fatal:
+                        self.summary.stopped = f"{outcome.code}: {outcome.message}"
+                        runner.abort()
+                        break
+                else:
+                    runner.close()
             except KeyboardInterrupt:
                 self.summary.interrupted = True
                 runner.abort()

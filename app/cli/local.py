@@ -28,6 +28,7 @@ class Outcome:
     seconds: float = 0.0
     width: int = 0
     height: int = 0
+    fatal: bool = False  # no other input can succeed either (the service refused the API key): stop the batch
 
     @property
     def ok(self) -> bool:

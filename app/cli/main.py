@@ -369,7 +369,7 @@ def batch(source: str, destination: str, workers: str, server: str | None, api_k
             remote.check()
         except ConnectionError as exc:
             raise click.ClickException(str(exc)) from None
-        runner = ThreadRunner(concurrency, remote.process)
+        runner = ThreadRunner(concurrency, remote.process, remote.stop)
         job.summary.mode, job.summary.workers = f"server {server}", concurrency
     else:
         n = _auto_workers() if workers_n == "auto" else int(workers_n)
@@ -442,7 +442,7 @@ class _Bar:
 
 def _print_summary(summary: Any) -> None:
     echo = click.echo
-    state = "interrupted" if summary.interrupted else "done"
+    state = "interrupted" if summary.interrupted else "stopped" if summary.stopped else "done"
     rate = f", {summary.images_per_s:.2f} images/s" if summary.done else ""
     task = f" (task {summary.task['index']} of {summary.task['count']})" if summary.task["count"] > 1 else ""
     echo(f"{state}{task}: {summary.done} made, {summary.skipped} already done, {summary.failed} failed"
@@ -455,6 +455,8 @@ def _print_summary(summary: Any) -> None:
         echo("failed:")
         for failure in summary.failures:
             echo(f"  {failure.input}: {failure.code}: {failure.message}")
-    if summary.interrupted:
+    if summary.stopped:
+        echo(f"stopped: {summary.stopped}")
+    if summary.interrupted or summary.stopped:
         echo("run the same command again to finish: what is done is kept")
     echo(f"manifest: {summary.manifest}")

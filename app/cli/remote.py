@@ -28,6 +28,7 @@ from app.cli.flags import BACKGROUND_FILE, Request
 from app.cli.local import Outcome
 
 SHED = (429, 503)
+FATAL = (401, 403)  # the API key: every other input would be refused the same way
 GATEWAY = (502, 504)  # a proxy or load balancer in front of the instances: the instance was not reached
 
 
@@ -115,7 +116,8 @@ class Remote:
                 continue
             if resp.status != 200:
                 code, message = _error(resp)
-                return Outcome(code=code, message=message, seconds=time.perf_counter() - started)
+                return Outcome(code=code, message=message, seconds=time.perf_counter() - started,
+                               fatal=resp.status in FATAL)
             return self._images(resp, time.perf_counter() - started)
 
     def _images(self, resp: urllib3.BaseHTTPResponse, seconds: float) -> Outcome:
