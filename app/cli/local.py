@@ -28,6 +28,7 @@ class Outcome:
     seconds: float = 0.0
     width: int = 0
     height: int = 0
+    scaled_from: tuple[int, int] | None = None  # the input's size when it was worked smaller (X-Scaled-From)
     fatal: bool = False  # no other input can succeed either (the service refused the API key): stop the batch
 
     @property
@@ -57,7 +58,7 @@ class Engine:
             return Outcome(code="out_of_memory", message="ran out of memory for this image",
                            seconds=time.perf_counter() - started)
         return Outcome(dict(rendered.images), seconds=time.perf_counter() - started, width=rendered.width,
-                       height=rendered.height)
+                       height=rendered.height, scaled_from=rendered.scaled_from)
 
 
 _engine: Engine | None = None

@@ -226,12 +226,14 @@ def remove(input_path: str, output: str | None, as_json: bool, config_file: Path
         for name, target in _targets(input_path, output, request, names).items():
             LocalStorage(target.parent).write(target.name, outcome.images[name])
             written.append(str(target))
+    scaled = None if outcome.scaled_from is None else "{}x{}".format(*outcome.scaled_from)
     report = {"input": input_path, "outputs": written, "width": outcome.width, "height": outcome.height,
-              "format": request.options.format, "seconds": round(outcome.seconds, 3)}
+              "scaled_from": scaled, "format": request.options.format, "seconds": round(outcome.seconds, 3)}
     if as_json:
         click.echo(json.dumps(report), err=to_stdout)
     elif not to_stdout:
-        click.echo(f"{', '.join(written)}: {outcome.width}x{outcome.height} {request.options.format}, "
+        note = f" (worked from {scaled}: MAX_WORK_PIXELS, MAX_ENCODE_MB or --max-megapixels)" if scaled else ""
+        click.echo(f"{', '.join(written)}: {outcome.width}x{outcome.height} {request.options.format}{note}, "
                    f"{outcome.seconds:.2f} s")
 
 
