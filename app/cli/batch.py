@@ -330,7 +330,11 @@ class Batch:
         tags = self.destination.tags()
         todo, skipped = [], 0
         for item in mine:
-            digest = item.digest or self._digest(item.key)
+            try:
+                digest = item.digest or self._digest(item.key)
+            except OSError:
+                todo.append(item)  # its read fails again in the run, and is reported there
+                continue
             item.digest = digest
             key = job_key(digest, self.options_key)
             made = list(item.outputs.values())
@@ -378,11 +382,18 @@ class Batch:
                 while pending or inflight:
                     while pending and inflight < runner.capacity:
                         item = pending.popleft()
-                        data = self.source.read(item.key)
+                        try:
+                            data = self.source.read(item.key)
+                        except OSError as exc:  # gone since the listing, unreadable: this input's failure
+                            self._finish(item, Outcome(code="unreadable", message=str(exc)), manifest)
+                            progress.advance(self.summary.failed)
+                            continue
                         if item.digest is None or item.digest.startswith("sha256:"):
                             item.digest = sha256_digest(data)  # what is processed is what is recorded
                         runner.submit(item, data)
                         inflight += 1
+                    if not inflight:
+                        continue
                     item, outcome = runner.next()
                     inflight -= 1
                     self._finish(item, outcome, manifest)

@@ -353,6 +353,8 @@ def batch(source: str, destination: str, workers: str, server: str | None, api_k
         destination_store = open_storage(destination, create=True)
     except ImportError:
         raise click.ClickException("gs:// locations need the gcs extra: pip install '.[gcs]'") from None
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{destination}: {exc}") from None
     skip = None
     if isinstance(destination_store, LocalStorage) and isinstance(source_store, LocalStorage):
         skip = destination_store.root  # an OUT_DIR inside IN_DIR is never read as input
@@ -391,7 +393,14 @@ def batch(source: str, destination: str, workers: str, server: str | None, api_k
                                 local.work)
         job.summary.workers = n
     show = progress if progress is not None else sys.stderr.isatty()
-    summary = job.run(runner, _Bar() if show else None)
+    try:
+        summary = job.run(runner, _Bar() if show else None)
+    except OSError as exc:  # writing an output or the manifest: a full disk, a folder without permission
+        raise click.ClickException(f"cannot write to {destination}: {exc}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("google."):  # the bucket: missing, no permission, unreachable
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        raise
     if remote is not None:
         summary.retries = {"shed": remote.counts.shed, "network": remote.counts.network}
     if as_json:
