@@ -3,10 +3,10 @@ the real model): one image, a folder, resuming, errors, Ctrl-C; its flags are th
 
 from __future__ import annotations
 
-import json
 import signal
+import subprocess
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +19,7 @@ from app.pipeline.errors import BadOption
 from app.pipeline.options import ChangeColorOptions, ProcessOptions, RemoveOptions, fields
 from config.settings import ConfigError, from_layers, read_config_file
 from tests.clikit import BGREMOVE, bgremove, decoded, manifest_lines, small_photos, start, summary
-from tests.serverkit import fixture_images
+from tests.serverkit import ROOT
 
 TEMPORARY = ".bgremove-tmp-"
 
@@ -100,6 +100,14 @@ def test_shards_split_every_input_once_and_outputs_keep_their_names():
     assert two == {"x.jpg": {"dither": "x.dither.png", "popart": "x.popart.png"}}
 
 
+def test_the_command_line_runs_the_pipeline_without_flask():
+    code = ("import sys; import app.cli.main, app.cli.batch, app.cli.local, app.cli.remote, app.cli.storage, "
+            "app.pipeline.run, app.pipeline.runtime; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
 # -- bgremove remove -------------------------------------------------------------------------------
 
 
@@ -128,6 +136,11 @@ def test_remove_says_what_is_wrong_and_exits_by_kind(tmp_path):
         RemoveOptions.from_form({"quality": "500"})
     assert bad_value.returncode == 2 and api.value.message in bad_value.stderr.decode()
     assert "--quality" in bad_value.stderr.decode()
+    config = tmp_path / "config.toml"
+    config.write_text("max_queeu = 3\n")
+    misconfigured = bgremove("remove", str(photo), "--config", str(config))
+    assert misconfigured.returncode == 2
+    assert f"config error: {config}: max_queeu: not a setting" in misconfigured.stderr.decode()
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
     refused = bgremove("remove", str(corrupt))

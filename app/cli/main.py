@@ -42,6 +42,12 @@ SETTINGS_SECTION = "Settings (the service's, README's Configuration)"
 RUN_SECTION = "Batch"
 
 
+class ConfigProblem(click.ClickException):
+    """A bad setting (file, environment or --setting): bad usage, exit status 2."""
+
+    exit_code = 2
+
+
 class Command(click.Command):
     """--help in sections: each option's ``section`` (the result options, the batch's, the settings)."""
 
@@ -123,7 +129,7 @@ def settings_layers(config_file: Path | None, pairs: tuple[str, ...],
         try:
             layers.append((str(path), read_config_file(path)))
         except ConfigError as exc:
-            raise click.ClickException(f"config error: {exc}") from None
+            raise ConfigProblem(f"config error: {exc}") from None
     return [*layers, ("environment", dict(env)), ("--setting", flags)]
 
 
@@ -131,7 +137,7 @@ def load_settings(layers: list[tuple[str, dict[str, str]]]) -> Settings:
     try:
         return from_layers(*layers)
     except ConfigError as exc:
-        raise click.ClickException(f"config error: {exc}") from None
+        raise ConfigProblem(f"config error: {exc}") from None
 
 
 def _cpus() -> int:
