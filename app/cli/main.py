@@ -25,6 +25,7 @@ from app.cli.flags import BACKGROUND_FILE, SECTION, BadOption, Request, describe
 from config.settings import (
     ConfigError, Settings, default_config_path, from_layers, layered_env, read_config_file, variables,
 )
+from config.settings import _available_cpus as _cpus  # what INFERENCE_THREADS defaults to
 
 # What the command line changes from the service's defaults (a settings file, the environment or
 # --setting override them): no result cache (a batch resumes from its manifest instead, and a
@@ -138,13 +139,6 @@ def load_settings(layers: list[tuple[str, dict[str, str]]]) -> Settings:
         return from_layers(*layers)
     except ConfigError as exc:
         raise ConfigProblem(f"config error: {exc}") from None
-
-
-def _cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def _logging(verbose: bool) -> None:
