@@ -321,7 +321,7 @@ class Batch:
 
     def plan(self) -> tuple[list[Item], int]:
         """This task's inputs that are not done yet, and how many are (skipped)."""
-        entries = [e for e in self.source.list(skip=self._skip) if is_image(e.key)]  # type: ignore[call-arg]
+        entries = [e for e in self.source.list(skip=self._skip) if is_image(e.key)]
         outputs = output_names([e.key for e in entries], self.request)
         mine = [Item(e.key, outputs[e.key], e.digest) for e in entries if self.shard.takes(e.key)]
         self.summary.inputs = len(mine)

@@ -342,6 +342,12 @@ def batch(source: str, destination: str, workers: str, server: str | None, api_k
     if server is not None and workers != "1":
         raise click.UsageError("--workers is for in-process batches; with --server, --concurrency sets requests at once")
     request = _request(values)
+    if server is None:  # the settings first: this process may restart itself once with the malloc policy
+        n = _auto_workers() if workers_n == "auto" else int(workers_n)
+        layers = settings_layers(config_file, setting_pairs, n)
+        settings = load_settings(layers)
+        _malloc_policy(settings)
+        _check_memory(n)
 
     from app.cli.batch import Batch, InlineRunner, PoolRunner, Shard, ThreadRunner
     from app.cli.storage import LocalStorage, open_storage
@@ -376,11 +382,6 @@ def batch(source: str, destination: str, workers: str, server: str | None, api_k
         runner = ThreadRunner(concurrency, remote.process, remote.stop)
         job.summary.mode, job.summary.workers = f"server {server}", concurrency
     else:
-        n = _auto_workers() if workers_n == "auto" else int(workers_n)
-        _check_memory(n)
-        layers = settings_layers(config_file, setting_pairs, n)
-        settings = load_settings(layers)
-        _malloc_policy(settings)
         if n == 1:
             from app.cli.local import Engine
 
