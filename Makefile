@@ -69,7 +69,7 @@ run: setup
 test: setup-dev
 	$(BIN)/python -m pytest
 
-## bench: speed and memory against rembg on the same model, in one run; effects against per-pixel references; InSPyReNet against its reference path; cache hits against misses; the nginx edge against gunicorn alone; the options library against its peers; the layout stage against plain Pillow, and the server's memory with a heavy layout
+## bench: speed and memory against rembg on the same model, in one run; a folder through `rembg p` and `bgremove batch` (1 and 2 workers, --server); effects against per-pixel references; InSPyReNet against its reference path; cache hits against misses; the nginx edge against gunicorn alone; the options library against its peers; the layout stage against plain Pillow, and the server's memory with a heavy layout
 bench: setup-dev
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/ort_options.py
@@ -82,6 +82,7 @@ bench: setup-dev
 	$(BIN)/python benchmarks/bench_options.py
 	$(BIN)/python benchmarks/bench_layout.py
 	$(BIN)/python benchmarks/server_memory.py --layout 'size=2000x2000,shadow=drop,background=blur'
+	$(BIN)/python benchmarks/bench_batch.py
 
 ## quality: cut-out quality against true alpha mattes (tests/data/quality/am2k): ours, rembg on the same model, rembg with alpha matting, our variants (int8: the file in models/, pinned build or not), the mask confidence's ranking; writes the table into README; fails when our mean SAD is over 1.02 x rembg's
 quality: setup-dev
