@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -76,6 +77,75 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
         return Path(base) / "bgremove"
     home = env.get("HOME", "").strip()
     return (Path(home) if home else Path.home()) / ".cache" / "bgremove"
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    """The command line's settings file (XDG): ``$XDG_CONFIG_HOME/bgremove/config.toml``, else
+    ``~/.config/bgremove/config.toml``; read when it exists (``bgremove --config`` names another)."""
+    base = env.get("XDG_CONFIG_HOME", "").strip()
+    if base:
+        return Path(base) / "bgremove" / "config.toml"
+    home = env.get("HOME", "").strip()
+    return (Path(home) if home else Path.home()) / ".config" / "bgremove" / "config.toml"
+
+
+def variables() -> tuple[str, ...]:
+    """Every environment variable a setting is read from (and the aliases :meth:`Settings.from_env` reads)."""
+    return (*(f.metadata["env"] for f in dataclasses.fields(Settings)), "MAX_CONCURRENT_REQUESTS")
+
+
+def read_config_file(path: Path) -> dict[str, str]:
+    """A settings file: TOML whose keys are the settings' variables (any case: ``max_queue = 4`` is
+    ``MAX_QUEUE=4``), each a string, number or boolean, read as the environment's text would be.
+    A key that is no setting, or a value of another kind, is a :class:`ConfigError` naming the file."""
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the settings file ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    known, values = set(variables()), {}
+    for key, value in table.items():
+        name = key.upper()
+        if name not in known:
+            raise ConfigError(f"{path}: {key}: not a setting (the settings are the variables of README's "
+                              "Configuration table, e.g. ONNX_PRECISION, MAX_WORK_PIXELS)")
+        if isinstance(value, bool):
+            values[name] = "true" if value else "false"
+        elif isinstance(value, (str, int, float)):
+            values[name] = str(value)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):  # API_KEYS, CORS_ORIGINS
+            values[name] = ",".join(value)
+        else:
+            raise ConfigError(f"{path}: {key}: expected a string, a number or true/false")
+    return values
+
+
+def layered_env(*layers: tuple[str, Mapping[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """``layers`` of variables, ``(source, values)``, lowest first (e.g. a program's defaults, a
+    settings file, the environment, command-line flags), merged: the environment
+    :meth:`Settings.from_env` reads, and where each variable came from (for :func:`from_layers`' messages)."""
+    env: dict[str, str] = {}
+    source: dict[str, str] = {}
+    for name, values in layers:
+        for key, value in values.items():
+            env[key] = value
+            source[key] = name
+    return env, source
+
+
+def from_layers(*layers: tuple[str, Mapping[str, str]]) -> "Settings":
+    """:meth:`Settings.from_env` of the merged ``layers`` (:func:`layered_env`); a bad value's
+    :class:`ConfigError` also says which layer set it (``MAX_QUEUE (from --setting): expected ...``)."""
+    env, source = layered_env(*layers)
+    try:
+        return Settings.from_env(env)
+    except ConfigError as exc:
+        name, sep, rest = str(exc).partition(":")
+        if sep and name in source and source[name] != "environment":
+            raise ConfigError(f"{name} (from {source[name]}):{rest}") from None
+        raise
 
 
 def _available_cpus() -> int:

@@ -253,3 +253,35 @@ def test_the_package_builds_without_setuptools_warnings(tmp_path):
     assert "BuildBackendWarning" not in result.stdout + result.stderr
     (wheel,) = tmp_path.glob("*.whl")
     assert any(name.startswith("effects/_kernels") and name.endswith(".so") for name in zipfile.ZipFile(wheel).namelist())
+    archive = zipfile.ZipFile(wheel)
+    (entry_points,) = [name for name in archive.namelist() if name.endswith(".dist-info/entry_points.txt")]
+    assert "bgremove = app.cli.main:main" in archive.read(entry_points).decode()  # `pip install .` gives the command
+
+
+def test_batch_job_runs_bgremove_on_the_tiny_image_with_the_gcs_extra():
+    """deploy/batch-job.yaml: a Cloud Run Job whose tasks run `bgremove batch gs://… gs://…` (flags the
+    command takes), on Dockerfile.tiny built with the gcs extra, with memory for its workers."""
+    from app.cli.main import WORKER_BUDGET_MB, batch
+
+    job = yaml.safe_load((ROOT / "deploy" / "batch-job.yaml").read_text())
+    assert job["apiVersion"] == "run.googleapis.com/v1" and job["kind"] == "Job"
+    execution = job["spec"]["template"]["spec"]
+    assert 1 <= execution["parallelism"] <= execution["taskCount"]
+    task = execution["template"]["spec"]
+    assert task["maxRetries"] >= 1 and int(task["timeoutSeconds"]) > 0
+    (container,) = task["containers"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert container["command"] == ["bgremove"] and scripts["bgremove"] == "app.cli.main:main"
+    args = container["args"]
+    assert args[0] == "batch" and args[1].startswith("gs://") and args[2].startswith("gs://")
+    params = batch.make_context("batch", list(args[1:])).params  # every flag is one the command takes
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env) <= known_variables()
+    settings = Settings.from_env({**dockerfile_env("Dockerfile.tiny"), **env, "MODEL_PATH": str(default_model())})
+    assert settings.cache_backend == "none" and settings.inference_threads * int(params["workers"]) <= float(
+        container["resources"]["limits"]["cpu"])
+    memory = container["resources"]["limits"]["memory"]
+    assert memory.endswith("Gi") and int(memory[:-2]) * 1024 >= int(params["workers"]) * WORKER_BUDGET_MB + 256
+    tiny = (ROOT / "Dockerfile.tiny").read_text()
+    assert 'ARG EXTRAS=""' in tiny and '".[$EXTRAS]"' in tiny and "--build-arg EXTRAS=gcs" in tiny
+    assert "gcs" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]

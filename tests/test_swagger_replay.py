@@ -15,8 +15,9 @@ BOUNDARY = "----WebKitFormBoundarySwaggerReplay"
 
 
 def swagger_form(operation: dict) -> dict[str, str]:
-    """The text fields Swagger UI (4.15, swagger-ui-bundle's) sends untouched: each property's
-    default, as text; one without a default is empty and left out (spec/actions.js filters empty values)."""
+    """Each property's default, as text (what Swagger UI prefills). The real Swagger UI, run in
+    chromium (tests/test_docs_page.py), also sends the fields without a default as empty text, and a
+    blank file input as an empty text part: test_a_blank_file_input_sent_as_an_empty_text_part_is_no_file."""
     properties = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     form = {}
     for name, prop in properties.items():
@@ -56,6 +57,22 @@ def test_try_it_out_with_an_empty_background_file_part_succeeds(client):
                      data=multipart(swagger_form(spec["paths"]["/api/bg/change_color"]["post"]),
                                     [("file", "dog.jpg", "image/jpeg", DOG)]))
     assert cc.mimetype == "image/jpeg" and Image.open(io.BytesIO(cc.data)).getpixel((0, 0)) >= (240, 240, 240)
+
+
+def test_a_blank_file_input_sent_as_an_empty_text_part_is_no_file(client):
+    """What the real Swagger UI sends (tests/test_docs_page.py runs it in chromium): every field, the
+    empty ones as empty text, and the file input left blank (background_file) as an empty text part."""
+    spec = client.get("/openapi.json").get_json()
+    properties = spec["paths"]["/api/bg/remove"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    form = {name: "" for name, prop in properties.items() if prop.get("format") != "binary"}
+    form.update(swagger_form(spec["paths"]["/api/bg/remove"]["post"]), background_file="")
+    body = multipart(form, [("file", "dog.jpg", "image/jpeg", DOG)])
+    resp = client.post("/api/bg/remove", data=body, content_type=f"multipart/form-data; boundary={BOUNDARY}")
+    assert resp.status_code == 200 and resp.mimetype == "image/png", resp.get_json()
+    # text in an upload field is still refused, not ignored
+    body = multipart({"background_file": "photo.jpg"}, [("file", "dog.jpg", "image/jpeg", DOG)])
+    resp = client.post("/api/bg/remove", data=body, content_type=f"multipart/form-data; boundary={BOUNDARY}")
+    assert resp.status_code == 400 and resp.get_json()["error"]["field"] == "background_file"
 
 
 def test_an_empty_file_part_is_no_file(client):

@@ -56,6 +56,7 @@ def clear_cache():
 @bp.get("/health")
 @responds(s503="warming up")
 def health():
+    """Readiness probe: 200 once the model has run, 503 while it warms up."""
     runtime = current_runtime()
     status = runtime.activity.status  # the probe's body says "healthy" for ready, as it always has
     body = {"status": "healthy" if status == "ready" else status, "model_loaded": runtime.activity.model_loaded,
@@ -66,6 +67,7 @@ def health():
 
 @bp.get("/status")
 def status():
+    """The service's state: model, limits, memory, uptime, requests served, cache and inference queue."""
     runtime = current_runtime()
     s = runtime.settings
     info = runtime.segmenter.info

@@ -130,7 +130,8 @@ def read_form(options: type[Options], runtime: Runtime,
     if refused:
         raise refused
     for name in UPLOAD_FIELDS:  # upload fields sent as text: a 400, not silently ignored
-        if name in form:
+        # (empty: a blank file input, as Swagger UI's "Try it out" sends one it was given no file for)
+        if (form.get(name) or "").strip():
             raise MissingFile(f"{name}: send the image as a file (multipart part with a filename)", field=name)
     background_sent = "background_file" in files or form.get("background_url", "").strip()
     if background_sent and not form.get("background", "").strip():

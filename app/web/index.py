@@ -1,16 +1,29 @@
-"""GET /: a short description of the API for people."""
+"""GET /: the web page for browsers (``Accept: text/html``), a short description of the API as plain
+text for everyone else (curl).
+
+The page is static (app/web/page.html, its modules and stylesheet under app/web/static/, served at
+/static/): it builds its forms from GET /api/v2/effects and GET /api/v2/layouts and calls the API like
+any client. Its Content-Security-Policy (:data:`app.web.protection.PAGE_CSP`) allows this origin only.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from pathlib import Path
+
+from flask import Blueprint, Response, request
 
 from app.pipeline.imaging import ALLOWED_EXTENSIONS
 from app.web import current_runtime
 from app.web.openapi import responds
+from app.web.protection import PAGE_CSP
+
+PAGE = Path(__file__).with_name("page.html")
 
 bp = Blueprint("index", __name__)
 
 _TEXT = """Background removal service ({adapter}: {model})
+
+Open this address in a browser for a page to try it: drop photos, choose a look, download.
 
 POST /api/bg/remove        multipart field `file`; options: format=png|webp, only_mask=true|false
                            -> the subject on a transparent background (or the 8-bit mask)
@@ -44,13 +57,23 @@ Example:
 @bp.get("/")
 @responds("text/plain")
 def index():
+    """This service described as plain text; browsers (Accept: text/html) get the web page to use it."""
+    if request.accept_mimetypes.best_match(["text/plain", "text/html"], default="text/plain") == "text/html":
+        response = Response(PAGE.read_bytes(), mimetype="text/html")
+        response.headers["Content-Security-Policy"] = PAGE_CSP
+    else:
+        response = Response(_text(), mimetype="text/plain")
+    response.vary.add("Accept")
+    return response
+
+
+def _text() -> str:
     runtime = current_runtime()
     s = runtime.settings
-    text = _TEXT.format(
+    return _TEXT.format(
         adapter=runtime.segmenter.info.name,
         model=runtime.segmenter.info.model_id,
         extensions=", ".join(ALLOWED_EXTENSIONS),
         max_mb=s.max_file_size_mb,
         max_dim=s.max_dimension,
     )
-    return Response(text, mimetype="text/plain")
