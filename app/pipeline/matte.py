@@ -40,8 +40,10 @@ ERODE = 0.0062  # the sure regions are eroded by this share of the photo's longe
 UNKNOWN = 128  # the trimap's value between sure background (0) and sure subject (255)
 STRIP_ROWS = 256
 EPS = 1e-3  # the matting Laplacian's regularisation (colours 0-1)
+# The grids and steps: the fine solve is the costly one; 6 steps on 0.16 MP give a mean SAD of 26.9 on
+# the AM-2k animals (int8) where 20 on 0.25 MP gave 26.6 at twice the time (docs/quality.md#edge-matting)
 COARSE_PIXELS, COARSE_RADIUS, COARSE_ITERATIONS = 70_000, 1, 60
-FINE_PIXELS, FINE_RADIUS, FINE_ITERATIONS = 250_000, 2, 20
+FINE_PIXELS, FINE_RADIUS, FINE_ITERATIONS = 160_000, 2, 6
 
 
 def matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
