@@ -83,6 +83,7 @@ bench: setup-dev
 	$(BIN)/python benchmarks/bench_layout.py
 	$(BIN)/python benchmarks/server_memory.py --layout 'size=2000x2000,shadow=drop,background=blur'
 	$(BIN)/python benchmarks/bench_batch.py
+	$(BIN)/python benchmarks/bench_servers.py
 
 ## quality: cut-out quality against true alpha mattes (tests/data/quality/am2k): ours, rembg on the same model, rembg with alpha matting, our variants (int8: the file in models/, pinned build or not), the mask confidence's ranking; writes the table into README; fails when our mean SAD is over 1.02 x rembg's
 quality: setup-dev

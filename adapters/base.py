@@ -52,10 +52,12 @@ class SegmenterBusy(ServiceError):
 class Segmenter(Protocol):
     info: ModelInfo
 
-    def mask(self, rgb: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
+    def mask(self, rgb: np.ndarray, guide: np.ndarray | None = None, follow_edges: bool = True) -> np.ndarray:
         """HxWx3 uint8 RGB in, HxW uint8 alpha (0 background .. 255 subject) out, same H and W.
         ``guide``: the photo at its own size when ``rgb`` is a smaller view of it for the model (a
         transparent upload over white): the mask then has the guide's size and follows its edges.
+        ``follow_edges=False``: the model's map brought to size plainly, without following the
+        photo's edges (the caller re-solves them: the edge matting, app/pipeline/matte.py).
 
         May raise :class:`SegmenterBusy`; safe to call from several threads."""
         ...

@@ -207,7 +207,7 @@ class InSPyReNetSegmenter:
             full = F.interpolate(pred, (height, width), mode="bilinear", align_corners=True)
             return (full[0, 0] * 255).to(torch.uint8).cpu().numpy()  # truncation, as the reference
 
-    def mask(self, rgb: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
+    def mask(self, rgb: np.ndarray, guide: np.ndarray | None = None, follow_edges: bool = True) -> np.ndarray:
         height, width = (rgb if guide is None else guide).shape[:2]
         try:
             with self.batcher.announce() as submit:

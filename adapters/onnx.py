@@ -145,10 +145,11 @@ class OnnxSegmenter:
             return upscale_mask(small, guide)
         return np.asarray(Image.fromarray(small, "L").resize((width, height), Image.Resampling.LANCZOS))
 
-    def mask(self, rgb: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
+    def mask(self, rgb: np.ndarray, guide: np.ndarray | None = None, follow_edges: bool = True) -> np.ndarray:
         guide = rgb if guide is None else guide
         height, width = guide.shape[:2]
-        return self.postprocess(self.infer(self.preprocess(rgb)), height, width, guide=guide)
+        return self.postprocess(self.infer(self.preprocess(rgb)), height, width,
+                                guide=guide if follow_edges else None)
 
     def runtime(self) -> dict[str, object]:
         return {"precision": self.precision, "precision_reason": self.precision_reason}

@@ -193,7 +193,10 @@ def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str =
             alpha = np.asarray(Image.fromarray(alpha, "L").resize(small, Image.Resampling.BOX))
         view = compose.over_color_array(colours, alpha, (255, 255, 255))
     with timings.stage("segment") if timings else nullcontext():
-        mask = segmenter.mask(rgb if view is None else view, guide=None if view is None else rgb)
+        # with the matting, the map is brought up plainly: the matting re-solves the edge the guided
+        # upscaling would follow (mean SAD 26.8 against 26.9, at 0.2 s less a 1.6 MP photo: docs/quality.md)
+        mask = segmenter.mask(rgb if view is None else view, guide=None if view is None else rgb,
+                              follow_edges=edge_matting != "band")
     if edge_matting == "band":
         with timings.stage("matte") if timings else nullcontext():
             mask = matte(rgb, mask)
