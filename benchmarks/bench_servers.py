@@ -240,8 +240,8 @@ def main() -> None:
             conc, rate = concurrent(server.url + "/api/bg/remove", paths, {}, args.clients, args.rounds)
         rows.append(("ours (/api/bg/remove, edge)", seq, conc, rate, peak.peak, stages))
     runtime = status.get("runtime", {})
-    print(f"ours: {status['model_info']['model_id']} ({runtime.get('precision', '?')}: {runtime.get('precision_reason', '')}), "
-          f"edge matting {status.get('edge_matting', os.environ.get('EDGE_MATTING', 'band'))}")
+    print(f"ours: {status['model_info']['model']} ({runtime.get('precision', '?')}: {runtime.get('precision_reason', '')}), "
+          f"edge matting {os.environ.get('EDGE_MATTING', 'band (default)')}")
     base = statistics.median(rows[0][1])
     print(f"\n| server | median ms | p95 ms | x rembg | {args.clients} clients: median ms | p95 ms | img/s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
