@@ -84,6 +84,7 @@ def correct(rgb: np.ndarray, alpha: np.ndarray, keep: np.ndarray | None, remove:
     reach = REACH * max(grid)
     target = small_alpha.copy()
     changed = np.zeros(grid[::-1], bool)
+    fell_back = False
     for stroke, value in strokes:  # remove first, keep last: a keep stroke wins where both reach
         side = subject if value else ~subject
         near = cv2.distanceTransform(np.where(stroke, 0, 255).astype(np.uint8), cv2.DIST_L2, 3) <= reach
@@ -92,7 +93,8 @@ def correct(rgb: np.ndarray, alpha: np.ndarray, keep: np.ndarray | None, remove:
         region = np.isin(regions, touched[touched != 0])
         flipped = region & (model_subject != bool(value))  # what the model had on the other side
         if flipped.sum() > MAX_FLIP * max(1, model_subject.sum()):  # the colour models failed (grey on grey)
-            region = stroke  # not a region: the brush alone, its edge re-solved
+            region = _alike(small_rgb, small_alpha, stroke, near, value)
+            fell_back = True
         target[region] = 255 if value else 0
         changed |= region
     # the changed regions' edge re-solved along the photo's edges (the guided upscaling of the corrected grid),
@@ -107,7 +109,29 @@ def correct(rgb: np.ndarray, alpha: np.ndarray, keep: np.ndarray | None, remove:
         out[remove] = 0
     if keep is not None:
         out[keep] = 255
+    if fell_back:  # the edge around what the strokes grew re-solved by the matting, the strokes as sure labels
+        from app.pipeline.matte import matte
+
+        out = matte(rgb, out)
+        if remove is not None:
+            out[remove] = 0
+        if keep is not None:
+            out[keep] = 255
     return out
+
+
+def _alike(rgb: np.ndarray, alpha: np.ndarray, stroke: np.ndarray, near: np.ndarray, value: int) -> np.ndarray:
+    """Where GrabCut's colour models fail: the pixels connected to ``stroke`` (within ``near``) whose
+    colour lies within the stroke's own (each channel between its 2nd and 98th percentile under the
+    stroke, 8 levels of slack) and that the model was not sure of (alpha under 250 for a remove
+    stroke, over 5 for a keep one): a dark field around a light animal, grown from a stroke on it."""
+    colours = rgb[stroke].astype(np.int16)
+    lo, hi = np.percentile(colours, 2, axis=0) - 8, np.percentile(colours, 98, axis=0) + 8
+    inside = np.all((rgb >= lo) & (rgb <= hi), axis=-1)
+    unsure = alpha < 250 if not value else alpha > 5
+    _, regions = cv2.connectedComponents((inside & unsure & near | stroke).astype(np.uint8), connectivity=8)
+    touched = np.unique(regions[stroke])
+    return np.isin(regions, touched[touched != 0])
 
 
 def _shrunk(stroke: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
