@@ -10,6 +10,9 @@ the regions connected to a stroke and within :data:`REACH` of one change: the mo
 everywhere else. The changed regions are made opaque (keep) or transparent (remove), and their
 edge is re-solved along the photo's own edges by the guided upscaling (:mod:`app.pipeline.upscale`)
 in a band of :data:`BAND` around them. Under the brush itself the stroke's value always wins.
+Where the colour models fail (a region would turn more than :data:`MAX_FLIP` of the subject: grey
+on grey), a stroke's region is grown instead through the pixels of its own colours that the model
+was unsure of (:func:`_alike`), and the edge matting re-solves the mask with the strokes fixed.
 
 The work is done on a grid of at most :data:`GRID_SIDE` px (GrabCut costs ~0.5 s there on two
 cores); the full-size steps are a nearest resize of the labels and the strip-wise guided upscaling.
