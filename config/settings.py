@@ -204,7 +204,7 @@ class Settings:
     # VNNI and it passes its self-check at boot, else MODEL_PATH itself.
     onnx_precision: str = _env("ONNX_PRECISION", "auto", "choice", choices=ONNX_PRECISIONS)
     # band (the CPU tier's default): the mask's uncertain band re-solved by closed-form matting on a
-    # bounded grid (app/pipeline/matte.py: mean SAD 37.8 -> 26.4 on the AM-2k animals, ~0.1-0.4 s a
+    # bounded grid (app/pipeline/matte.py: mean SAD 37.8 -> 26.8 on the AM-2k animals, ~0.1-0.4 s a
     # photo), with X-Mask-Warnings; off (the GPU tier's): the model's mask.
     edge_matting: str = _env("EDGE_MATTING", "band", "choice", choices=EDGE_MATTINGS)
     warmup: bool = _env("WARMUP", True, "boolean")

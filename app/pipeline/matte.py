@@ -18,9 +18,10 @@ every request:
    grid of at most :data:`FINE_PIXELS` with 5x5 windows, brought up to the photo bilinearly; only
    the unknown pixels change.
 
-On the 13 AM-2k animals (``make quality``): mean SAD 37.8 -> 26.2 with the int8 model, against 30.3
-for rembg's alpha matting on the same mask at ~15x the time; ~0.2 s a 1.7 MP photo on two cores
-(0.4 s at 12 MP). The grids bound the solve's memory whatever the photo's size: 45 MB at the peak
+On the 13 AM-2k animals (``make quality``): mean SAD 37.8 -> 26.8 with the int8 model (the model's
+map resized plainly, then matted), against 30.6 for rembg's alpha matting at ~15x the time; ~0.15 s
+a 1.7 MP photo on two cores. Its operators are numpy's (app/pipeline/morphology.py): no OpenCV on
+the default path. The grids bound the solve's memory whatever the photo's size: 45 MB at the peak
 on a 12 MP photo (tests/test_matte.py), the full-size arrays being 8-bit.
 """
 
