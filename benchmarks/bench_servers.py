@@ -22,17 +22,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 import requests  # noqa: E402
 
-from tests.serverkit import fixture_images, free_port, running_server  # noqa: E402
+from tests.serverkit import (  # noqa: E402
+    RssSampler, Server, concurrent_clients, fixture_images, free_port, running_server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "u2netp.onnx"
@@ -107,38 +107,6 @@ def model_ms(repeat: int = 10) -> tuple[float, str]:
     return statistics.median(times) * 1000, segmenter.info.model_id
 
 
-class Peak:
-    """The peak RSS of a process tree, sampled every 20 ms in a thread."""
-
-    def __init__(self, pid: int):
-        self.pid, self.peak = pid, 0.0
-
-    def __enter__(self) -> "Peak":
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                root = psutil.Process(self.pid)
-                total = 0
-                for p in [root, *root.children(recursive=True)]:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.NoSuchProcess:
-                        pass
-                self.peak = max(self.peak, total / 2 ** 20)
-            except psutil.NoSuchProcess:
-                return
-            self._stop.wait(0.02)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def post(url: str, path: Path, data: dict) -> requests.Response:
     with open(path, "rb") as f:
         resp = requests.post(url, files={"file": (path.name, f, "image/jpeg")}, data=data, timeout=300)
@@ -159,28 +127,14 @@ def sequential(url: str, paths: list[Path], data: dict, rounds: int) -> tuple[li
     return times, stages
 
 
-def concurrent(url: str, paths: list[Path], data: dict, clients: int, rounds: int) -> tuple[list[float], float]:
-    times: list[float] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(clients)
-
-    def client(offset: int) -> None:
-        barrier.wait()
-        order = paths[offset:] + paths[:offset]
-        for _ in range(rounds):
-            for path in order:
-                t0 = time.perf_counter()
-                post(url, path, data)
-                with lock:
-                    times.append((time.perf_counter() - t0) * 1000)
-
-    threads = [threading.Thread(target=client, args=(i % len(paths),)) for i in range(clients)]
+def concurrent(url: str, endpoint: str, paths: list[Path], data: dict, clients: int, rounds: int
+               ) -> tuple[list[float], float]:
+    """Latencies (ms) of ``clients`` sending every photo ``rounds`` times at once, and images/s."""
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return times, len(times) / (time.perf_counter() - t0)
+    results = concurrent_clients(url, clients, paths, rounds, endpoint, data)
+    elapsed = time.perf_counter() - t0
+    assert {status for status, _ in results} == {200}, results
+    return [seconds * 1000 for _, seconds in results], len(results) / elapsed
 
 
 def p95(values: list[float]) -> float:
@@ -195,12 +149,13 @@ def rembg_server(home: Path):
     log = open(home / "rembg.log", "wb")
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "U2NET_HOME": str(home)},
                             stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server = Server(proc, port, home / "rembg.log")
+    url = server.url
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             requests.get(url + "/api", timeout=2)
-            return proc, url
+            return server
         except requests.RequestException:
             if proc.poll() is not None:
                 raise SystemExit("rembg's server did not start: " + (home / "rembg.log").read_text()[-2000:])
@@ -224,21 +179,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         (home / "u2netp.onnx").symlink_to(MODEL)
-        proc, url = rembg_server(home)
+        rembg = rembg_server(home)
         try:
-            with Peak(proc.pid) as peak:
-                seq, _ = sequential(url + "/api/remove", paths, {"model": "u2netp"}, args.rounds)
-                conc, rate = concurrent(url + "/api/remove", paths, {"model": "u2netp"}, args.clients, args.rounds)
-            rows.append(("rembg s (u2netp)", seq, conc, rate, peak.peak, None))
+            with RssSampler(rembg, interval_s=0.02) as rss:
+                seq, _ = sequential(rembg.url + "/api/remove", paths, {"model": "u2netp"}, args.rounds)
+                conc, rate = concurrent(rembg.url, "/api/remove", paths, {"model": "u2netp"}, args.clients, args.rounds)
+            rows.append(("rembg s (u2netp)", seq, conc, rate, rss.peak_mb, None))
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            rembg.process.terminate()
+            rembg.process.wait(timeout=30)
     with running_server(edge=True, boot_timeout_s=180) as server:
         status = requests.get(server.url + "/api/bg/status", timeout=10).json()
-        with Peak(server.process.pid) as peak:
+        with RssSampler(server, interval_s=0.02) as rss:
             seq, stages = sequential(server.url + "/api/bg/remove", paths, {}, args.rounds)
-            conc, rate = concurrent(server.url + "/api/bg/remove", paths, {}, args.clients, args.rounds)
-        rows.append(("ours (/api/bg/remove, edge)", seq, conc, rate, peak.peak, stages))
+            conc, rate = concurrent(server.url, "/api/bg/remove", paths, {}, args.clients, args.rounds)
+        rows.append(("ours (/api/bg/remove, edge)", seq, conc, rate, rss.peak_mb, stages))
     runtime = status.get("runtime", {})
     print(f"ours: {status['model_info']['model']} ({runtime.get('precision', '?')}: {runtime.get('precision_reason', '')}), "
           f"edge matting {os.environ.get('EDGE_MATTING', 'band (default)')}")
