@@ -207,15 +207,10 @@ def _precise_session(settings: Settings, path: Path) -> tuple[ort.InferenceSessi
     has VNNI (``cpu_has_vnni``: without it int8 is slower and may saturate) and it passes the
     self-check; else MODEL_PATH, and ``why`` says which of the three was missing."""
     wanted = settings.onnx_precision
-    if wanted == "fp32":
-        return _session(settings, path), path, ("fp32", "ONNX_PRECISION=fp32")
     quantized = int8_path(path)
-    if not quantized.is_file():
-        if wanted == "int8":
-            raise ModelLoadError(f"ONNX_PRECISION=int8: no int8 model at {quantized} (run `make setup` to build it)")
-        return _session(settings, path), path, ("fp32", f"auto: no int8 build of {path.name}")
-    if wanted == "auto" and not int8.cpu_has_vnni():
-        return _session(settings, path), path, ("fp32", "auto: this CPU has no VNNI instructions")
+    reason = fp32_reason(settings, path)
+    if reason is not None:
+        return _session(settings, path), path, ("fp32", reason)
     try:
         session = _session(settings, quantized, int8=True)
         checked = int8.self_check(u2net_segmenter(session))
@@ -226,6 +221,22 @@ def _precise_session(settings: Settings, path: Path) -> tuple[ort.InferenceSessi
     if wanted == "int8":
         raise ModelLoadError(f"ONNX_PRECISION=int8: {quantized} failed its self-check (rebuild it with `make int8`)")
     return _session(settings, path), path, ("fp32", f"auto: {quantized.name} failed its self-check")
+
+
+def fp32_reason(settings: Settings, path: Path) -> str | None:
+    """Why MODEL_PATH runs in fp32, or None where its int8 build is to be loaded (and self-checked):
+    ONNX_PRECISION's choice before any session exists (``bgremove batch`` keys its outputs by it)."""
+    wanted = settings.onnx_precision
+    if wanted == "fp32":
+        return "ONNX_PRECISION=fp32"
+    quantized = int8_path(path)
+    if not quantized.is_file():
+        if wanted == "int8":
+            raise ModelLoadError(f"ONNX_PRECISION=int8: no int8 model at {quantized} (run `make setup` to build it)")
+        return f"auto: no int8 build of {path.name}"
+    if wanted == "auto" and not int8.cpu_has_vnni():
+        return "auto: this CPU has no VNNI instructions"
+    return None
 
 
 def _choose_profile(session: ort.InferenceSession, requested: str, path: Path) -> Profile:

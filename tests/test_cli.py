@@ -3,6 +3,7 @@ the real model): one image, a folder, resuming, errors, Ctrl-C; its flags are th
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -11,12 +12,14 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from app.cli import flags
 from app.cli.batch import Shard, output_names
 from app.cli.main import main
 from app.pipeline.errors import BadOption
-from app.pipeline.options import ChangeColorOptions, ProcessOptions, RemoveOptions, fields
+from app.pipeline.correct import rasterize
+from app.pipeline.options import ChangeColorOptions, ProcessOptions, RemoveOptions, Strokes, fields
 from config.settings import ConfigError, from_layers, read_config_file
 from tests.clikit import BGREMOVE, bgremove, decoded, manifest_lines, small_photos, start, summary
 from tests.serverkit import ROOT
@@ -149,6 +152,36 @@ def test_remove_says_what_is_wrong_and_exits_by_kind(tmp_path):
     assert not list(tmp_path.glob("corrupt.nobg*"))
 
 
+def test_remove_takes_correction_strokes_as_a_mask_image(tmp_path):
+    """--keep-mask/--remove-mask FILE: the API's mask image (white = painted, the upload's size). The
+    impala's stroke through the ghost under its chin (tests/test_strokes.py) painted as an image makes
+    the cut-out its JSON lines make, the whole ghost gone, not only the painted pixels."""
+    photo = ROOT / "tests" / "data" / "quality" / "am2k" / "am2k-04.jpg"
+    stroke = json.dumps({"width": 40, "lines": [[[880, 860], [900, 960], [880, 1070]]]})
+    size = decoded(photo).size
+    painted = rasterize(Strokes.from_text(stroke), size, size)
+    mask = tmp_path / "remove.png"
+    Image.fromarray(painted).convert("L").save(mask)
+    plain = bgremove("remove", str(photo), "-o", str(tmp_path / "plain.png"))
+    by_image = bgremove("remove", str(photo), "-o", str(tmp_path / "image.png"), "--remove-mask", str(mask))
+    by_lines = bgremove("remove", str(photo), "-o", str(tmp_path / "lines.png"), "--remove-mask", stroke)
+    for done in (plain, by_image, by_lines):
+        assert done.returncode == 0, done.stderr.decode()
+    before, after = (np.asarray(decoded(tmp_path / f"{name}.png").getchannel("A")) for name in ("plain", "image"))
+    assert np.array_equal(after, np.asarray(decoded(tmp_path / "lines.png").getchannel("A")))
+    ghost = (slice(900, 1060), slice(860, 980))  # under the chin: background in truth
+    assert (before[ghost] > 128).mean() > 0.3 and (after[ghost] > 128).mean() < 0.05
+    assert ((before > 128) & (after < 128)).sum() > 2 * painted.sum()  # the region, not only the brush
+
+    small = tmp_path / "small.png"
+    Image.fromarray(painted[::2, ::2]).convert("L").save(small)
+    wrong = bgremove("remove", str(photo), "--remove-mask", str(small))
+    assert wrong.returncode == 1
+    assert "remove_mask: the mask image must have the upload's size" in wrong.stderr.decode()
+    in_batch = bgremove("batch", str(tmp_path), str(tmp_path / "out"), "--keep-mask", str(mask))
+    assert in_batch.returncode == 2 and "--keep-mask: a mask image is painted for one photo" in in_batch.stderr.decode()
+
+
 # -- bgremove batch --------------------------------------------------------------------------------
 
 
@@ -193,6 +226,17 @@ def test_batch_a_folder_resumes_and_reports_failures(tmp_path):
     assert decoded(deleted).format == "WEBP"
     other = bgremove("batch", str(inputs), str(out), "--format", "webp", "--json")  # other options: made anew
     assert (summary(other)["done"], summary(other)["skipped"]) == (3, 0)
+    assert {r["deployment"]["edge_matting"] for r in manifest_lines(out)} == {"band"}
+    unmatted = bgremove("batch", str(inputs), str(out), "--format", "webp", "--json", "-s", "EDGE_MATTING=off")
+    assert (summary(unmatted)["done"], summary(unmatted)["skipped"]) == (3, 0)  # another deployment: made anew
+    fp32 = bgremove("batch", str(inputs), str(out), "--format", "webp", "--json", "-s", "EDGE_MATTING=off",
+                    "-s", "ONNX_PRECISION=fp32")
+    assert (summary(fp32)["done"], summary(fp32)["skipped"]) == (3, 0)  # another model file
+    last = manifest_lines(out)[-1]["deployment"]
+    assert last["precision"] == "fp32" and last["edge_matting"] == "off" and "int8_sha256" not in last
+    same = bgremove("batch", str(inputs), str(out), "--format", "webp", "--json", "-s", "EDGE_MATTING=off",
+                    "-s", "ONNX_PRECISION=fp32")
+    assert (summary(same)["done"], summary(same)["skipped"]) == (0, 3)
 
 
 def test_ctrl_c_stops_cleanly_and_a_second_run_finishes(tmp_path):

@@ -8,8 +8,9 @@ Local folders and ``gs://`` prefixes go through it alike, each behind :mod:`app.
 - **Sharding**: task ``i`` of ``n`` (Cloud Run Jobs' ``CLOUD_RUN_TASK_INDEX``/``CLOUD_RUN_TASK_COUNT``)
   takes the inputs whose key hashes to ``i`` modulo ``n``: the same share on every attempt, whatever
   the listing's order or the other tasks' progress.
-- **Resuming**: an input is done when its outputs exist for the same input hash and options (the
-  job key); it is skipped, and only what is missing is made. The manifest says what was done: one
+- **Resuming**: an input is done when its outputs exist for the same input hash, options and
+  deployment (the model file, its precision, the settings that change the pixels: the job key); it
+  is skipped, and only what is missing is made: a run with another model or ``EDGE_MATTING`` redoes it. The manifest says what was done: one
   JSON line per input (input, input hash, options as given and their key, outputs, status, error,
   time, seconds, task), ``OUT/.bgremove/manifest.jsonl`` (one task) or ``manifest-task-NNNN.jsonl``.
   GCS objects also carry the job key in their metadata, so a task killed before its manifest was
@@ -230,9 +231,12 @@ class Progress:
     def close(self) -> None: ...
 
 
-def job_key(digest: str, options_key: dict[str, Any]) -> str:
-    """What decides an output: the input's hash and the options (as the result cache keys them)."""
-    text = json.dumps({"input": digest, "options": options_key}, sort_keys=True, separators=(",", ":"))
+def job_key(digest: str, options_key: dict[str, Any], deployment: dict[str, Any] | None = None) -> str:
+    """What decides an output: the input's hash, the options (as the result cache keys them) and the
+    deployment that makes it (the model file, its precision, the settings that change the pixels:
+    app.cli.local.deployment, or what a server says of its model)."""
+    text = json.dumps({"input": digest, "options": options_key, "deployment": deployment or {}},
+                      sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -310,8 +314,9 @@ class Batch:
     """One task's share of a batch: :meth:`plan` it, then :meth:`run` it with a :class:`Runner`."""
 
     def __init__(self, source: Storage, destination: Storage, request: Request, shard: Shard = Shard(),
-                 skip: Any = None):
+                 skip: Any = None, deployment: dict[str, Any] | None = None):
         self.source, self.destination, self.request, self.shard = source, destination, request, shard
+        self.deployment = deployment or {}
         self.options_key = request.options_key
         self.options_hash = options_digest(self.options_key)
         self._interrupts = Interrupts()
@@ -336,7 +341,7 @@ class Batch:
                 todo.append(item)  # its read fails again in the run, and is reported there
                 continue
             item.digest = digest
-            key = job_key(digest, self.options_key)
+            key = job_key(digest, self.options_key, self.deployment)
             made = list(item.outputs.values())
             by_tag = all(tags.get(out) == key for out in made)
             record = records.get(item.key)
@@ -421,10 +426,10 @@ class Batch:
     def _finish(self, item: Item, outcome: Outcome, manifest: Any) -> None:
         if outcome.code == "interrupted":
             raise KeyboardInterrupt
-        key = job_key(item.digest or "", self.options_key)
+        key = job_key(item.digest or "", self.options_key, self.deployment)
         record: dict[str, Any] = {
             "input": item.key, "input_hash": item.digest, "options": self.request.form,
-            "options_key": self.options_hash, "key": key,
+            "options_key": self.options_hash, "deployment": self.deployment, "key": key,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(outcome.seconds, 3), "task": self.shard.index,
         }

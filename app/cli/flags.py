@@ -14,14 +14,15 @@ the field (:func:`app.pipeline.options.unknown_fields`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
 from typing import Any, Mapping
 
 import click
 
 from app.pipeline.errors import BadOption
 from app.pipeline.options import (
-    ChangeColorOptions, OptionField, Options, ProcessOptions, RemoveOptions, fields, unknown_fields,
+    STROKE_FIELDS, ChangeColorOptions, OptionField, Options, ProcessOptions, RemoveOptions, fields, unknown_fields,
 )
 
 
@@ -92,6 +93,8 @@ def option_flags() -> list[click.Option]:
 
 def _metavar(takers: list[tuple[Result, OptionField]]) -> str:
     field = takers[0][1]
+    if field.name in STROKE_FIELDS:
+        return "JSON|FILE"
     if field.kind == "choice":
         choices = list(dict.fromkeys(c for _, f in takers for c in f.choices))
         return "[" + "|".join(choices) + "]"
@@ -108,6 +111,8 @@ def _help(takers: list[tuple[Result, OptionField]]) -> str:
     others = [f"{_shown(f)} {_taken_with(r)}" for r, f in takers[:-1] if _shown(f) != shown]
     if shown is not None or others:
         text += " [default: " + "; ".join([*([shown] if shown is not None else []), *others]) + "]"
+    if field.name in STROKE_FIELDS:  # the API's file part is a path here
+        text = text.replace("as a file part", "(here: its file's path)")
     if len(takers) < len(RESULTS) and all(r.chosen_by != field.name for r, _ in takers):
         text += " (" + ", ".join(_taken_with(r) for r, _ in takers) + " only)"
     return text.replace("`", "")
@@ -130,13 +135,15 @@ def _shown(field: OptionField) -> str | None:
 @dataclass(frozen=True)
 class Request:
     """What the flags ask for: the kind of result, its form (API names, text as typed), the options
-    read from it (checked), and the background image's bytes when one was given."""
+    read from it (checked), the background image's bytes when one was given, and the correction
+    strokes given as mask images (field -> the image's bytes; the API's file parts)."""
 
     result: Result
     form: dict[str, str]
     options: Options
     background: bytes | None = None
     background_name: str | None = None
+    masks: dict[str, bytes] = dataclass_field(default_factory=dict)
 
     @property
     def options_key(self) -> dict[str, Any]:
@@ -147,6 +154,8 @@ class Request:
         key: dict[str, Any] = {"kind": self.options.KIND, **self.options.cache_fields()}
         if self.background is not None:
             key[BACKGROUND_FILE] = upload_digest(self.background)
+        for name, data in sorted(self.masks.items()):  # as the Job keys them
+            key[name] = upload_digest(data)
         return key
 
     def form_json(self) -> str:
@@ -159,10 +168,19 @@ def request_from(values: Mapping[str, Any], background_file: str | None = None,
     infers when their flag is absent (the output's extension as ``format``). A bad value raises the
     :class:`BadOption` the API answers with."""
     form = {name: _text(value) for name, value in values.items() if name in walk() and value is not None}
+    masks = {}
+    for name in STROKE_FIELDS:  # strokes as a mask image: the value names a file (JSON lines never do)
+        text = form.get(name, "").strip()
+        if text and text[0] not in "[{" and Path(text).is_file():
+            try:
+                masks[name] = Path(text).read_bytes()
+            except OSError as exc:
+                raise BadOption(name, f"cannot read the mask image {text}: {exc.strerror or exc}") from None
+            del form[name]
     for name, value in (implied or {}).items():
         form.setdefault(name, value)
     result = next(r for r in RESULTS if r.chosen_by is None or r.chosen_by in form)
-    refused = unknown_fields(result.options, list(form), taker=_taker(result), also=(BACKGROUND_FILE,))
+    refused = unknown_fields(result.options, [*form, *masks], taker=_taker(result), also=(BACKGROUND_FILE,))
     if refused:
         raise refused
     background = None
@@ -172,7 +190,7 @@ def request_from(values: Mapping[str, Any], background_file: str | None = None,
         with open(background_file, "rb") as f:
             background = f.read()
     options = result.options.from_form(form).resolved()
-    return Request(result, form, options, background, background_file)
+    return Request(result, form, options, background, background_file, masks)
 
 
 def _taker(result: Result) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from pathlib import Path
+from typing import Any, Mapping
 
 from app.pipeline.errors import ServiceError
 from app.pipeline.options import Options
@@ -39,19 +40,23 @@ class Outcome:
 class Engine:
     """The runtime (model loaded once) and the options every input is processed with."""
 
-    def __init__(self, settings: Settings, options: Options, background: bytes | None = None):
+    def __init__(self, settings: Settings, options: Options, background: bytes | None = None,
+                 masks: Mapping[str, bytes] | None = None):
+        """``masks``: correction strokes given as mask images (``keep_mask``, ``remove_mask``), as the
+        API's file parts; made for one photo (``bgremove remove``)."""
         from app.pipeline.runtime import build_runtime  # onnxruntime and the model: only where work is done
 
         self.runtime = build_runtime(settings)
         self.options = options
         self.background = background
+        self.masks = dict(masks or {})
 
     def process(self, data: bytes) -> Outcome:
         from app.pipeline import Job
 
         started = time.perf_counter()
         try:
-            rendered = Job(self.runtime, self.options, data, background=self.background).run()
+            rendered = Job(self.runtime, self.options, data, background=self.background, masks=self.masks).run()
         except ServiceError as exc:
             return Outcome(code=exc.code, message=exc.message, seconds=time.perf_counter() - started)
         except MemoryError:
@@ -59,6 +64,29 @@ class Engine:
                            seconds=time.perf_counter() - started)
         return Outcome(dict(rendered.images), seconds=time.perf_counter() - started, width=rendered.width,
                        height=rendered.height, scaled_from=rendered.scaled_from)
+
+
+def deployment(settings: Settings) -> dict[str, Any]:
+    """What decides an output besides the photo and its options, known before a model is loaded (a
+    batch's resume key; a server's result cache keys the loaded model's own facts, the same ones:
+    app.pipeline.cache.keys.fingerprint): the model file and the precision it will run in, and the
+    settings that change the pixels."""
+    from adapters.modelfile import file_digest
+
+    path = Path(settings.model_path)
+    out: dict[str, Any] = {"segmenter": settings.segmenter, "model_sha256": file_digest(path)}
+    if settings.segmenter == "onnx":
+        from adapters import onnx
+
+        int8 = onnx.fp32_reason(settings, path) is None
+        out["precision"] = "int8" if int8 else "fp32"
+        if int8:
+            out["int8_sha256"] = file_digest(onnx.int8_path(path))
+    else:
+        out["precision"] = settings.precision
+    for name in ("model_profile", "edge_matting", "max_dimension", "max_work_pixels", "png_compress_level"):
+        out[name] = getattr(settings, name)
+    return out
 
 
 _engine: Engine | None = None

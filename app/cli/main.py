@@ -21,7 +21,9 @@ from typing import Any, Callable
 
 import click
 
-from app.cli.flags import BACKGROUND_FILE, SECTION, BadOption, Request, describe_error, option_flags, request_from
+from app.cli.flags import (
+    BACKGROUND_FILE, SECTION, BadOption, Request, describe_error, flag, option_flags, request_from,
+)
 from config.settings import (
     ConfigError, Settings, default_config_path, from_layers, layered_env, read_config_file, variables,
 )
@@ -188,6 +190,7 @@ def remove(input_path: str, output: str | None, as_json: bool, config_file: Path
       bgremove remove cat.jpg -o cat.webp --preset square-white
       bgremove remove - < cat.jpg > cut.png
       bgremove remove cat.jpg -o art.png --effects '["popart"]'
+      bgremove remove llama.jpg --keep-mask ears.png       # white where the llama must stay
     """
     _logging(verbose)
     implied = {}
@@ -211,7 +214,7 @@ def remove(input_path: str, output: str | None, as_json: bool, config_file: Path
 
     from app.cli.local import Engine
 
-    outcome = Engine(settings, request.options, request.background).process(data)
+    outcome = _loading(Engine, settings, request.options, request.background, request.masks).process(data)
     if not outcome.ok:
         raise click.ClickException(f"{outcome.code}: {outcome.message}")
     assert outcome.images is not None
@@ -235,6 +238,17 @@ def remove(input_path: str, output: str | None, as_json: bool, config_file: Path
         note = f" (worked from {scaled}: MAX_WORK_PIXELS, MAX_ENCODE_MB or --max-megapixels)" if scaled else ""
         click.echo(f"{', '.join(written)}: {outcome.width}x{outcome.height} {request.options.format}{note}, "
                    f"{outcome.seconds:.2f} s")
+
+
+def _loading(build: Callable[..., Any], *args: Any) -> Any:
+    """``build(*args)``, a model that cannot load (a missing int8 build, a bad MODEL_PATH) said as the
+    service's boot says it, without a traceback."""
+    from adapters.base import ModelLoadError
+
+    try:
+        return build(*args)
+    except ModelLoadError as exc:
+        raise ConfigProblem(f"model error: {exc}") from None
 
 
 def _read(path: str) -> bytes:
@@ -342,6 +356,10 @@ def batch(source: str, destination: str, workers: str, server: str | None, api_k
     if server is not None and workers != "1":
         raise click.UsageError("--workers is for in-process batches; with --server, --concurrency sets requests at once")
     request = _request(values)
+    if request.masks:
+        name = next(iter(request.masks))
+        raise click.UsageError(f"{flag(name)}: a mask image is painted for one photo; give it to bgremove remove "
+                               "(a batch takes strokes as JSON lines, the same for every photo)")
     if server is None:  # the settings first: this process may restart itself once with the malloc policy
         n = _auto_workers() if workers_n == "auto" else int(workers_n)
         layers = settings_layers(config_file, setting_pairs, n)
@@ -367,8 +385,6 @@ def batch(source: str, destination: str, workers: str, server: str | None, api_k
         destination_store.remove_stale_temporaries()
     elif destination.startswith("gs://"):
         skip = destination_store.url
-    job = Batch(source_store, destination_store, request, Shard(task_index, task_count), skip=skip)
-
     remote = None
     if server is not None:
         from app.cli.remote import Remote
@@ -379,13 +395,21 @@ def batch(source: str, destination: str, workers: str, server: str | None, api_k
             remote.check()
         except ConnectionError as exc:
             raise click.ClickException(str(exc)) from None
+        deployment = remote.deployment()
+    else:
+        from app.cli.local import deployment as local_deployment
+
+        deployment = _loading(local_deployment, settings)
+    job = Batch(source_store, destination_store, request, Shard(task_index, task_count), skip=skip,
+                deployment=deployment)
+    if remote is not None:
         runner = ThreadRunner(concurrency, remote.process, remote.stop)
         job.summary.mode, job.summary.workers = f"server {server}", concurrency
     else:
         if n == 1:
             from app.cli.local import Engine
 
-            runner = InlineRunner(Engine(settings, request.options, request.background).process)
+            runner = InlineRunner(_loading(Engine, settings, request.options, request.background).process)
         else:
             from app.cli import local
 

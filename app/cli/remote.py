@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import urllib3
 
@@ -72,6 +73,19 @@ class Remote:
             raise ConnectionError(f"{base}: cannot reach the service ({_reason(exc)})") from None
         if resp.status not in (200, 503):
             raise ConnectionError(f"{base}/api/bg/health answered {resp.status}: is this the service's URL?")
+
+    def deployment(self) -> dict[str, Any]:
+        """What the service says of its model (GET /model-info: adapter, model, file's sha256), part of
+        the batch's resume key: outputs made by another model are redone. Empty when it does not say."""
+        base = self.url[: -len(self.request.result.endpoint)]
+        try:
+            resp = self.http.request("GET", base + "/model-info", headers=self.headers, timeout=10.0)
+            info = json.loads(resp.data) if resp.status == 200 else {}
+        except (urllib3.exceptions.HTTPError, ValueError):
+            return {}
+        if not isinstance(info, dict):
+            return {}
+        return {"server_" + name: info.get(name) for name in ("adapter", "model", "file_sha256")}
 
     def process(self, data: bytes, filename: str) -> Outcome:
         started = time.perf_counter()

@@ -446,6 +446,11 @@ class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         return key
 
 
+# The correction strokes' fields: JSON lines in the form, or a mask image (a file part; the command
+# line: a file's path) that app.pipeline.run.strokes_of paints at the image's working size.
+STROKE_FIELDS = tuple(name for name, hint in Options.__annotations__.items() if "Strokes" in str(hint))
+
+
 class RemoveOptions(Options, frozen=True):
     """The subject on a transparent background, or its mask."""
 

@@ -30,7 +30,7 @@ from app.pipeline.gate import InferenceGate
 from app.pipeline.imaging import DecodedImage, decode_image, encodable_megapixels, encode_image, fitted_size
 from app.pipeline.layout import Box, lay_out, plan, subject_box
 from app.pipeline.matte import matte
-from app.pipeline.options import NO_LAYOUT, PRESETS, TRANSPARENT, WHITE, Layout, Options, Size
+from app.pipeline.options import NO_LAYOUT, PRESETS, STROKE_FIELDS, TRANSPARENT, WHITE, Layout, Options, Size
 from app.pipeline.timing import Timings
 from adapters import Segmenter
 from config import Settings
@@ -212,7 +212,7 @@ def strokes_of(options: Options, masks: Mapping[str, bytes], image: DecodedImage
                settings: Settings) -> dict[str, np.ndarray]:
     """The correction strokes (``keep_mask``, ``remove_mask``) painted at the image's working size
     (HxW bool each): JSON lines from the options, or mask images (each the upload's size)."""
-    sent = [name for name in ("keep_mask", "remove_mask") if getattr(options, name) is not None or name in masks]
+    sent = [name for name in STROKE_FIELDS if getattr(options, name) is not None or name in masks]
     if not sent:
         return {}
     if not _segments(options):
@@ -220,7 +220,7 @@ def strokes_of(options: Options, masks: Mapping[str, bytes], image: DecodedImage
     from app.pipeline import correct  # OpenCV (+26 MB) only in a process that is sent strokes
 
     painted = {}
-    for name in ("keep_mask", "remove_mask"):
+    for name in STROKE_FIELDS:
         lines = getattr(options, name)
         if lines is not None:
             painted[name] = correct.rasterize(lines, image.size, image.source_size)

@@ -29,7 +29,7 @@ from app.pipeline import IMAGE, Budget, Job, Rendered, peer_closed
 from app.pipeline.errors import FileTooLarge, InvalidImage, MissingFile
 from app.pipeline.fetch import FetchPolicy, fetch
 from app.pipeline.imaging import OUTPUT_FORMATS
-from app.pipeline.options import Options, unknown_fields
+from app.pipeline.options import STROKE_FIELDS, Options, unknown_fields
 from app.pipeline.runtime import Runtime
 from app.web import current_runtime
 from app.web.errors import MultipleSources, too_large_message
@@ -49,7 +49,6 @@ FILE_FIELD = {
 }
 UPLOAD_FIELDS = ("file", "background_file")  # sent as file parts, never as text
 # correction strokes, sent as text (JSON lines: the options' own fields) or as a mask image in a file part
-MASK_FIELDS = ("keep_mask", "remove_mask")
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ def read_form(options: type[Options], runtime: Runtime,
     upload = read_image(settings, budget, form, files, IMAGE_SOURCES)
     background = read_image(settings, budget, form, files, BACKGROUND_SOURCES) if background_sent else None
     masks = {}
-    for name in MASK_FIELDS:
+    for name in STROKE_FIELDS:
         if name in files:
             if (form.get(name) or "").strip():
                 raise MultipleSources(f"{name}: send the strokes one way only (JSON lines or a mask image)", field=name)
