@@ -41,6 +41,40 @@ def segmenter(settings):
     return load_segmenter(settings)
 
 
+class Served:
+    """One AM-2k photo as a default request serves it (tests/data/quality/am2k): the decoded
+    photo, the model's mask brought up plainly (before the edge matting), the served alpha (after
+    it), and the true matte (app.quality.metrics.Truth)."""
+
+    def __init__(self, image, mask: np.ndarray, alpha: np.ndarray, truth):
+        self.image, self.mask, self.alpha, self.truth = image, mask, alpha, truth
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return self.image.rgb
+
+
+@pytest.fixture(scope="session")
+def am2k_served(segmenter) -> dict[str, Served]:
+    """The 13 AM-2k photos segmented once for the tests of the matting, the review signal and the
+    strokes (the session's model, fp32): ``subject_alpha(..., "band")`` in its two steps."""
+    from app.pipeline import compose
+    from app.pipeline.imaging import decode_image
+    from app.pipeline.matte import matte
+    from app.quality import metrics
+    from app.quality.score import load_truth
+
+    out = {}
+    for path in sorted((DATA / "quality" / "am2k").glob("am2k-*.jpg")):
+        image = decode_image(path.read_bytes(), max_dimension=4096, max_pixels=4096 * 4096)
+        mask = segmenter.mask(image.rgb, follow_edges=False)
+        mask.flags.writeable = False
+        alpha = compose.combine_alpha(matte(image.rgb, mask.copy()), image.alpha)
+        alpha.flags.writeable = False
+        out[path.stem] = Served(image, mask, alpha, metrics.Truth(load_truth(path)))
+    return out
+
+
 @pytest.fixture(scope="session")
 def make_app(settings, segmenter):
     """Build an app on the session's real model, with settings overridden per test."""

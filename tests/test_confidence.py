@@ -177,23 +177,21 @@ def test_the_header_and_the_metadata_carry_the_warnings(make_app):
 
 # -- the review threshold on the quality set -------------------------------------------------------
 
-def test_the_documented_threshold_catches_every_flawed_animal(segmenter):
+def test_the_documented_threshold_catches_every_flawed_animal(am2k_served, segmenter):
     """On the 13 AM-2k photos as served (default edge matting), every cut-out with SAD over 40 scores
     under the README's threshold, 0.60, and at most two clean ones do; calibrated by leave-one-out,
     each flawed photo is still caught by the threshold of the others."""
-    from app.pipeline.imaging import decode_image
     from app.pipeline.run import subject_alpha
-    from app.quality import calibrate, metrics
-    from app.quality.score import load_truth, score
-    from tests.conftest import DATA
+    from app.quality import calibrate
+    from app.quality.score import score
 
+    one = am2k_served["am2k-01"]  # the shared fixture is the service's path, in its two steps
+    assert np.array_equal(subject_alpha(one.image, segmenter, "band"), one.alpha)
     confidence, sad, warned = {}, {}, {}
-    for path in sorted((DATA / "quality" / "am2k").glob("am2k-*.jpg")):
-        image = decode_image(path.read_bytes(), max_dimension=4096, max_pixels=4096 * 4096)
-        alpha = subject_alpha(image, segmenter, "band")
-        confidence[path.stem] = mask_confidence(alpha)
-        sad[path.stem] = score(alpha, metrics.Truth(load_truth(path)))["sad"]
-        warned[path.stem] = mask_warnings(image.rgb, alpha)
+    for name, served in am2k_served.items():
+        confidence[name] = mask_confidence(served.alpha)
+        sad[name] = score(served.alpha, served.truth)["sad"]
+        warned[name] = mask_warnings(served.rgb, served.alpha)
     flawed = [n for n in sad if sad[n] > calibrate.FLAWED_ABOVE]
     clean_under = [n for n in sad if sad[n] <= calibrate.FLAWED_ABOVE and confidence[n] < README_THRESHOLD]
     print({n: (round(sad[n], 1), confidence[n], warned[n]) for n in sad})

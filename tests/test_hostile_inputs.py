@@ -70,7 +70,7 @@ def test_memory_bombs_under_eight_clients_stay_within_the_budget(edge):
     lock = threading.Lock()
 
     def client(i: int) -> None:
-        for k in range(4):
+        for k in range(2):  # 16 requests: eight in flight at once is what the budget is about
             name = names[(i + k) % len(names)]
             endpoint, fields = endpoints[(i + k) % len(endpoints)]
             status = post_bytes(edge.url, name, bombs[name], endpoint, fields).status_code
@@ -86,7 +86,7 @@ def test_memory_bombs_under_eight_clients_stay_within_the_budget(edge):
             t.start()
         for t in threads:
             t.join(timeout=300)
-    assert len(statuses) == 32 and {s for _, s in statuses} <= {200, 422, 503}, statuses
+    assert len(statuses) == 16 and {s for _, s in statuses} <= {200, 422, 503}, statuses
     assert any(s == 200 for _, s in statuses)
     print(f"peak process tree RSS, 8 clients of memory bombs: {rss.peak_mb:.0f} MB")
     assert rss.peak_mb <= MEMORY_BUDGET_MB, f"peak {rss.peak_mb:.0f} MB"

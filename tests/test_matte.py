@@ -11,13 +11,7 @@ import pytest
 from PIL import Image
 
 from app.pipeline import matte as M
-from app.pipeline.run import subject_alpha
-from app.pipeline.imaging import decode_image
-from app.quality import metrics
-from app.quality.score import load_truth, score
-from tests.conftest import DATA
-
-AM2K = DATA / "quality" / "am2k"
+from app.quality.score import score
 
 
 def levin_laplacian(colours: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -72,13 +66,10 @@ def test_the_solve_lowers_the_energy_and_keeps_the_known_pixels():
 
 
 @pytest.fixture(scope="module")
-def served(segmenter):
-    """Each AM-2k photo's mask as served before and after the edge matting, with its truth."""
-    out = {}
-    for path in sorted(AM2K.glob("am2k-*.jpg")):
-        image = decode_image(path.read_bytes(), max_dimension=4096, max_pixels=4096 * 4096)
-        out[path.stem] = (image.rgb, subject_alpha(image, segmenter), metrics.Truth(load_truth(path)))
-    return out
+def served(am2k_served):
+    """Each AM-2k photo with the model's mask before the edge matting (as a request brings it up:
+    plainly), and its truth."""
+    return {name: (s.rgb, s.mask, s.truth) for name, s in am2k_served.items()}
 
 
 def test_matting_beats_rembg_s_alpha_matting_on_the_animals(served):

@@ -221,17 +221,17 @@ def test_make_quality_runs_the_gpu_tier_s_row_from_a_checkpoint(tmp_path):
 
     torch.manual_seed(1234)
     checkpoint = tmp_path / "random.pth"
-    torch.save(inspyrenet.build_network((384, 384)).state_dict(), checkpoint)
+    torch.save(inspyrenet.build_network((192, 192)).state_dict(), checkpoint)
     readme = tmp_path / "README.md"
     cpu_table = f"{MARKER_START}\nthe CPU tier's table\n{MARKER_END}\n"
     readme.write_text(f"# x\n{cpu_table}\n{GPU_MARKERS[0]}\nnot measured\n{GPU_MARKERS[1]}\n")
-    env = {**os.environ, "SEGMENTER": "inspyrenet", "MODEL_PATH": str(checkpoint), "TARGET_SIZE": "384",
+    env = {**os.environ, "SEGMENTER": "inspyrenet", "MODEL_PATH": str(checkpoint), "TARGET_SIZE": "192",
            "DEVICE": "cpu", "LOG_LEVEL": "warning"}
     run = subprocess.run([sys.executable, "benchmarks/quality.py", "--images", "01", "--no-matting", "--variants",
                           "none", "--markdown", str(readme)], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]  # random weights: the gate fails
-    assert "ours (inspyrenet-swinb-384, fp32, cpu)" in run.stdout and "quality gate FAILED" in run.stdout
+    assert "ours (inspyrenet-swinb-192, fp32, cpu)" in run.stdout and "quality gate FAILED" in run.stdout
     written = readme.read_text()
     assert cpu_table in written and "not measured" not in written
-    assert "| mean | ours (inspyrenet-swinb-384, fp32, cpu) |" in written
+    assert "| mean | ours (inspyrenet-swinb-192, fp32, cpu) |" in written

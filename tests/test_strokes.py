@@ -72,13 +72,13 @@ LLAMA = {"remove_mask": lines(30, [(180, 900), (190, 600), (200, 420), (230, 300
                                 (870, 820)])}  # over the right ear and down the right
 
 
-def test_strokes_where_the_colour_models_fail_grow_through_their_own_colours(runtime):
+def test_strokes_where_the_colour_models_fail_grow_through_their_own_colours(runtime, am2k_served):
     """On the grey llama GrabCut's regions would turn most of the animal: the strokes grow instead
     through the neighbouring pixels of their own colours that the model was unsure of, and the glow
     around the fur goes (most of the error), the animal stays."""
     path = AM2K / "am2k-02.jpg"
     truth = load_truth(path)
-    before = alpha_of(runtime, path.read_bytes())
+    before = am2k_served["am2k-02"].alpha  # as served without strokes
     after = alpha_of(runtime, path.read_bytes(), **LLAMA)
     sad_before, sad_after = (score(a, metrics.Truth(truth))["sad"] for a in (before, after))
     print(f"am2k-02: SAD {sad_before:.1f} -> {sad_after:.1f}")
@@ -90,10 +90,10 @@ def test_strokes_where_the_colour_models_fail_grow_through_their_own_colours(run
 
 
 @pytest.mark.parametrize("name", sorted(STROKES))
-def test_one_or_two_strokes_fix_a_flawed_cut_out(runtime, name):
+def test_one_or_two_strokes_fix_a_flawed_cut_out(runtime, am2k_served, name):
     path = AM2K / f"{name}.jpg"
-    truth = metrics.Truth(load_truth(path))
-    before = score(alpha_of(runtime, path.read_bytes()), truth)["sad"]
+    truth = am2k_served[name].truth
+    before = score(am2k_served[name].alpha, truth)["sad"]  # as served without strokes
     after = score(alpha_of(runtime, path.read_bytes(), **STROKES[name]), truth)["sad"]
     print(f"{name}: SAD {before:.1f} -> {after:.1f}")
     assert after < 25 and after < 0.85 * before, (before, after)
