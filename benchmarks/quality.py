@@ -337,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     precision = default_seg.runtime().get("precision", "?")
     onnx = default_seg.info.name == "onnx"
-    label = f"ours ({precision}, {settings.onnx_memory_mode}{', edge matting' if settings.edge_matting == 'band' else ''})" \
+    edge = {"band": ", edge matting", "plain": ", plain resize"}.get(settings.edge_matting, "")
+    label = f"ours ({precision}, {settings.onnx_memory_mode}{edge})" \
         if onnx else f"ours ({default_seg.info.model_id}, {precision}, {default_seg.runtime().get('device', '?')})"
     methods = [Method(label, ours_runner(settings, default_seg), default_seg.info.file_sha256[:12])]
     facts = [

@@ -59,7 +59,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
 CACHE_BACKENDS = ("local", "gcs", "none")  # see app/pipeline/cache/
-EDGE_MATTINGS = ("band", "off")  # see app/pipeline/matte.py
+EDGE_MATTINGS = ("band", "off", "plain")  # see app/pipeline/matte.py and app/pipeline/run.subject_alpha
 MIN_ADMIN_TOKEN_CHARS = 16
 # The words a boolean is written in, in the environment and in a request's form (app.pipeline.options).
 BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

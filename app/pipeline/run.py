@@ -182,7 +182,9 @@ def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str =
                   timings: Timings | None = None) -> np.ndarray:
     """The subject's alpha (HxW uint8): the model's mask (the ``segment`` stage of ``timings``), its
     uncertain band re-solved by matting (``edge_matting="band"``, the ``matte`` stage:
-    app/pipeline/matte.py), within the input's own transparency."""
+    app/pipeline/matte.py), within the input's own transparency. The model's map is brought up to
+    the photo along its edges (the guided upscaling) with ``"off"``, plainly (Lanczos, as rembg does)
+    with ``"band"`` and ``"plain"``."""
     rgb, view = image.rgb, None
     if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours:
         # a view of at most MODEL_VIEW_SIDE² px over white (the model works at 320-1024 px), the mask
@@ -196,7 +198,7 @@ def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str =
         # with the matting, the map is brought up plainly: the matting re-solves the edge the guided
         # upscaling would follow (mean SAD 26.8 against 26.9, at 0.2 s less a 1.6 MP photo: docs/quality.md)
         mask = segmenter.mask(rgb if view is None else view, guide=None if view is None else rgb,
-                              follow_edges=edge_matting != "band")
+                              follow_edges=edge_matting == "off")
     if edge_matting == "band":
         with timings.stage("matte") if timings else nullcontext():
             mask = matte(rgb, mask)
