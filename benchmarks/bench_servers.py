@@ -2,8 +2,11 @@
 and with 4 clients at once, in one run.
 
 Ours is the service as deployed (``config/serve``: the nginx edge in front of gunicorn) with its
-default settings; rembg's is ``rembg s --no-ui`` (FastAPI on uvicorn) asked for ``model=u2netp``,
-its default output (a PNG cut-out, no alpha matting), the same u2netp file (``models/u2netp.onnx``).
+default settings, and with ``EDGE_MATTING=plain`` (the fastest edge); rembg's is ``rembg s --no-ui``
+(FastAPI on uvicorn) asked for ``model=u2netp``, its default output (a PNG cut-out) and with its
+alpha matting (``a=true``), the same u2netp file (``models/u2netp.onnx``). Each is compared with the
+peer at the same or worse quality: each server's cut-outs of the 13 AM-2k animals are scored against
+their true mattes (mean SAD, as ``make quality`` scores them).
 Printed: the CPU (model, cores, AVX2 / AVX-512 / VNNI), the precision and network ours chose and
 why (/api/bg/status), median and p95 latency, the ratio to rembg, peak RSS of each server's process
 tree, and where ours spends a request (its ``Server-Timing``: the model's run against the rest);
@@ -17,18 +20,21 @@ Needs the dev extra (rembg's server: fastapi, uvicorn, aiohttp, asyncer, python-
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from tests.serverkit import (  # noqa: E402
     RssSampler, Server, concurrent_clients, fixture_images, free_port, running_server,
@@ -36,6 +42,7 @@ from tests.serverkit import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "u2netp.onnx"
+AM2K = ROOT / "tests" / "data" / "quality" / "am2k"
 
 
 def cpu() -> dict[str, object]:
@@ -164,6 +171,32 @@ def rembg_server(home: Path):
     raise SystemExit("rembg's server did not answer within 120 s")
 
 
+def served_sad(url: str, data: dict) -> float:
+    """Mean SAD of the cut-outs' alpha (the PNG a default request answers) on the 13 AM-2k animals
+    against their true mattes (as ``make quality`` scores them)."""
+    from app.quality import metrics
+    from app.quality.score import load_truth, score
+
+    sads = []
+    for path in sorted(AM2K.glob("am2k-*.jpg")):
+        with Image.open(io.BytesIO(post(url, path, data).content)) as img:
+            alpha = np.asarray(img.convert("RGBA").getchannel("A"))
+        sads.append(score(alpha, metrics.Truth(load_truth(path)))["sad"])
+    return float(np.mean(sads))
+
+
+@dataclass
+class Row:
+    name: str
+    seq: list[float]
+    conc: list[float] | None
+    rate: float | None
+    peak_mb: float
+    sad: float
+    peer: int  # the row it is compared with: rembg's at the same or worse quality
+    stages: list[dict[str, float]] | None = None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -174,45 +207,64 @@ def main() -> None:
     print(f"CPU: {info['model']}, {info['cores']} cores; AVX2 {'yes' if info['avx2'] else 'no'}, "
           f"AVX-512 {'yes' if info['avx512'] else 'no'}, VNNI {'yes' if info['vnni'] else 'no'}")
     print(f"photos: the {len(paths)} fixture photos, {args.rounds} rounds; rembg {_version('rembg')} "
-          f"(rembg s --no-ui, model=u2netp), onnxruntime {_version('onnxruntime')}")
-    rows = []
+          f"(rembg s --no-ui, model=u2netp), onnxruntime {_version('onnxruntime')}; SAD: the 13 AM-2k animals")
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         (home / "u2netp.onnx").symlink_to(MODEL)
         rembg = rembg_server(home)
         try:
+            url = rembg.url + "/api/remove"
+            plain, matted = {"model": "u2netp"}, {"model": "u2netp", "a": "true"}
             with RssSampler(rembg, interval_s=0.02) as rss:
-                seq, _ = sequential(rembg.url + "/api/remove", paths, {"model": "u2netp"}, args.rounds)
-                conc, rate = concurrent(rembg.url, "/api/remove", paths, {"model": "u2netp"}, args.clients, args.rounds)
-            rows.append(("rembg s (u2netp)", seq, conc, rate, rss.peak_mb, None))
+                seq, _ = sequential(url, paths, plain, args.rounds)
+                conc, rate = concurrent(rembg.url, "/api/remove", paths, plain, args.clients, args.rounds)
+            rows.append(Row("rembg s (u2netp)", seq, conc, rate, rss.peak_mb, served_sad(url, plain), 0))
+            # its alpha matting (pymatting, ~5 s a photo): one request at a time, one round
+            with RssSampler(rembg, interval_s=0.02) as rss:
+                seq, _ = sequential(url, paths, matted, 1)
+            rows.append(Row("rembg s (u2netp, alpha matting a=true)", seq, None, None, rss.peak_mb,
+                            served_sad(url, matted), 1))
         finally:
             rembg.process.terminate()
             rembg.process.wait(timeout=30)
-    with running_server(edge=True, boot_timeout_s=180) as server:
-        status = requests.get(server.url + "/api/bg/status", timeout=10).json()
-        with RssSampler(server, interval_s=0.02) as rss:
-            seq, stages = sequential(server.url + "/api/bg/remove", paths, {}, args.rounds)
-            conc, rate = concurrent(server.url, "/api/bg/remove", paths, {}, args.clients, args.rounds)
-        rows.append(("ours (/api/bg/remove, edge)", seq, conc, rate, rss.peak_mb, stages))
+    status = {}
+    for name, env, peer in (("ours (/api/bg/remove, edge; default: EDGE_MATTING=band)", {}, 1),
+                            ("ours (EDGE_MATTING=plain)", {"EDGE_MATTING": "plain"}, 0)):
+        with running_server(env=env, edge=True, boot_timeout_s=180) as server:
+            status = status or requests.get(server.url + "/api/bg/status", timeout=10).json()
+            with RssSampler(server, interval_s=0.02) as rss:
+                seq, stages = sequential(server.url + "/api/bg/remove", paths, {}, args.rounds)
+                conc, rate = concurrent(server.url, "/api/bg/remove", paths, {}, args.clients, args.rounds)
+            rows.append(Row(name, seq, conc, rate, rss.peak_mb, served_sad(server.url + "/api/bg/remove", {}), peer,
+                            stages))
     runtime = status.get("runtime", {})
-    print(f"ours: {status['model_info']['model']} ({runtime.get('precision', '?')}: {runtime.get('precision_reason', '')}), "
-          f"edge matting {os.environ.get('EDGE_MATTING', 'band (default)')}")
-    base = statistics.median(rows[0][1])
-    print(f"\n| server | median ms | p95 ms | x rembg | {args.clients} clients: median ms | p95 ms | img/s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, seq, conc, rate, peak_mb, _ in rows:
-        print(f"| {name} | {statistics.median(seq):.0f} | {p95(seq):.0f} | {statistics.median(seq) / base:.2f} | "
-              f"{statistics.median(conc):.0f} | {p95(conc):.0f} | {rate:.2f} | {peak_mb:.0f} |")
-    stages = rows[1][5]
-    totals = {}
-    for s in stages:
-        for k, v in s.items():
-            totals.setdefault(k, []).append(v)
-    ours_median = statistics.median(rows[1][1])
-    print("\nours, one request at a time, median ms by stage (Server-Timing): " +
-          ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in totals.items()))
-    segment = statistics.median(totals.get("segment", [0]))
-    print(f"the model's run is {segment / ours_median:.0%} of a request; the rest {ours_median - segment:.0f} ms")
+    print(f"ours: {status['model_info']['model']} ({runtime.get('precision', '?')}: {runtime.get('precision_reason', '')})")
+    print(f"\n| server | mean SAD | median ms | p95 ms | x its peer | {args.clients} clients: median ms | p95 ms | "
+          "img/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        median = statistics.median(row.seq)
+        peer = rows[row.peer]
+        ratio = "1.00" if peer is row else f"{median / statistics.median(peer.seq):.2f} (vs {peer.name.split(' (')[0]}" \
+            f"{', alpha matting' if row.peer == 1 else ''})"
+        conc = "—" if row.conc is None else f"{statistics.median(row.conc):.0f} | {p95(row.conc):.0f} | {row.rate:.2f}"
+        print(f"| {row.name} | {row.sad:.2f} | {median:.0f} | {p95(row.seq):.0f} | {ratio} | "
+              f"{conc if row.conc is not None else '— | — | —'} | {row.peak_mb:.0f} |")
+    print("x its peer: our median over rembg's at the same or worse quality (SAD): the default against rembg's "
+          "alpha matting, EDGE_MATTING=plain against rembg's default")
+    for row in rows:
+        if row.stages is None:
+            continue
+        totals: dict[str, list[float]] = {}
+        for stage in row.stages:
+            for k, v in stage.items():
+                totals.setdefault(k, []).append(v)
+        median = statistics.median(row.seq)
+        segment = statistics.median(totals.get("segment", [0]))
+        print(f"\n{row.name}, one request at a time, median ms by stage (Server-Timing): " +
+              ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in totals.items()))
+        print(f"the model's run is {segment / median:.0%} of a request; the rest {median - segment:.0f} ms")
     gmacs = network_gmacs(MODEL)
     rate = sgemm_gflops()
     ms, model_id = model_ms()
