@@ -142,15 +142,3 @@ def test_each_edge_setting_serves_its_own_edge(make_app, segmenter, edge_matting
     assert ("X-Mask-Warnings" in resp.headers) == (edge_matting == "band")
     if edge_matting != "plain":
         assert not np.array_equal(served, plain)
-
-
-@pytest.mark.parametrize("name", ["am2k-02", "am2k-08"])
-def test_the_solve_split_over_threads_is_the_same_to_the_bit(served, name):
-    """INFERENCE_THREADS bands of rows, each worked beside two window radii of its neighbours: the
-    same alpha as one thread's, whatever the number of bands (and a grid too short to split)."""
-    rgb, mask, _ = served[name]
-    one = M.matte(rgb, mask.copy())
-    for threads in (2, 3):
-        assert np.array_equal(M.matte(rgb, mask.copy(), threads=threads), one)
-    short = (slice(0, 40), slice(None))  # fewer rows than two bands need: worked whole
-    assert np.array_equal(M.matte(rgb[short], mask[short].copy(), threads=2), M.matte(rgb[short], mask[short].copy()))

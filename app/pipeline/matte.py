@@ -28,8 +28,6 @@ on a 12 MP photo (tests/test_matte.py), the full-size arrays being 8-bit.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -49,12 +47,11 @@ COARSE_PIXELS, COARSE_RADIUS, COARSE_ITERATIONS = 70_000, 1, 60
 FINE_PIXELS, FINE_RADIUS, FINE_ITERATIONS = 160_000, 2, 6
 
 
-def matte(rgb: np.ndarray, alpha: np.ndarray, threads: int = 1) -> np.ndarray:
+def matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``alpha`` (HxW uint8) with its uncertain band re-solved against the photo ``rgb`` (HxWx3 uint8),
     in place (it is returned); the sure parts of the mask are kept, made exactly 0 or 255. The
     full-size work is 8-bit and by strips of rows: one full-size array besides ``alpha`` (the trimap).
-    A read-only ``alpha`` (a Pillow image's pixels) is copied first. ``threads``: the solve's steps
-    split by bands of rows over that many threads (the same result to the bit)."""
+    A read-only ``alpha`` (a Pillow image's pixels) is copied first."""
     if not alpha.flags.writeable:
         alpha = alpha.copy()
     height, width = alpha.shape
@@ -74,8 +71,8 @@ def matte(rgb: np.ndarray, alpha: np.ndarray, threads: int = 1) -> np.ndarray:
         grids = _grid(h, w, COARSE_PIXELS), _grid(h, w, FINE_PIXELS)
         labels = [_nearest(trimap[crop], grid) for grid in grids]
         del trimap  # made again for the write-back: not held through the solve (12 MB at 12 MP)
-        coarse = _solve(rgb_c, alpha_c, labels[0], COARSE_RADIUS, COARSE_ITERATIONS, threads=threads)
-        fine = _solve(rgb_c, alpha_c, labels[1], FINE_RADIUS, FINE_ITERATIONS, coarse, threads)
+        coarse = _solve(rgb_c, alpha_c, labels[0], COARSE_RADIUS, COARSE_ITERATIONS)
+        fine = _solve(rgb_c, alpha_c, labels[1], FINE_RADIUS, FINE_ITERATIONS, coarse)
         del coarse, labels
         trimap = _trimap(alpha)
         trimap_c = trimap[crop]
@@ -135,7 +132,7 @@ def _grid(h: int, w: int, pixels: int) -> tuple[int, int]:
 
 
 def _solve(rgb: np.ndarray, alpha: np.ndarray, labels: np.ndarray, radius: int, iterations: int,
-           start: np.ndarray | None = None, threads: int = 1) -> np.ndarray:
+           start: np.ndarray | None = None) -> np.ndarray:
     """The matting energy minimised on the grid of ``labels`` (the trimap at that size) over the
     unknown pixels: alpha 0-1 (h x w float32)."""
     grid = labels.shape[::-1]
@@ -150,7 +147,7 @@ def _solve(rgb: np.ndarray, alpha: np.ndarray, labels: np.ndarray, radius: int, 
     edge = 2 * radius  # the grid's own border stays as it is (windows there are cut)
     free[:edge] = free[-edge:] = False
     free[:, :edge] = free[:, -edge:] = False
-    laplacian = _Laplacian(colours, radius, threads)
+    laplacian = _Laplacian(colours, radius)
     return np.clip(_conjugate_gradients(laplacian, x, free.astype(np.float32), iterations), 0, 1, out=x)
 
 
@@ -161,7 +158,7 @@ class _Laplacian:
     kept in float32. Every step works in buffers allocated once: under the 512 MB tier's malloc
     policy (app/ops/tuning.py) each new array is a fresh mmap, and a solve takes ~250 steps."""
 
-    def __init__(self, colours: np.ndarray, radius: int, threads: int = 1):
+    def __init__(self, colours: np.ndarray, radius: int):
         n = (2 * radius + 1) ** 2
         planes = [np.ascontiguousarray(colours[..., c], np.float64) for c in range(3)]
         means = [box_mean(plane, radius) for plane in planes]
@@ -186,53 +183,15 @@ class _Laplacian:
             entry /= det
             self.inverse.append(entry.astype(np.float32))
         del s00, s01, s02, s11, s12, s22, cofactors, det, entry
-        # The product by bands of rows, one a thread: a pixel's product reads p within two window
-        # radii (a box of a box), so each band is worked with that many rows of its neighbours beside
-        # it and keeps its own rows: bit for bit the product of the whole (tests/test_matte.py).
-        height = colours.shape[0]
-        bands = max(1, min(threads, height // (8 * radius + 8)))
-        cuts = [height * k // bands for k in range(bands + 1)]
-        self.bands = [_Band(self, own[0], own[1], radius) for own in zip(cuts, cuts[1:])]
-
-    def times(self, p: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """``L p / |window|`` into ``out`` (see :class:`_Band`), the bands side by side."""
-        if len(self.bands) == 1:
-            return self.bands[0].times(p, out)
-        list(_pool(len(self.bands)).map(lambda band: band.times(p, out), self.bands))
-        return out
-
-
-class _Band:
-    """The rows ``top:bottom`` of :meth:`_Laplacian.times`, worked on those rows and two window radii
-    of their neighbours (the borders of the photo reflected as the whole's are), in buffers of its own."""
-
-    def __init__(self, whole: _Laplacian, top: int, bottom: int, radius: int):
-        height = whole.colours[0].shape[0]
-        self.lo, self.hi = max(0, top - 2 * radius), min(height, bottom + 2 * radius)
-        self.own = slice(top - self.lo, bottom - self.lo)  # its rows, within the worked ones
-        self.rows = slice(top, bottom)
-        worked = slice(self.lo, self.hi)
-        self.colours = [c[worked] for c in whole.colours]
-        self.means = [m[worked] for m in whole.means]
-        self.inverse = [i[worked] for i in whole.inverse]
-        shape = (self.hi - self.lo, whole.colours[0].shape[1])
-        self.whole = self.lo == 0 and self.hi == height
+        shape = colours.shape[:2]
         self._box = BoxMean(shape, radius)
         self.mean_p, self.tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
         self.c = [np.empty(shape, np.float32) for _ in range(3)]
         self.a = [np.empty(shape, np.float32) for _ in range(3)]
-        self.result = None if self.whole else np.empty(shape, np.float32)
 
     def times(self, p: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """``L p / |window|`` on this band's rows of ``out``: for each window, the linear fit ``a·I + b``
-        of ``p``, averaged over the windows covering each pixel, taken from ``p``."""
-        if self.whole:
-            return self._times(p, out)
-        self._times(p[self.lo:self.hi], self.result)
-        out[self.rows] = self.result[self.own]
-        return out
-
-    def _times(self, p: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``L p / |window|`` into ``out``: for each window, the linear fit ``a·I + b`` of ``p``, averaged
+        over the windows covering each pixel, taken from ``p``."""
         colours, m, c, a, tmp, mean_p = self.colours, self.means, self.c, self.a, self.tmp, self.mean_p
         self._box(p, mean_p)
         for k in range(3):  # c_k = cov(I_k, p) in each window
@@ -257,18 +216,6 @@ class _Band:
             tmp *= colours[k]
             out -= tmp
         return out
-
-
-_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """This process's pool of ``threads`` threads (made in the process that uses it: a pool made
-    before gunicorn forks its workers would have no threads in them)."""
-    key = (os.getpid(), threads)
-    if key not in _POOLS:
-        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="matte")
-    return _POOLS[key]
 
 
 def _conjugate_gradients(laplacian: _Laplacian, x: np.ndarray, free: np.ndarray, iterations: int) -> np.ndarray:

@@ -179,13 +179,12 @@ def bounded(options: Options, max_pixels: int, background: bytes | None) -> Opti
 
 
 def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str = "off",
-                  timings: Timings | None = None, threads: int = 1) -> np.ndarray:
+                  timings: Timings | None = None) -> np.ndarray:
     """The subject's alpha (HxW uint8): the model's mask (the ``segment`` stage of ``timings``), its
     uncertain band re-solved by matting (``edge_matting="band"``, the ``matte`` stage:
     app/pipeline/matte.py), within the input's own transparency. The model's map is brought up to
     the photo along its edges (the guided upscaling) with ``"off"``, plainly (Lanczos, as rembg does)
-    with ``"band"`` and ``"plain"``. ``threads``: the matting's (INFERENCE_THREADS: the model's threads
-    are idle by then)."""
+    with ``"band"`` and ``"plain"``."""
     rgb, view = image.rgb, None
     if image.alpha is not None:  # the model sees transparent areas as white, not as their hidden colours:
         # a view of at most MODEL_VIEW_SIDE² px over white (the model works at 320-1024 px), the mask
@@ -202,7 +201,7 @@ def subject_alpha(image: DecodedImage, segmenter: Segmenter, edge_matting: str =
                               follow_edges=edge_matting == "off")
     if edge_matting == "band":
         with timings.stage("matte") if timings else nullcontext():
-            mask = matte(rgb, mask, threads)
+            mask = matte(rgb, mask)
     return compose.combine_alpha(mask, image.alpha)
 
 
@@ -251,8 +250,7 @@ def _alpha(runtime: "Runtime", image: DecodedImage, options: Options, cache: Cac
         with timings.stage("cache"):
             alpha = cache.stored_mask(image.size)
         if alpha is None:
-            alpha = subject_alpha(image, runtime.segmenter, runtime.settings.edge_matting, timings,
-                                  runtime.settings.inference_threads)
+            alpha = subject_alpha(image, runtime.segmenter, runtime.settings.edge_matting, timings)
             runtime.activity.model_ran()
             cache.keep_mask(alpha)  # the model's mask, not cut to a region: the next request may ask another
     if options.roi is not None:

@@ -46,8 +46,7 @@ def ours_runner(settings, segmenter) -> Callable[[bytes], np.ndarray]:
     from app.pipeline.run import decode, subject_alpha
 
     def run(data: bytes) -> np.ndarray:
-        return subject_alpha(decode(data, settings), segmenter, settings.edge_matting,
-                             threads=settings.inference_threads)
+        return subject_alpha(decode(data, settings), segmenter, settings.edge_matting)
 
     return run
 
