@@ -65,9 +65,10 @@ int8: $(VENV)/.runtime
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" LOG_FORMAT=$${LOG_FORMAT:-text} config/serve
 
-## test: install everything, run every test
+## test: install everything, run every test (two test files at a time: pytest-xdist; TEST_PROCESSES=1 for one)
+TEST_PROCESSES ?= 2
 test: setup-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 ## bench: speed and memory against rembg on the same model, in one run; a folder through `rembg p` and `bgremove batch` (1 and 2 workers, --server); effects against per-pixel references; InSPyReNet against its reference path; cache hits against misses; the nginx edge against gunicorn alone; the options library against its peers; the layout stage against plain Pillow, and the server's memory with a heavy layout
 bench: setup-dev
