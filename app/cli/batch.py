@@ -10,9 +10,9 @@ Local folders and ``gs://`` prefixes go through it alike, each behind :mod:`app.
   the listing's order or the other tasks' progress.
 - **Resuming**: an input is done when its outputs exist for the same input hash, options and
   deployment (the model file, its precision, the settings that change the pixels: the job key); it
-  is skipped, and only what is missing is made: a run with another model or ``EDGE_MATTING`` redoes it. The manifest says what was done: one
-  JSON line per input (input, input hash, options as given and their key, outputs, status, error,
-  time, seconds, task), ``OUT/.bgremove/manifest.jsonl`` (one task) or ``manifest-task-NNNN.jsonl``.
+  is skipped, and only what is missing is made (another model or ``EDGE_MATTING`` redoes it). The
+  manifest says what was done: one JSON line per input (input, input hash, options as given and
+  their key, the deployment, outputs, status, error, time, seconds, task), ``OUT/.bgremove/manifest.jsonl`` (one task) or ``manifest-task-NNNN.jsonl``.
   GCS objects also carry the job key in their metadata, so a task killed before its manifest was
   saved does not redo what it finished.
 - **Atomic writes**: an output appears whole or not at all (the storage's write); Ctrl-C is held off

@@ -72,6 +72,7 @@ def deployment(settings: Settings) -> dict[str, Any]:
     app.pipeline.cache.keys.fingerprint): the model file and the precision it will run in, and the
     settings that change the pixels."""
     from adapters.modelfile import file_digest
+    from app.pipeline.cache.keys import PIXEL_SETTINGS
 
     path = Path(settings.model_path)
     out: dict[str, Any] = {"segmenter": settings.segmenter, "model_sha256": file_digest(path)}
@@ -84,7 +85,7 @@ def deployment(settings: Settings) -> dict[str, Any]:
             out["int8_sha256"] = file_digest(onnx.int8_path(path))
     else:
         out["precision"] = settings.precision
-    for name in ("model_profile", "edge_matting", "max_dimension", "max_work_pixels", "png_compress_level"):
+    for name in ("model_profile", *PIXEL_SETTINGS):
         out[name] = getattr(settings, name)
     return out
 

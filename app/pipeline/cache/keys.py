@@ -27,6 +27,11 @@ def upload_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# The settings that change a result's pixels (besides the model): part of the result cache's key and
+# of a batch's resume key (app.cli.local.deployment).
+PIXEL_SETTINGS = ("max_dimension", "max_work_pixels", "png_compress_level", "edge_matting")
+
+
 def fingerprint(info: ModelInfo, settings: Settings) -> dict[str, Any]:
     """What, besides the upload and the request's options, decides a result on this deployment."""
     return {
@@ -34,10 +39,7 @@ def fingerprint(info: ModelInfo, settings: Settings) -> dict[str, Any]:
         "model": info.model_id,
         "model_sha256": info.file_sha256,
         "input_size": list(info.input_size),
-        "max_dimension": settings.max_dimension,
-        "max_work_pixels": settings.max_work_pixels,
-        "png_compress_level": settings.png_compress_level,
-        "edge_matting": settings.edge_matting,
+        **{name: getattr(settings, name) for name in PIXEL_SETTINGS},
     }
 
 
