@@ -46,8 +46,8 @@ class Served:
     photo, the model's mask brought up plainly (before the edge matting), the served alpha (after
     it), and the true matte (app.quality.metrics.Truth)."""
 
-    def __init__(self, image, mask: np.ndarray, alpha: np.ndarray, truth):
-        self.image, self.mask, self.alpha, self.truth = image, mask, alpha, truth
+    def __init__(self, image, prediction: np.ndarray, mask: np.ndarray, alpha: np.ndarray, truth):
+        self.image, self.prediction, self.mask, self.alpha, self.truth = image, prediction, mask, alpha, truth
 
     @property
     def rgb(self) -> np.ndarray:
@@ -56,8 +56,9 @@ class Served:
 
 @pytest.fixture(scope="session")
 def am2k_served(segmenter) -> dict[str, Served]:
-    """The 13 AM-2k photos segmented once for the tests of the matting, the review signal and the
-    strokes (the session's model, fp32): ``subject_alpha(..., "band")`` in its two steps."""
+    """The 13 AM-2k photos segmented once for the tests of the matting, the review signal, the
+    strokes and the upscaling (the session's model, fp32): ``subject_alpha(..., "band")`` in its two
+    steps, and the model's own map (``prediction``, at its input size) the mask was brought up from."""
     from app.pipeline import compose
     from app.pipeline.imaging import decode_image
     from app.pipeline.matte import matte
@@ -67,11 +68,12 @@ def am2k_served(segmenter) -> dict[str, Served]:
     out = {}
     for path in sorted((DATA / "quality" / "am2k").glob("am2k-*.jpg")):
         image = decode_image(path.read_bytes(), max_dimension=4096, max_pixels=4096 * 4096)
-        mask = segmenter.mask(image.rgb, follow_edges=False)
+        prediction = segmenter.infer(segmenter.preprocess(image.rgb))
+        mask = segmenter.postprocess(prediction, *image.rgb.shape[:2])  # segmenter.mask(follow_edges=False)
         mask.flags.writeable = False
         alpha = compose.combine_alpha(matte(image.rgb, mask.copy()), image.alpha)
         alpha.flags.writeable = False
-        out[path.stem] = Served(image, mask, alpha, metrics.Truth(load_truth(path)))
+        out[path.stem] = Served(image, prediction, mask, alpha, metrics.Truth(load_truth(path)))
     return out
 
 

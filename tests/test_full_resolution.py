@@ -72,21 +72,22 @@ def test_max_megapixels_scaling_is_named_too(runtime):
     assert rendered.scaled_from == (1000, 667)
 
 
-def test_guided_upscaling_is_no_worse_than_a_plain_resize_on_the_quality_set(segmenter):
+def test_guided_upscaling_is_no_worse_than_a_plain_resize_on_the_quality_set(segmenter, am2k_served):
     """Each AM-2k photo (1.7 MP, true alpha matte) at its own size: the model's 320x320 map brought up
     by the photo's edges, against the Lanczos resize the masks had before, by SAD against the truth."""
     plain, guided = [], []
-    for path in sorted(AM2K.glob("am2k-*.jpg")):
-        image = decode_image(path.read_bytes(), max_dimension=4096, max_pixels=4096 * 4096)
-        truth = load_truth(path)
+    for served in am2k_served.values():
+        truth = served.truth.alpha
         height, width = truth.shape
-        assert image.size == (width, height)
-        prediction = segmenter.infer(segmenter.preprocess(image.rgb))
-        plain.append(metrics.sad(segmenter.postprocess(prediction, height, width), truth))
-        served = segmenter.mask(image.rgb)
+        assert served.image.size == (width, height)
+        assert np.array_equal(served.mask, segmenter.postprocess(served.prediction, height, width))
+        plain.append(metrics.sad(served.mask, truth))
+        upscaled = segmenter.postprocess(served.prediction, height, width, guide=served.rgb)
         if not guided:  # what is served is the guided upscaling of the model's map at its own size
-            assert np.array_equal(served, guided_upscale(segmenter.postprocess(prediction, 320, 320), image.rgb))
-        guided.append(metrics.sad(served, truth))
+            assert np.array_equal(upscaled, guided_upscale(segmenter.postprocess(served.prediction, 320, 320),
+                                                           served.rgb))
+            assert np.array_equal(segmenter.mask(served.rgb), upscaled)
+        guided.append(metrics.sad(upscaled, truth))
     assert np.mean(guided) <= np.mean(plain), (np.mean(guided), np.mean(plain))
     assert sum(g < p for g, p in zip(guided, plain)) > len(plain) / 2
 

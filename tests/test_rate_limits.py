@@ -130,18 +130,22 @@ class Pinned:
         self.conn.close()
 
 
-def pin_workers(port: int, workers: int, attempts: int = 200) -> list[Pinned]:
-    """One connection per worker of the server on ``port`` (new connections land on either)."""
+def pin_workers(port: int, workers: int, timeout_s: float = 90.0) -> list[Pinned]:
+    """One connection per worker of the server on ``port`` (new connections land on either; a worker
+    still loading its model takes none yet, for longer on a busy machine: tried until ``timeout_s``)."""
     pinned: dict[int, Pinned] = {}
-    for _ in range(attempts):
+    deadline, attempts = time.monotonic() + timeout_s, 0
+    while time.monotonic() < deadline:
         conn = Pinned(port)
+        attempts += 1
         if conn.pid in pinned:
             conn.close()
+            time.sleep(0.02)
         else:
             pinned[conn.pid] = conn
         if len(pinned) == workers:
             return list(pinned.values())
-    raise AssertionError(f"only {len(pinned)} of {workers} workers answered in {attempts} connections")
+    raise AssertionError(f"only {len(pinned)} of {workers} workers answered in {attempts} connections, {timeout_s:g} s")
 
 
 def spread(connections: list[Pinned], total: int, client_ip: str, fresh_key: bool = False):

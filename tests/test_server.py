@@ -39,8 +39,19 @@ def test_health_and_remove_over_http(server):
     assert resp.headers["Content-Disposition"] == f"inline; filename=nobg_{fixture_images()[0].stem}.png"
 
 
+def largest_photos(count: int = 4) -> list:
+    """The fixture photos with the most pixels: four clients sending them hold the most at once."""
+    from PIL import Image
+
+    def pixels(path) -> int:
+        with Image.open(path) as img:
+            return img.size[0] * img.size[1]
+
+    return sorted(fixture_images(), key=pixels, reverse=True)[:count]
+
+
 def test_four_concurrent_clients_within_memory_budget(server):
-    images = fixture_images()
+    images = largest_photos()
     expected = {p.name: hashlib.sha256(post_image(server.url, p).content).hexdigest() for p in images[:2]}
     with RssSampler(server) as rss:
         results = concurrent_clients(server.url, clients=4, paths=images)
@@ -54,7 +65,7 @@ def test_four_concurrent_clients_within_memory_budget(server):
 
 def test_effects_under_concurrency_within_memory_budget(server):
     """/api/v2/process with all four effects, 4 clients at once: every request answered, memory bounded."""
-    images = fixture_images()
+    images = largest_photos()
     with RssSampler(server) as rss:
         results = concurrent_clients(server.url, clients=4, paths=images, endpoint="/api/v2/process", data=ALL_EFFECTS)
     assert [status for status, _ in results] == [200] * (4 * len(images))
