@@ -11,6 +11,7 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from app.pipeline.cache import results as results_module
 from tests.serverkit import fixture_images, post_image, running_emulator, running_server, start_emulator
 from PIL import Image
 
@@ -197,10 +198,13 @@ def test_a_bucket_that_never_answers_costs_one_timeout_then_is_skipped(make_app,
     hole = BlackHole()
     try:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", hole.host)
+        # the second request must come within the first back-off: 30 s instead of 2 s, so a busy
+        # machine (two test files at once) cannot make it arrive after the back-off and try again
+        monkeypatch.setattr(results_module, "_BACKOFF_FIRST_S", 30.0)
         app = make_app(cache_backend="gcs", storage_bucket="b", cache_timeout_s=0.3)
         cached = app.test_client()
-        small = png_bytes(Image.open(fixture_images()[0]).resize((96, 64)))  # quick to segment: the second
-        expected = call(client, data=small).data  # request must come within the 2 s back-off, on a busy machine too
+        small = png_bytes(Image.open(fixture_images()[0]).resize((96, 64)))  # quick to segment
+        expected = call(client, data=small).data
         first = call(cached, data=small)
         assert first.status_code == 200 and first.headers["X-Cache"] == "BYPASS" and first.data == expected
         wait_for(lambda: hole.object_reads() == 1, what="the lookup to reach the silent bucket")  # sent, timed out
