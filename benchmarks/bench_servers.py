@@ -248,9 +248,10 @@ def main() -> None:
         peer = rows[row.peer]
         ratio = "1.00" if peer is row else f"{median / statistics.median(peer.seq):.2f} (vs {peer.name.split(' (')[0]}" \
             f"{', alpha matting' if row.peer == 1 else ''})"
-        conc = "—" if row.conc is None else f"{statistics.median(row.conc):.0f} | {p95(row.conc):.0f} | {row.rate:.2f}"
+        conc = "— | — | —" if row.conc is None else \
+            f"{statistics.median(row.conc):.0f} | {p95(row.conc):.0f} | {row.rate:.2f}"
         print(f"| {row.name} | {row.sad:.2f} | {median:.0f} | {p95(row.seq):.0f} | {ratio} | "
-              f"{conc if row.conc is not None else '— | — | —'} | {row.peak_mb:.0f} |")
+              f"{conc} | {row.peak_mb:.0f} |")
     print("x its peer: our median over rembg's at the same or worse quality (SAD): the default against rembg's "
           "alpha matting, EDGE_MATTING=plain against rembg's default")
     for row in rows:

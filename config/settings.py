@@ -205,7 +205,8 @@ class Settings:
     onnx_precision: str = _env("ONNX_PRECISION", "auto", "choice", choices=ONNX_PRECISIONS)
     # band (the CPU tier's default): the mask's uncertain band re-solved by closed-form matting on a
     # bounded grid (app/pipeline/matte.py: mean SAD 37.8 -> 26.8 on the AM-2k animals, ~0.1-0.4 s a
-    # photo), with X-Mask-Warnings; off (the GPU tier's): the model's mask.
+    # photo), with X-Mask-Warnings; off (the GPU tier's): the model's mask brought up along the photo's
+    # edges; plain: the model's map resized as rembg resizes it (the fastest).
     edge_matting: str = _env("EDGE_MATTING", "band", "choice", choices=EDGE_MATTINGS)
     warmup: bool = _env("WARMUP", True, "boolean")
     log_level: str = _env("LOG_LEVEL", "info", "choice", choices=LOG_LEVELS)

@@ -123,22 +123,21 @@ def test_inputs_with_little_or_nothing_to_solve(shape, fill):
 
 
 @pytest.mark.parametrize("edge_matting", ["band", "off", "plain"])
-def test_each_edge_setting_serves_its_own_edge(make_app, segmenter, edge_matting):
+def test_each_edge_setting_serves_its_own_edge(make_app, segmenter, am2k_served, edge_matting):
     """EDGE_MATTING: ``band`` matting over the plainly resized map (and the review's warnings), ``off``
     the map brought up along the photo's edges, ``plain`` the map resized as rembg resizes it (the
     fastest: neither step), each said in Server-Timing."""
-    from app.pipeline.imaging import decode_image
     from tests.conftest import DATA, open_response, post
 
     data = (DATA / "quality" / "am2k" / "am2k-03.jpg").read_bytes()  # over 1024 px: the guided upscaling's
     resp = post(make_app(edge_matting=edge_matting).test_client(), "/api/bg/remove", data, only_mask="true")
     assert resp.status_code == 200
     served = np.asarray(open_response(resp).convert("L"))
-    rgb = decode_image(data, max_dimension=4096, max_pixels=4096 * 4096).rgb
-    plain = segmenter.mask(rgb, follow_edges=False)
-    expected = {"band": M.matte(rgb, plain.copy()), "off": segmenter.mask(rgb), "plain": plain}[edge_matting]
+    photo = am2k_served["am2k-03"]  # the model's map, its plain resize and its matting, computed once
+    guided = segmenter.postprocess(photo.prediction, *photo.mask.shape, guide=photo.rgb)
+    expected = {"band": photo.alpha, "off": guided, "plain": photo.mask}[edge_matting]
     assert np.array_equal(served, expected)
     assert ("matte;dur=" in resp.headers["Server-Timing"]) == (edge_matting == "band")
     assert ("X-Mask-Warnings" in resp.headers) == (edge_matting == "band")
     if edge_matting != "plain":
-        assert not np.array_equal(served, plain)
+        assert not np.array_equal(served, photo.mask)

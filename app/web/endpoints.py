@@ -48,7 +48,6 @@ FILE_FIELD = {
                                                         "server (background=image, implied when sent)"},
 }
 UPLOAD_FIELDS = ("file", "background_file")  # sent as file parts, never as text
-# correction strokes, sent as text (JSON lines: the options' own fields) or as a mask image in a file part
 
 
 @dataclass(frozen=True)
