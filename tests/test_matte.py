@@ -84,6 +84,27 @@ def test_matting_beats_rembg_s_alpha_matting_on_the_animals(served):
     assert sum(a < b for a, b in zip(after, before)) >= 11
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (7, 300), (300, 7), (301, 517), (1620, 1080)])
+def test_the_trimap_is_the_eroded_sure_regions(shape):
+    """Sure subject: alpha above SURE_SUBJECT over the whole square around the pixel; sure
+    background: below SURE_BACKGROUND over it; outside the photo counts as background (OpenCV's
+    erosion and dilation, its anchor, a constant 0 border), whatever the strips."""
+    import cv2
+
+    rng = np.random.default_rng(sum(shape))
+    alpha = np.asarray(Image.fromarray((rng.random((max(1, shape[0] // 40), max(1, shape[1] // 40))) * 500 - 120)
+                                       .clip(0, 255).astype(np.uint8)).resize(shape[::-1], Image.Resampling.BILINEAR))
+    side = max(1, round(M.ERODE * max(shape)))
+    kernel, border = np.ones((side, side), np.uint8), {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
+    subject = cv2.erode((alpha > M.SURE_SUBJECT).view(np.uint8), kernel, **border).astype(bool)
+    maybe = cv2.dilate((alpha >= M.SURE_BACKGROUND).view(np.uint8), kernel, **border).astype(bool)
+    expected = np.where(subject, 255, np.where(maybe, M.UNKNOWN, 0))
+    trimap = M._trimap(alpha)
+    assert trimap.dtype == np.uint8 and np.array_equal(trimap, expected)
+    if min(shape) >= 300:  # the test could fail: all three labels are there
+        assert set(np.unique(trimap)) == {0, M.UNKNOWN, 255}
+
+
 def test_the_sure_parts_stay_and_only_the_band_changes(served):
     rgb, alpha, _ = served["am2k-10"]
     out = M.matte(rgb, alpha.copy())
@@ -118,8 +139,9 @@ def test_inputs_with_little_or_nothing_to_solve(shape, fill):
     alpha = np.full(shape, fill, np.uint8)
     out = M.matte(rgb, alpha.copy())
     assert out.shape == shape and out.dtype == np.uint8
-    if fill in (0, 255):
-        assert (out == fill).all()
+    # sure (0, 255) or not, a constant alpha is the energy's minimum (L·1 = 0): nothing moves, even
+    # where the windows' covariance is the regularisation alone (float32 statistics: no NaN, no drift)
+    assert (out == fill).all()
 
 
 @pytest.mark.parametrize("edge_matting", ["band", "off", "plain"])

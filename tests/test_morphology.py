@@ -15,7 +15,7 @@ from app.pipeline.morphology import BoxMean, box_mean, dilate, erode, region_are
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 9), (3, 3), (5, 7), (240, 317)])
-@pytest.mark.parametrize("radius", [1, 2, 4])
+@pytest.mark.parametrize("radius", [1, 2, 3, 4, 15, 16])
 def test_box_mean_is_opencvs_with_reflected_borders(shape, radius):
     values = np.random.default_rng(sum(shape) + radius).random(shape, np.float32)
     expected = cv2.boxFilter(values, -1, (2 * radius + 1,) * 2, normalize=True, borderType=cv2.BORDER_REFLECT)

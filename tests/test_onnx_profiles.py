@@ -74,7 +74,8 @@ def test_explicit_profile_must_fit_the_graph(tmp_path, settings):
 
 def test_the_malloc_policy_is_set_at_boot_not_by_the_adapter(tmp_path, settings, monkeypatch):
     """Lean and balanced run without onnxruntime's arena: app.ops.tuning.configure makes large blocks
-    mmaps and caps the malloc arenas, once for the process; loading the model sets nothing."""
+    mmaps and caps the malloc arenas, once for the process, and raises the mmap threshold to 1 MiB
+once the model has loaded (app.ops.tuning.after_boot); loading the model sets nothing."""
     from types import SimpleNamespace
 
     from app.ops import tuning
@@ -88,3 +89,8 @@ def test_the_malloc_policy_is_set_at_boot_not_by_the_adapter(tmp_path, settings,
         tuning.configure(settings.replace(onnx_memory_mode=mode))
         assert calls == [(tuning.M_MMAP_THRESHOLD, 128 * 1024), (tuning.M_ARENA_MAX, 2)]
         calls.clear()
+        tuning.after_boot(settings.replace(onnx_memory_mode=mode))  # serving: blocks under 1 MiB from the heap
+        assert calls == [(tuning.M_MMAP_THRESHOLD, 1 << 20)]
+        calls.clear()
+    tuning.after_boot(settings.replace(onnx_memory_mode="fast"))
+    assert calls == []

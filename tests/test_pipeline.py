@@ -51,7 +51,7 @@ def stage_count(stage: str) -> float:
 
 
 def test_one_timing_source_for_server_timing_metadata_and_metrics(client):
-    stages = ["cache", "decode", "segment", "matte", "compose", "dither", "encode", "8bit"]  # in the order first entered
+    stages = ["cache", "decode", "segment", "matte", "review", "compose", "dither", "encode", "8bit"]  # in the order first entered
     before = {s: stage_count(s) for s in stages}
     resp = post(client, "/api/v2/process", DOG, effects=EFFECTS2, use_cache="false")
     timings = resp.get_json()["metadata"]["timings_ms"]

@@ -37,7 +37,7 @@ def test_all_effects_in_one_request(client):
     assert list(body["images"]) == ALL
     assert body["format"] == "png" and (body["width"], body["height"]) == (610, 700)
     meta = body["metadata"]
-    assert set(meta["timings_ms"]) == {"cache", "decode", "segment", "matte", "compose", *ALL, "encode"}
+    assert set(meta["timings_ms"]) == {"cache", "decode", "segment", "matte", "review", "compose", *ALL, "encode"}
     assert all(v >= 0 for v in meta["timings_ms"].values())
     assert meta["adapter"] == "onnx" and meta["model"] == "u2netp"
     assert meta["params"]["dither"]["dot_spacing"] == 2 and meta["params"]["dither"]["ink"] == "#000000"

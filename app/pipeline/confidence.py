@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from app.pipeline.layout import subject_box
-from app.pipeline.morphology import box_mean, dilate, erode, region_areas
+from app.pipeline.morphology import BoxMean, dilate, erode, region_areas
 
 UNDECIDED_AT_ZERO = 0.2  # a box whose pixels are, on average, this undecided scores 0
 FULL_FRAME = 0.98  # a "subject" covering this share of the photo: nothing was cut out
@@ -100,11 +100,14 @@ def _low_contrast_share(rgb: np.ndarray, subject: np.ndarray) -> float:
     it, each over a 31 px neighbourhood, are closer than :data:`LOW_CONTRAST`."""
     inside = erode(subject, 9, border=True).astype(np.float32)
     outside = (~dilate(subject, 9)).astype(np.float32)
-    colours = rgb.astype(np.float32)
+    planes = [np.ascontiguousarray(rgb[..., c], np.float32) for c in range(3)]
+    box, product = BoxMean(subject.shape, 15), np.empty(subject.shape, np.float32)  # one set of buffers
 
     def mean_colour(where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        weight = box_mean(where, 15)
-        total = np.stack([box_mean(colours[..., c] * where, 15) for c in range(3)], -1)
+        weight = box(where)
+        total = np.empty(subject.shape + (3,), np.float32)
+        for c in range(3):
+            total[..., c] = box(np.multiply(planes[c], where, out=product), product)
         return total / np.maximum(weight, 1e-6)[..., None], weight
 
     mean_in, weight_in = mean_colour(inside)

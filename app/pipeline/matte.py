@@ -33,13 +33,14 @@ import numpy as np
 from PIL import Image
 
 from app.pipeline.compose import shrunk
-from app.pipeline.morphology import BoxMean, box_mean, dilate, erode
+from app.pipeline.morphology import BoxMean, window_reduce
 
 SURE_SUBJECT = 250  # the trimap: mask values above this are sure subject...
 SURE_BACKGROUND = 5  # ...below this sure background (both then eroded)
 ERODE = 0.0062  # the sure regions are eroded by this share of the photo's longest side (10 px at 1620 px)
 UNKNOWN = 128  # the trimap's value between sure background (0) and sure subject (255)
-STRIP_ROWS = 256
+STRIP_ROWS = 128  # the full-size work by strips of rows: a strip's floats stay under the 1 MiB mmap threshold
+HOLD_TRIMAP_PIXELS = 4_000_000  # a trimap this small is held through the solve; a larger one is made twice
 EPS = 1e-3  # the matting Laplacian's regularisation (colours 0-1)
 # The grids and steps: the fine solve is the costly one; 6 steps on 0.16 MP give a mean SAD of 26.9 on
 # the AM-2k animals (int8) where 20 on 0.25 MP gave 26.6 at twice the time (docs/quality.md#edge-matting)
@@ -70,11 +71,13 @@ def matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         h, w = alpha_c.shape
         grids = _grid(h, w, COARSE_PIXELS), _grid(h, w, FINE_PIXELS)
         labels = [_nearest(trimap[crop], grid) for grid in grids]
-        del trimap  # made again for the write-back: not held through the solve (12 MB at 12 MP)
+        if trimap.size > HOLD_TRIMAP_PIXELS:
+            del trimap  # made again for the write-back: not held through the solve (12 MB at 12 MP)
         coarse = _solve(rgb_c, alpha_c, labels[0], COARSE_RADIUS, COARSE_ITERATIONS)
         fine = _solve(rgb_c, alpha_c, labels[1], FINE_RADIUS, FINE_ITERATIONS, coarse)
         del coarse, labels
-        trimap = _trimap(alpha)
+        if "trimap" not in locals():
+            trimap = _trimap(alpha)
         trimap_c = trimap[crop]
         # brought up to the photo in strips of rows, written over the unknown pixels
         solved = Image.fromarray(fine, "F")
@@ -98,19 +101,33 @@ def _by_strips(values: np.ndarray, reduce_rows, combine=np.concatenate) -> np.nd
 
 
 def _trimap(alpha: np.ndarray) -> np.ndarray:
-    """0 sure background, 255 sure subject, :data:`UNKNOWN` between (HxW uint8; the sure regions
-    eroded by strips, no full-size temporaries besides the result)."""
+    """0 sure background, 255 sure subject, :data:`UNKNOWN` between (HxW uint8). The sure regions
+    are eroded as the mask's minimum and maximum over each pixel's square (outside the photo: 0),
+    by strips of rows in buffers allocated once: no full-size temporaries besides the result."""
     side = max(1, round(ERODE * max(alpha.shape)))
-    height = alpha.shape[0]
+    height, width = alpha.shape
+    before, after = side // 2, side - 1 - side // 2  # the square's reach above (left) and below (right)
     out = np.empty_like(alpha)
-    reach = side  # rows each strip's windows read beyond it (beyond the photo: background)
+    rows = min(STRIP_ROWS, height)
+    padded = np.zeros((rows + side - 1, width + side - 1), np.uint8)
+    work = [np.empty_like(padded) for _ in range(2)]
+    across = np.empty((rows + side - 1, width), np.uint8)
+    low, high, flag = np.empty((rows, width), np.uint8), np.empty((rows, width), np.uint8), np.empty((rows, width), bool)
     for y in range(0, height, STRIP_ROWS):
         end = min(height, y + STRIP_ROWS)
-        lo, hi = max(0, y - reach), min(height, end + reach)
-        part = alpha[lo:hi]
-        subject = erode(part > SURE_SUBJECT, side)[y - lo:end - lo]
-        maybe = dilate(part >= SURE_BACKGROUND, side)[y - lo:end - lo]  # not sure background
-        out[y:end] = np.where(subject, 255, np.where(maybe, UNKNOWN, 0))
+        n, first, last = end - y, y - before, end + after  # the strip's rows and those its squares reach
+        lo, hi = max(0, first), min(height, last)
+        block = padded[:last - first]
+        block[:lo - first] = 0
+        block[hi - first:] = 0
+        block[lo - first:hi - first, before:before + width] = alpha[lo:hi]
+        for op, extreme in ((np.minimum, low), (np.maximum, high)):
+            window_reduce(block, side, 1, across[:last - first], work, op)
+            window_reduce(across[:last - first], side, 0, extreme[:n], work, op)
+        strip = out[y:end]
+        strip.fill(0)
+        np.copyto(strip, UNKNOWN, where=np.greater_equal(high[:n], SURE_BACKGROUND, out=flag[:n]))  # not sure background
+        np.copyto(strip, 255, where=np.greater(low[:n], SURE_SUBJECT, out=flag[:n]))  # sure subject
     return out
 
 
@@ -153,38 +170,43 @@ def _solve(rgb: np.ndarray, alpha: np.ndarray, labels: np.ndarray, radius: int, 
 
 class _Laplacian:
     """The closed-form matting Laplacian of ``colours`` (h x w x 3, 0-1) with (2r+1)² windows, as
-    an operator: :meth:`times` gives ``L p / |window|`` with box filters. The window statistics are
-    taken in float64 (their variance is a difference of near-equal terms on flat grey areas), then
-    kept in float32. Every step works in buffers allocated once: under the 512 MB tier's malloc
-    policy (app/ops/tuning.py) each new array is a fresh mmap, and a solve takes ~250 steps."""
+    an operator: :meth:`times` gives ``L p / |window|`` with box filters. Everything is float32: the
+    covariance's rounding (~1e-7 on colours 0-1) is far below the regularisation ε/|window| (4e-5
+    and more), and float64 statistics gave the same mean SAD on the AM-2k animals (26.78 against
+    26.79) at twice the memory. Every step works in buffers allocated once (no page faults in the
+    ~70 steps of a solve: app/ops/tuning.py)."""
 
     def __init__(self, colours: np.ndarray, radius: int):
         n = (2 * radius + 1) ** 2
-        planes = [np.ascontiguousarray(colours[..., c], np.float64) for c in range(3)]
-        means = [box_mean(plane, radius) for plane in planes]
-        s = {}  # the windows' covariance Σ + ε/n (float64: 6 arrays, the largest part of the solve's memory)
+        shape = colours.shape[:2]
+        # The statistics through one box operator and one product buffer: no temporaries to fault in.
+        box, product = BoxMean(shape, radius), np.empty(shape, np.float32)
+        planes = [np.ascontiguousarray(colours[..., c], np.float32) for c in range(3)]
+        means = [box(plane) for plane in planes]
+        s = {}  # the windows' covariance Σ + ε/n
         for i in range(3):
             for j in range(i, 3):
-                s[i, j] = box_mean(planes[i] * planes[j], radius)
-                s[i, j] -= means[i] * means[j]
+                s[i, j] = box(np.multiply(planes[i], planes[j], out=product))
+                s[i, j] -= np.multiply(means[i], means[j], out=product)
                 if i == j:
                     s[i, j] += EPS / n
-        self.colours = [plane.astype(np.float32) for plane in planes]
-        self.means = [m.astype(np.float32) for m in means]
-        del planes, means
+        self.colours, self.means = planes, means
         s00, s01, s02, s11, s12, s22 = (s.pop(k) for k in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
         cofactors = ((s11, s22, s12, s12), (s02, s12, s01, s22), (s01, s12, s02, s11),
                      (s00, s22, s02, s02), (s01, s02, s00, s12), (s00, s11, s01, s01))  # (Σ⁻¹ · det), entry by entry
-        det = s00 * (s11 * s22 - s12 * s12) - s01 * (s01 * s22 - s02 * s12) + s02 * (s01 * s12 - s02 * s11)
-        self.inverse = []  # the windows' (Σ + ε/n)⁻¹, each entry made in float64 and kept in float32
+        det, entry = np.zeros(shape, np.float32), np.empty(shape, np.float32)
+        for (a, b, c, d), first_row in zip(cofactors, (s00, s01, s02)):  # det along the first row
+            np.multiply(a, b, out=entry)
+            entry -= np.multiply(c, d, out=product)
+            det += np.multiply(entry, first_row, out=entry)
+        self.inverse = []  # the windows' (Σ + ε/n)⁻¹
         for a, b, c, d in cofactors:
-            entry = a * b
-            entry -= c * d
-            entry /= det
-            self.inverse.append(entry.astype(np.float32))
-        del s00, s01, s02, s11, s12, s22, cofactors, det, entry
-        shape = colours.shape[:2]
-        self._box = BoxMean(shape, radius)
+            inverse = np.multiply(a, b)
+            inverse -= np.multiply(c, d, out=product)
+            inverse /= det
+            self.inverse.append(inverse)
+        del s00, s01, s02, s11, s12, s22, cofactors, det, entry, product
+        self._box = box
         self.mean_p, self.tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
         self.c = [np.empty(shape, np.float32) for _ in range(3)]
         self.a = [np.empty(shape, np.float32) for _ in range(3)]

@@ -19,7 +19,8 @@ class BoxMean:
     """The mean over each pixel's (2r+1)² window of an h x w array, the borders reflected with the
     edge pixel repeated (``…cba|abc…``, OpenCV's BORDER_REFLECT), written into ``out``: the window is
     summed from shifted slices of one padded buffer allocated once, so a conjugate-gradient step
-    costs no new arrays."""
+    costs no new arrays. Windows of :data:`DOUBLING_FROM` px and wider are summed from sums of 1, 2,
+    4, 8… px, each made from the one before (2·log2 passes an axis instead of 2r + 1)."""
 
     def __init__(self, shape: tuple[int, int], radius: int, dtype=np.float32):
         self.r = radius
@@ -29,6 +30,7 @@ class BoxMean:
         self.scale = dtype(1.0 / (2 * radius + 1) ** 2)
         # the padded buffer's source index along each axis (symmetric reflection, any size)
         self.index = [_reflected(n, radius) for n in shape]
+        self.work = [np.empty_like(self.padded) for _ in range(2)] if 2 * radius + 1 >= DOUBLING_FROM else None
 
     def __call__(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         r, padded, rows = self.r, self.padded, self.rows
@@ -44,6 +46,11 @@ class BoxMean:
         else:
             padded[...] = values[np.ix_(*self.index)]
         n = 2 * r + 1
+        if self.work is not None:
+            window_reduce(padded, n, 1, rows, self.work)
+            window_reduce(rows, n, 0, out, self.work)
+            out *= self.scale
+            return out
         np.copyto(rows, padded[:, :w])
         for k in range(1, n):
             rows += padded[:, k:k + w]
@@ -52,6 +59,33 @@ class BoxMean:
             out += rows[k:k + h]
         out *= self.scale
         return out
+
+
+DOUBLING_FROM = 7  # the window width from which BoxMean sums by doubling
+
+
+def window_reduce(values: np.ndarray, n: int, axis: int, out: np.ndarray, work: list[np.ndarray],
+                  op=np.add) -> np.ndarray:
+    """``out[i] = op(values[i], …, values[i + n - 1])`` along ``axis`` (``op``: np.add, np.minimum or
+    np.maximum), into ``out``: ``n`` taken bit by bit, the reductions of 2^k entries made from those of
+    2^(k-1) in the two ``work`` buffers in turn (each at least ``values``' shape): 2·log2(n) passes,
+    no new arrays."""
+    m = values.shape[axis] - n + 1
+    current, length, width, offset, turn = values, values.shape[axis], 1, 0, 0
+    while True:
+        if n & width:  # the window's next part: ``width`` entries from ``offset`` on
+            part = _slice(current, offset, offset + m, axis)
+            if offset:
+                op(out, part, out=out)
+            else:
+                np.copyto(out, part)
+            offset += width
+        if 2 * width > n:
+            return out
+        length -= width  # reductions of 2·width entries, from those of width
+        target = work[turn][:length, :current.shape[1]] if axis == 0 else work[turn][:current.shape[0], :length]
+        op(_slice(current, 0, length, axis), _slice(current, width, width + length, axis), out=target)
+        current, width, turn = target, 2 * width, 1 - turn
 
 
 def _reflected(n: int, r: int) -> np.ndarray:

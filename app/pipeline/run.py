@@ -108,10 +108,11 @@ class Job:
                     strokes = strokes_of(options, self.masks, image, settings)
                 budget.check()
                 alpha = _alpha(runtime, image, options, cache, timings, strokes)
-                confidence = mask_confidence(alpha) if _segments(options) else None
-                # the reasons read a matted mask: their thresholds were set on one (app/pipeline/confidence.py)
-                warnings = mask_warnings(image.rgb, alpha) \
-                    if _segments(options) and settings.edge_matting == "band" else None
+                with timings.stage("review") if _segments(options) else nullcontext():
+                    confidence = mask_confidence(alpha) if _segments(options) else None
+                    # the reasons read a matted mask: their thresholds were set on one (app/pipeline/confidence.py)
+                    warnings = mask_warnings(image.rgb, alpha) \
+                        if _segments(options) and settings.edge_matting == "band" else None
                 scaled_from = image.source_size if image.size != image.source_size else None
                 work = Render(image, alpha, options, settings, timings, backdrop)
                 del image, alpha, backdrop

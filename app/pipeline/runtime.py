@@ -97,4 +97,5 @@ def build_runtime(settings: Settings, segmenter: Segmenter | None = None) -> Run
     )
     if settings.warmup:
         runtime.warm_up()
+    tuning.after_boot(settings)
     return runtime

@@ -6,6 +6,9 @@ and the stage histogram (``observe``, the metrics). Each stage name has one mean
 - ``cache``: reading the result cache (the finished output, then the mask on a miss)
 - ``decode``: the upload to pixels, every check included
 - ``segment``: the model's inference (and combining its mask with the input's transparency)
+- ``matte``: the edge matting of the mask's uncertain band (``EDGE_MATTING=band``)
+- ``correct``: the correction strokes applied to the mask
+- ``review``: the review signal read from the mask (``X-Mask-Confidence``, ``X-Mask-Warnings``)
 - ``compose``: the cut-out, the mask image or the subject over a colour; colour refinement
 - an effect's name (``blackwhite``, ``dither``, ``popart``, ``8bit``): rendering that effect
 - ``encode``: encoding every output image
