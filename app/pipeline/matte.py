@@ -19,7 +19,7 @@ every request:
    the unknown pixels change.
 
 On the 13 AM-2k animals (``make quality``): mean SAD 37.8 -> 26.8 with the int8 model (the model's
-map resized plainly, then matted), against 30.6 for rembg's alpha matting at ~15x the time; ~0.15 s
+map resized plainly, then matted), against 30.6 for rembg's alpha matting at ~15x the time; ~0.11 s
 a 1.7 MP photo on two cores. Its operators are numpy's (app/pipeline/morphology.py): no OpenCV on
 the default path. The grids bound the solve's memory whatever the photo's size: 45 MB at the peak
 on a 12 MP photo (tests/test_matte.py), the full-size arrays being 8-bit.
