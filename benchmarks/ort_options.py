@@ -29,13 +29,18 @@ sys.path.insert(0, str(ROOT))
 from app.ops.tuning import MALLOC_TUNABLES  # noqa: E402
 
 # name: arena (True, or "same": a shared arena with arena_extend_strategy kSameAsRequested), memory
-# pattern, optimisation level, the lean malloc policy (app.ops.tuning.configure), glibc tunables,
+# pattern, optimisation level, the lean malloc policy (app.ops.tuning.configure; ``serving``: then
+# app.ops.tuning.after_boot once warmed up), glibc tunables,
 # arena shrinkage after every run, thread spinning.
 CONFIGS = {
     "lean, old (no THP)": dict(arena=False, pattern=False, level="extended", policy=True, tunables=""),
     "lean, new: + THP tunable": dict(arena=False, pattern=False, level="extended", policy=True, tunables=MALLOC_TUNABLES),
     "lean + THP, 2 MB mmap threshold": dict(arena=False, pattern=False, level="extended", policy=True,
                                              tunables=MALLOC_TUNABLES, mmap_threshold=2 << 20),
+    "lean, serving policy (1 MiB after warm-up)": dict(arena=False, pattern=False, level="extended", policy=True,
+                                                        tunables=MALLOC_TUNABLES, serving=True),
+    "balanced, serving policy": dict(arena=False, pattern=False, level="all", policy=True, tunables=MALLOC_TUNABLES,
+                                     serving=True),
     "lean without thread spinning": dict(arena=False, pattern=False, level="extended", policy=True, tunables="", spin=False),
     "extended + arena (kept)": dict(arena=True, pattern=False, level="extended", policy=False, tunables=""),
     "extended + same-as-requested": dict(arena="same", pattern=False, level="extended", policy=True, tunables=""),
@@ -57,13 +62,13 @@ from adapters.onnx import PROFILES, OnnxSegmenter
 from app.pipeline import decode
 from config import Settings
 # app/ops/tuning.py by path: importing the app package would add the whole app (~30 MB) to the RSS measured here
-spec = importlib.util.spec_from_file_location("process", ROOT + "/app/ops/tuning.py")
-process = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(process)
+spec = importlib.util.spec_from_file_location("tuning", ROOT + "/app/ops/tuning.py")
+tuning = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tuning)
 if C["policy"]:
     tuning.configure(Settings())  # the malloc policy of the lean and balanced modes, as at boot
 if C.get("mmap_threshold"):
-    process._libc.mallopt(process.M_MMAP_THRESHOLD, C["mmap_threshold"])
+    tuning._libc.mallopt(tuning.M_MMAP_THRESHOLD, C["mmap_threshold"])
 so = ort.SessionOptions()
 so.intra_op_num_threads = THREADS
 so.inter_op_num_threads = 1
@@ -91,6 +96,8 @@ def mask(rgb):
     return seg.postprocess(prediction, *rgb.shape[:2])
 for rgb in images[:2]:
     mask(rgb)
+if C.get("serving"):
+    tuning.after_boot(Settings())  # the serving policy: raised once the model is up, as build_runtime does
 print(json.dumps({"images": len(images)}), flush=True)
 for line in sys.stdin:
     if line.strip() == "quit":
