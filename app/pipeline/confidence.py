@@ -100,23 +100,19 @@ def _low_contrast_share(rgb: np.ndarray, subject: np.ndarray) -> float:
     it, each over a 31 px neighbourhood, are closer than :data:`LOW_CONTRAST`."""
     inside = erode(subject, 9, border=True).astype(np.float32)
     outside = (~dilate(subject, 9)).astype(np.float32)
-    planes = [np.ascontiguousarray(rgb[..., c], np.float32) for c in range(3)]
     box, product = BoxMean(subject.shape, 15), np.empty(subject.shape, np.float32)  # one set of buffers
-
-    def mean_colour(where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        weight = box(where)
-        total = np.empty(subject.shape + (3,), np.float32)
-        for c in range(3):
-            total[..., c] = box(np.multiply(planes[c], where, out=product), product)
-        return total / np.maximum(weight, 1e-6)[..., None], weight
-
-    mean_in, weight_in = mean_colour(inside)
-    mean_out, weight_out = mean_colour(outside)
+    weight_in, weight_out = box(inside), box(outside)
     outline = dilate(subject, 3) & ~erode(subject, 3, border=True)  # the morphological gradient
     outline &= (weight_in > 0.05) & (weight_out > 0.05)
     if not outline.any():
         return 0.0
-    distance = np.linalg.norm(mean_in[outline] - mean_out[outline], axis=-1)
+    # the mean colours are needed on the outline only: each channel's window sums read there
+    mean_in, mean_out = (np.empty((int(outline.sum()), 3), np.float32) for _ in range(2))
+    for c in range(3):
+        plane = np.ascontiguousarray(rgb[..., c], np.float32)
+        for where, weight, mean in ((inside, weight_in, mean_in), (outside, weight_out, mean_out)):
+            mean[:, c] = box(np.multiply(plane, where, out=product), product)[outline] / np.maximum(weight[outline], 1e-6)
+    distance = np.linalg.norm(mean_in - mean_out, axis=-1)
     return float((distance < LOW_CONTRAST).mean())
 
 
