@@ -48,15 +48,16 @@ COARSE_PIXELS, COARSE_RADIUS, COARSE_ITERATIONS = 70_000, 1, 60
 FINE_PIXELS, FINE_RADIUS, FINE_ITERATIONS = 160_000, 2, 6
 
 
-def matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def matte(rgb: np.ndarray, alpha: np.ndarray, reopen: np.ndarray | None = None) -> np.ndarray:
     """``alpha`` (HxW uint8) with its uncertain band re-solved against the photo ``rgb`` (HxWx3 uint8),
     in place (it is returned); the sure parts of the mask are kept, made exactly 0 or 255. The
     full-size work is 8-bit and by strips of rows: one full-size array besides ``alpha`` (the trimap).
-    A read-only ``alpha`` (a Pillow image's pixels) is copied first."""
+    A read-only ``alpha`` (a Pillow image's pixels) is copied first. ``reopen`` (HxW bool): pixels
+    re-solved even where the mask is sure (the correction strokes' reach: app/pipeline/correct.py)."""
     if not alpha.flags.writeable:
         alpha = alpha.copy()
     height, width = alpha.shape
-    trimap = _trimap(alpha)
+    trimap = _trimap(alpha, reopen)
     rows = np.flatnonzero(_by_strips(trimap, lambda strip: (strip == UNKNOWN).any(1)))
     if rows.size:
         cols = np.flatnonzero(_by_strips(trimap[rows[0]:rows[-1] + 1], lambda strip: (strip == UNKNOWN).any(0),
@@ -77,7 +78,7 @@ def matte(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         fine = _solve(rgb_c, alpha_c, labels[1], FINE_RADIUS, FINE_ITERATIONS, coarse)
         del coarse, labels
         if "trimap" not in locals():
-            trimap = _trimap(alpha)
+            trimap = _trimap(alpha, reopen)
         trimap_c = trimap[crop]
         # brought up to the photo in strips of rows, written over the unknown pixels
         solved = Image.fromarray(fine, "F")
@@ -100,10 +101,11 @@ def _by_strips(values: np.ndarray, reduce_rows, combine=np.concatenate) -> np.nd
     return combine(parts)
 
 
-def _trimap(alpha: np.ndarray) -> np.ndarray:
-    """0 sure background, 255 sure subject, :data:`UNKNOWN` between (HxW uint8). The sure regions
-    are eroded as the mask's minimum and maximum over each pixel's square (outside the photo: 0),
-    by strips of rows in buffers allocated once: no full-size temporaries besides the result."""
+def _trimap(alpha: np.ndarray, reopen: np.ndarray | None = None) -> np.ndarray:
+    """0 sure background, 255 sure subject, :data:`UNKNOWN` between (HxW uint8), and wherever
+    ``reopen`` is set. The sure regions are eroded as the mask's minimum and maximum over each
+    pixel's square (outside the photo: 0), by strips of rows in buffers allocated once: no full-size
+    temporaries besides the result."""
     side = max(1, round(ERODE * max(alpha.shape)))
     height, width = alpha.shape
     before, after = side // 2, side - 1 - side // 2  # the square's reach above (left) and below (right)
@@ -128,6 +130,8 @@ def _trimap(alpha: np.ndarray) -> np.ndarray:
         strip.fill(0)
         np.copyto(strip, UNKNOWN, where=np.greater_equal(high[:n], SURE_BACKGROUND, out=flag[:n]))  # not sure background
         np.copyto(strip, 255, where=np.greater(low[:n], SURE_SUBJECT, out=flag[:n]))  # sure subject
+        if reopen is not None:
+            np.copyto(strip, UNKNOWN, where=reopen[y:end])
     return out
 
 
