@@ -30,8 +30,8 @@ from app.ops.tuning import MALLOC_TUNABLES  # noqa: E402
 
 # name: arena (True, or "same": a shared arena with arena_extend_strategy kSameAsRequested), memory
 # pattern, optimisation level, the lean malloc policy (app.ops.tuning.configure; ``serving``: then
-# app.ops.tuning.after_boot once warmed up), glibc tunables,
-# arena shrinkage after every run, thread spinning.
+# app.ops.tuning.after_boot once warmed up; ``mmap_threshold``, ``trim_threshold``: glibc's, set
+# at start), glibc tunables, arena shrinkage after every run, thread spinning.
 CONFIGS = {
     "lean, old (no THP)": dict(arena=False, pattern=False, level="extended", policy=True, tunables=""),
     "lean, new: + THP tunable": dict(arena=False, pattern=False, level="extended", policy=True, tunables=MALLOC_TUNABLES),
@@ -50,6 +50,17 @@ CONFIGS = {
     "balanced + THP tunable": dict(arena=False, pattern=False, level="all", policy=True, tunables=MALLOC_TUNABLES),
     "fast: arena, no pattern, all": dict(arena=True, pattern=False, level="all", policy=False, tunables=""),
     "ort defaults (rembg's)": dict(arena=True, pattern=True, level="all", policy=False, tunables=""),
+    # the int8 build runs at the 'all' level in every mode (adapters.onnx.session_options): its rows
+    # (run with --model models/u2netp.int8.onnx --only int8 fast)
+    "int8: as served (serving policy)": dict(arena=False, pattern=False, level="all", policy=True,
+                                             tunables=MALLOC_TUNABLES, serving=True),
+    "int8: serving policy + 64 MB trim threshold": dict(arena=False, pattern=False, level="all", policy=True,
+                                                         tunables=MALLOC_TUNABLES, serving=True, trim_threshold=64 << 20),
+    "int8: all + same-as-requested": dict(arena="same", pattern=False, level="all", policy=True, tunables=""),
+    "int8: all + 16 MB mmap threshold": dict(arena=False, pattern=False, level="all", policy=True,
+                                              tunables=MALLOC_TUNABLES, mmap_threshold=16 << 20),
+    "int8: all + 64 MB mmap threshold": dict(arena=False, pattern=False, level="all", policy=True,
+                                              tunables=MALLOC_TUNABLES, mmap_threshold=64 << 20),
 }
 
 CHILD = r"""
@@ -69,6 +80,8 @@ if C["policy"]:
     tuning.configure(Settings())  # the malloc policy of the lean and balanced modes, as at boot
 if C.get("mmap_threshold"):
     tuning._libc.mallopt(tuning.M_MMAP_THRESHOLD, C["mmap_threshold"])
+if C.get("trim_threshold"):
+    tuning._libc.mallopt(-1, C["trim_threshold"])  # M_TRIM_THRESHOLD
 so = ort.SessionOptions()
 so.intra_op_num_threads = THREADS
 so.inter_op_num_threads = 1
