@@ -17,7 +17,8 @@ there and where the model was sure of the subject near a remove stroke in the st
 (:func:`_reopened`: the dark field between a grey llama's ears).
 
 The work is done on a grid of at most :data:`GRID_SIDE` px (GrabCut costs 0.3–0.45 s there on two
-cores, 2 s on the grey llama); the full-size steps are a nearest resize of the labels and the strip-wise guided upscaling.
+cores, 2 s on the grey llama); the full-size steps are a nearest resize of the labels and the
+strip-wise guided upscaling.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from app.pipeline.options import Strokes
 from app.pipeline.upscale import guided_upscale
 
 GRID_SIDE = 640  # GrabCut's grid: the photo fitted into this many px
-ITERATIONS = 2  # GrabCut's rounds of colour models and cut (4 took ~30 % longer for no better cut-out: docs/quality.md)
+ITERATIONS = 2  # GrabCut's rounds of colour models and cut (4: ~30 % longer, no better cut-outs: docs/quality.md)
 REACH = 0.25  # a stroke changes regions at most this share of the grid's longest side away
 BAND = 0.012  # the edge re-solved this share of the photo's longest side around a changed region (≥ 3 px)
 MAX_FLIP = 0.12  # a stroke's region may turn at most this share of the subject's area to the other side
