@@ -52,8 +52,15 @@ PROFILES = {
 # ``benchmarks/ort_options.py`` and ``benchmarks/server_memory.py`` (figures in README):
 #   lean      no arena, no memory pattern, 'extended' graph optimisation: lowest peak
 #   balanced  no arena, no memory pattern, 'all' (NCHWc layouts): ~25% faster, ~75 MB more
-#   fast      CPU arena kept between runs, 'all': fastest, holds its peak for good
+#   fast      one arena for the process, kept between runs, 'all': fastest, holds its peak for good
 # Without the arena, the malloc policy of app.ops.tuning.configure returns freed activations to the OS.
+# fast's arena (:func:`_shared_arena`) starts as one chunk of ARENA_CHUNK_MB, enough for a run of
+# u2netp (int8: ~110 MB at its peak), so it need not grow by doubling chunks as the session's own
+# arena does (1 MB, 2, 4, ... 64: ~125 MB held). In the server (int8, EDGE_MATTING=plain, 4 clients;
+# benchmarks/bench_servers.py, docs/benchmarks.md): peak 282-287 MB against 304 with the session's
+# own arena under the malloc policy, 333 without it (fast ran without it until 2026-12-07), 249-255
+# in lean; a request 164-176 ms against 223-234 in lean (0.55x rembg's server).
+ARENA_CHUNK_MB = {"int8": 128, "fp32": 256}
 # Where lean's time goes against rembg (ort defaults: arena, pattern, 'all'), issue 19, measured
 # interleaved (ort_options.py; 2 CPUs, busy: ratios to lean): two parts, neither free in memory.
 #  - 'extended' vs 'all': the FusedConv kernels (im2col + GEMM; ~70% of a run in onnxruntime's
@@ -78,7 +85,10 @@ def session_options(threads: int, memory_mode: str, int8: bool = False) -> ort.S
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.enable_mem_pattern = False
-    so.enable_cpu_mem_arena = memory_mode == "fast"
+    so.enable_cpu_mem_arena = False
+    if memory_mode == "fast":  # the process's shared arena instead of one per session
+        _shared_arena("int8" if int8 else "fp32")
+        so.add_session_config_entry("session.use_env_allocators", "1")
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if memory_mode == "lean" and not int8
         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -86,6 +96,24 @@ def session_options(threads: int, memory_mode: str, int8: bool = False) -> ort.S
     # Thread spinning stays on (onnxruntime's default): turning it off cost 16% in 'lean' on a quiet
     # machine; on one busy with other processes it gained (0.78-0.85x, issue 19): measure on the target.
     return so
+
+
+_ARENA: list[str] = []  # the precision the process's shared arena was sized for, once registered
+
+
+def _shared_arena(precision: str) -> None:
+    """Register onnxruntime's CPU arena for the whole process (``session.use_env_allocators``), its
+    first chunk :data:`ARENA_CHUNK_MB` for ``precision``, growing by doubling past it: once per
+    process, sized by the first session (the served one; the fp32 fall-back after a failed int8
+    self-check grows it)."""
+    if _ARENA:
+        return
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg({
+        "arena_extend_strategy": 0,  # kNextPowerOfTwo
+        "initial_chunk_size_bytes": ARENA_CHUNK_MB[precision] << 20,
+    }))
+    _ARENA.append(precision)
 
 
 # The share of the normalised output's range, at each end, that counts as certain: at or above

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from app.ops.tuning import MALLOC_TUNABLES  # noqa: E402
 
-# name: arena (True, or "same": a shared arena with arena_extend_strategy kSameAsRequested), memory
+# name: arena (True; "same": a shared arena with arena_extend_strategy kSameAsRequested; "shared": the
+# process's arena with a first chunk of ``chunk_mb``, as ONNX_MEMORY_MODE=fast runs it), memory
 # pattern, optimisation level, the lean malloc policy (app.ops.tuning.configure; ``serving``: then
 # app.ops.tuning.after_boot once warmed up; ``mmap_threshold``, ``trim_threshold``: glibc's, set
 # at start), glibc tunables, arena shrinkage after every run, thread spinning.
@@ -56,6 +57,10 @@ CONFIGS = {
                                              tunables=MALLOC_TUNABLES, serving=True),
     "int8: serving policy + 64 MB trim threshold": dict(arena=False, pattern=False, level="all", policy=True,
                                                          tunables=MALLOC_TUNABLES, serving=True, trim_threshold=64 << 20),
+    "int8: fast as served (shared arena, 128 MB chunk)": dict(arena="shared", chunk_mb=128, pattern=False, level="all",
+                                                               policy=True, tunables=MALLOC_TUNABLES, serving=True),
+    "int8: arena + serving policy": dict(arena=True, pattern=False, level="all", policy=True, tunables=MALLOC_TUNABLES,
+                                         serving=True),
     "int8: all + same-as-requested": dict(arena="same", pattern=False, level="all", policy=True, tunables=""),
     "int8: all + 16 MB mmap threshold": dict(arena=False, pattern=False, level="all", policy=True,
                                               tunables=MALLOC_TUNABLES, mmap_threshold=16 << 20),
@@ -92,6 +97,11 @@ so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[C["level"]]
 if not C.get("spin", True):
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+if C["arena"] == "shared":  # ONNX_MEMORY_MODE=fast as served: the process's arena, one first chunk
+    so.enable_cpu_mem_arena = False
+    cfg = ort.OrtArenaCfg({"arena_extend_strategy": 0, "initial_chunk_size_bytes": C["chunk_mb"] << 20})
+    ort.create_and_register_allocator(ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT), cfg)
+    so.add_session_config_entry("session.use_env_allocators", "1")
 if C["arena"] == "same":
     cfg = ort.OrtArenaCfg({"arena_extend_strategy": 1})
     ort.create_and_register_allocator(ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT), cfg)

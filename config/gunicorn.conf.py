@@ -23,7 +23,7 @@ except ConfigError as exc:
     sys.exit(2)
 
 
-# The lean and balanced modes' malloc tunables (huge pages for onnxruntime's per-run activations)
+# The onnx tier's malloc tunables (huge pages for onnxruntime's per-run activations in lean and balanced)
 # are read by glibc at process start only: restart the master with them now, before it binds or
 # forks, so that every worker inherits them (no-op when they are set or not wanted). The app
 # package's own __init__ imports nothing, so this loads no app (nor onnxruntime) into the master.

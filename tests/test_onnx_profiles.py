@@ -5,12 +5,20 @@ their output is the channel mean of the normalised input, so the mask shows exac
 what preprocessing did.
 """
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from adapters import ModelLoadError, load_segmenter
+from tests.conftest import ROOT
+
+MODEL = ROOT / "models" / "u2netp.onnx"
 
 
 def channel_mean_graph(path, side, with_weights=0):
@@ -73,9 +81,10 @@ def test_explicit_profile_must_fit_the_graph(tmp_path, settings):
 
 
 def test_the_malloc_policy_is_set_at_boot_not_by_the_adapter(tmp_path, settings, monkeypatch):
-    """Lean and balanced run without onnxruntime's arena: app.ops.tuning.configure makes large blocks
-    mmaps and caps the malloc arenas, once for the process, and raises the mmap threshold to 1 MiB
-once the model has loaded (app.ops.tuning.after_boot); loading the model sets nothing."""
+    """app.ops.tuning.configure makes large blocks mmaps and caps the malloc arenas, once for the
+    process, in every memory mode (in fast the arena keeps the activations, the policy keeps the
+    rest from fragmenting the heap), and raises the mmap threshold to 1 MiB once the model has
+    loaded (app.ops.tuning.after_boot); loading the model sets nothing; the GPU tier sets nothing."""
     from types import SimpleNamespace
 
     from app.ops import tuning
@@ -83,14 +92,48 @@ once the model has loaded (app.ops.tuning.after_boot); loading the model sets no
     calls = []
     monkeypatch.setattr(tuning, "_libc", SimpleNamespace(mallopt=lambda *args: calls.append(args)))
     load_segmenter(settings.replace(model_path=channel_mean_graph(tmp_path / "u.onnx", 320)))
-    tuning.configure(settings.replace(onnx_memory_mode="fast"))
     assert calls == []
-    for mode in ("lean", "balanced"):
+    for mode in ("lean", "balanced", "fast"):
         tuning.configure(settings.replace(onnx_memory_mode=mode))
         assert calls == [(tuning.M_MMAP_THRESHOLD, 128 * 1024), (tuning.M_ARENA_MAX, 2)]
         calls.clear()
         tuning.after_boot(settings.replace(onnx_memory_mode=mode))  # serving: blocks under 1 MiB from the heap
         assert calls == [(tuning.M_MMAP_THRESHOLD, 1 << 20)]
         calls.clear()
-    tuning.after_boot(settings.replace(onnx_memory_mode="fast"))
+    assert not tuning.wants_malloc_tunables(settings.replace(segmenter="inspyrenet"))
+    tuning.after_boot(settings.replace(segmenter="inspyrenet"))
     assert calls == []
+
+
+FAULTS_PER_RUN = r"""
+import json, resource, sys
+import numpy as np
+from app.ops import tuning
+from config import Settings
+from adapters.onnx import load
+settings = Settings.from_env({"MODEL_PATH": sys.argv[1], "ONNX_MEMORY_MODE": sys.argv[2], "ONNX_PRECISION": "fp32"})
+tuning.configure(settings)
+segmenter = load(settings)
+photo = np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8)
+for _ in range(2):
+    segmenter.mask(photo)
+tuning.after_boot(settings)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+segmenter.mask(photo)
+print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+def test_fast_keeps_a_runs_activations_in_one_arena(tmp_path):
+    """``fast``: the process's shared arena (adapters.onnx._shared_arena) keeps the activations
+    between runs, so a warm run faults in (almost) no memory; ``lean`` gives them back after each
+    run and faults them in again. The real u2netp, in a process of its own under the server's
+    malloc policy (the arena is registered once per process)."""
+    faults = {}
+    for mode in ("lean", "fast"):
+        out = subprocess.run([sys.executable, "-c", FAULTS_PER_RUN, str(MODEL), mode], capture_output=True,
+                             text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert out.returncode == 0, out.stderr[-2000:]
+        faults[mode] = json.loads(out.stdout.strip().splitlines()[-1])["faults"]
+    print(faults)
+    assert faults["fast"] < faults["lean"] / 5, faults
