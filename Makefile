@@ -70,13 +70,14 @@ TEST_PROCESSES ?= 2
 test: setup-dev
 	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
-## bench: speed and memory against rembg on the same model, in one run; a folder through `rembg p` and `bgremove batch` (1 and 2 workers, --server); effects against per-pixel references; InSPyReNet against its reference path; cache hits against misses; the nginx edge against gunicorn alone; the options library against its peers; the layout stage against plain Pillow, and the server's memory with a heavy layout
+## bench: speed and memory against rembg on the same model, in one run; a folder through `rembg p` and `bgremove batch` (1 and 2 workers, --server); effects against per-pixel references; PNG output against Pillow's encoder; InSPyReNet against its reference path; cache hits against misses; the nginx edge against gunicorn alone; the options library against its peers; the layout stage against plain Pillow, and the server's memory with a heavy layout
 bench: setup-dev
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/ort_options.py
 	$(BIN)/python benchmarks/server_memory.py
 	$(BIN)/python benchmarks/server_memory.py --cache local
 	$(BIN)/python benchmarks/bench_effects.py
+	$(BIN)/python benchmarks/bench_png.py
 	$(BIN)/python benchmarks/bench_inspyrenet.py
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_edge.py

@@ -330,9 +330,13 @@ def test_refine_foreground_keeps_the_mask_and_moves_edge_colours(gpu_tier_server
 @pytest.fixture
 def fresh_gpu_tier_server(checkpoint, tmp_path_factory):
     """A server of its own: a worker that has served one image, not the batches of the tests above
-    (after those, glibc serves a forward pass at this size from memory it already holds)."""
+    (after those, glibc serves a forward pass at this size from memory it already holds). Its mmap
+    threshold is fixed (glibc's own tunable), so that a large block freed goes back to the OS and
+    the next forward pass maps it again: glibc's dynamic threshold would otherwise keep it after
+    one image on some CPUs (an Intel Xeon with AMX here), and the capped pass would not fail."""
     env = {"SEGMENTER": "inspyrenet", "MODEL_PATH": str(checkpoint), "TARGET_SIZE": str(SIZE), "DEVICE": "cpu",
-           "BATCH_WINDOW_MS": "50", "INFERENCE_THREADS": "2"}
+           "BATCH_WINDOW_MS": "50", "INFERENCE_THREADS": "2",
+           "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}
     with running_server(env, boot_timeout_s=180, log_dir=tmp_path_factory.mktemp("logs")) as srv:
         yield srv
 
