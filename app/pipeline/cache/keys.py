@@ -20,7 +20,8 @@ from config import Settings
 #    masks of photos over 1024 px brought up along the photo's edges (app/pipeline/upscale.py).
 # 5: the mask's uncertain band re-solved by matting (EDGE_MATTING=band, app/pipeline/matte.py);
 #    correction strokes.
-PIPELINE_VERSION = 5
+# 6: PNG at PNG_COMPRESS_LEVEL 1-3 written by app/pipeline/png.py (the same pixels, other bytes).
+PIPELINE_VERSION = 6
 
 
 def upload_digest(data: bytes) -> str:
