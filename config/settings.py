@@ -55,6 +55,7 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
 MODEL_PROFILES = ("auto", "u2net", "isnet")
 ONNX_MEMORY_MODES = ("lean", "balanced", "fast")  # see adapters/onnx.py
 ONNX_PRECISIONS = ("auto", "fp32", "int8")  # see adapters/onnx.py (choose_precision) and adapters/int8.py
+ONNX_RUNTIMES = ("onnxruntime", "openvino")  # see adapters/onnx.py (OpenVinoSession)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
@@ -203,6 +204,10 @@ class Settings:
     # int8: MODEL_PATH's <stem>.int8.onnx (built by `make setup`); auto: that file where the CPU has
     # VNNI and it passes its self-check at boot, else MODEL_PATH itself.
     onnx_precision: str = _env("ONNX_PRECISION", "auto", "choice", choices=ONNX_PRECISIONS)
+    # openvino (the `openvino` extra): OpenVINO runs MODEL_PATH at its own default precision (bf16
+    # where the CPU has AMX: ~3x onnxruntime's int8 there, ~56 MB more resident; fp32 elsewhere);
+    # ONNX_PRECISION and ONNX_MEMORY_MODE do not apply to it.
+    onnx_runtime: str = _env("ONNX_RUNTIME", "onnxruntime", "choice", choices=ONNX_RUNTIMES)
     # band (the CPU tier's default): the mask's uncertain band re-solved by closed-form matting on a
     # bounded grid (app/pipeline/matte.py: mean SAD 37.8 -> 26.8 on the AM-2k animals, ~0.1-0.4 s a
     # photo), with X-Mask-Warnings; off (the GPU tier's): the model's mask brought up along the photo's

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from PIL import Image
 
@@ -78,7 +79,8 @@ def test_a_broken_int8_build_fails_its_self_check(tmp_path):
         load_segmenter(settings_for("int8", str(tmp_path / "u2netp.onnx")))
     if int8.cpu_has_vnni():  # auto would have taken it: it falls back instead
         seg = load_segmenter(settings_for("auto", str(tmp_path / "u2netp.onnx")))
-        assert seg.runtime() == {"precision": "fp32", "precision_reason": "auto: u2netp.int8.onnx failed its self-check"}
+        assert seg.runtime() == {"precision": "fp32", "precision_reason": "auto: u2netp.int8.onnx failed its self-check",
+                                 "engine": f"onnxruntime {ort.__version__}"}
 
 
 def test_a_corrupt_int8_file_fails_the_boot_by_name(tmp_path):

@@ -30,7 +30,7 @@ def upload_digest(data: bytes) -> str:
 
 # The settings that change a result's pixels (besides the model): part of the result cache's key and
 # of a batch's resume key (app.cli.local.deployment).
-PIXEL_SETTINGS = ("max_dimension", "max_work_pixels", "png_compress_level", "edge_matting")
+PIXEL_SETTINGS = ("max_dimension", "max_work_pixels", "png_compress_level", "edge_matting", "onnx_runtime")
 
 
 def fingerprint(info: ModelInfo, settings: Settings) -> dict[str, Any]:
