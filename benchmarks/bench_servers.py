@@ -6,8 +6,9 @@ default settings, and with ``EDGE_MATTING=plain`` (the fastest edge); rembg's is
 (FastAPI on uvicorn) asked for ``model=u2netp``, its default output (a PNG cut-out) and with its
 alpha matting (``a=true``), the same u2netp file (``models/u2netp.onnx``). Ours also runs with
 ``ONNX_PRECISION=fp32``: what ``auto`` picks on a CPU without VNNI, the nearest this machine comes
-to one; and with ``ONNX_MEMORY_MODE=fast`` (onnxruntime's arena kept between runs: no page faults
-for the activations, at more memory). Each is compared with the
+to one; with ``ONNX_MEMORY_MODE=fast`` (onnxruntime's arena kept between runs: no page faults
+for the activations, at more memory); and, where the openvino extra is installed, with
+``ONNX_RUNTIME=openvino`` (bf16 on a CPU with AMX). Each is compared with the
 peer at the same or worse quality: each server's cut-outs of the 13 AM-2k animals are scored against
 their true mattes (mean SAD, as ``make quality`` scores them).
 Printed: the CPU (model, cores, AVX2 / AVX-512 / VNNI), the precision and network ours chose and
@@ -243,7 +244,12 @@ def main() -> None:
                             ("ours (EDGE_MATTING=plain, ONNX_MEMORY_MODE=fast)",
                              {"EDGE_MATTING": "plain", "ONNX_MEMORY_MODE": "fast"}, 0),
                             ("ours (ONNX_PRECISION=fp32, EDGE_MATTING=plain, ONNX_MEMORY_MODE=fast)",
-                             {"ONNX_PRECISION": "fp32", "EDGE_MATTING": "plain", "ONNX_MEMORY_MODE": "fast"}, 0)):
+                             {"ONNX_PRECISION": "fp32", "EDGE_MATTING": "plain", "ONNX_MEMORY_MODE": "fast"}, 0),
+                            # OpenVINO (the openvino extra): bf16 where the CPU has AMX
+                            *((("ours (ONNX_RUNTIME=openvino)", {"ONNX_RUNTIME": "openvino"}, 1),
+                               ("ours (ONNX_RUNTIME=openvino, EDGE_MATTING=plain)",
+                                {"ONNX_RUNTIME": "openvino", "EDGE_MATTING": "plain"}, 0))
+                              if _installed("openvino") else ())):
         with running_server(env=env, edge=True, boot_timeout_s=180) as server:
             status = status or requests.get(server.url + "/api/bg/status", timeout=10).json()
             with RssSampler(server, interval_s=0.02) as rss:
@@ -285,6 +291,12 @@ def main() -> None:
     floor = 2 * gmacs / rate * 1000
     print(f"\nu2netp at 320x320: {gmacs:.2f} GMACs; numpy sgemm here: {rate:.0f} GFLOP/s, so an fp32 floor of "
           f"{floor:.0f} ms; ours ({model_id}) runs in {ms:.0f} ms in-process: {ms / floor:.0%} of that floor")
+
+
+def _installed(name: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(name) is not None
 
 
 def _version(name: str) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 import statistics
 import threading
+from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import requests
 from PIL import Image
@@ -98,3 +100,7 @@ def test_the_server_runs_on_openvino():
         out = Image.open(io.BytesIO(resp.content))
         alpha = np.asarray(out.getchannel("A"))
         assert out.mode == "RGBA" and 0.05 < (alpha >= 128).mean() < 0.95
+        # the worker never loaded onnxruntime (adapters/onnx.py imports it on first use: ~19 MB)
+        worker = psutil.Process(server.process.pid).children()[0]
+        maps = Path(f"/proc/{worker.pid}/maps").read_text()
+        assert "openvino" in maps and "onnxruntime" not in maps
