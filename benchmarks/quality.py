@@ -71,6 +71,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "fp32 fast": {"ONNX_PRECISION": "fp32", "ONNX_MEMORY_MODE": "fast"},
     "matting off": {"EDGE_MATTING": "off"},  # the model's mask as it was before app/pipeline/matte.py
     "edge matting": {"EDGE_MATTING": "band"},  # app/pipeline/matte.py (not the default yet: its memory)
+    # OpenVINO (the openvino extra; skipped where it is not installed): bf16 on a CPU with AMX
+    "openvino": {"ONNX_RUNTIME": "openvino"},
 }
 
 REMBG, MATTING = "rembg", "rembg+matting"
