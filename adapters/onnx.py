@@ -28,7 +28,6 @@ from app.pipeline.upscale import upscale_mask
 from config import Settings
 
 
-
 class _Onnxruntime:
     """onnxruntime, imported on first use (its first attribute read through ``ort``), with its logger
     set to errors only (we report load failures ourselves): ``ONNX_RUNTIME=openvino`` never loads it,
@@ -255,8 +254,7 @@ class OpenVinoSession:
             self.compiled = ov.Core().compile_model(str(path), "CPU", {
                 "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
-            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"MODEL_PATH: {path} is not a model OpenVINO can load ({reason})") from None
+            raise ModelLoadError(f"MODEL_PATH: {path} is not a model OpenVINO can load ({_first_line(exc)})") from None
         from importlib.metadata import version
 
         self.version = version("openvino")
@@ -317,8 +315,13 @@ def _session(settings: Settings, path: Path, int8: bool = False) -> ort.Inferenc
             providers=["CPUExecutionProvider"],
         )
     except Exception as exc:  # onnxruntime raises its own pybind types
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"MODEL_PATH: {path} is not a loadable ONNX model ({reason})") from None
+        raise ModelLoadError(f"MODEL_PATH: {path} is not a loadable ONNX model ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    """A runtime's load error in one line (its first, at most 300 characters), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _precise_session(settings: Settings, path: Path) -> tuple[ort.InferenceSession, Path, tuple[str, str]]:

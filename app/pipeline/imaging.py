@@ -793,7 +793,7 @@ def encode_image(
         return _zip(img, quality=quality, png_compress_level=png_compress_level, icc_profile=icc_profile)
     pil_format = OUTPUT_FORMATS[fmt][0]
     if pil_format == "PNG" and png.writes(img, png_compress_level):  # the fast levels: 5x Pillow's speed
-        return png.encode(img, png_compress_level, icc_profile if img.mode in ("RGB", "RGBA") else None)
+        return png.encode(img, png_compress_level, icc_profile)
     options: dict[str, object] = {}
     if icc_profile and img.mode in ("RGB", "RGBA"):
         options["icc_profile"] = icc_profile

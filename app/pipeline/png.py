@@ -37,14 +37,15 @@ def writes(img: Image.Image, level: int) -> bool:
 
 
 def encode(img: Image.Image, level: int, icc_profile: bytes | None = None) -> bytes:
-    """``img`` (a mode of :data:`COLOR_TYPES`) as PNG bytes, deflated by ISA-L at ``level``."""
+    """``img`` (a mode of :data:`COLOR_TYPES`) as PNG bytes, deflated by ISA-L at ``level``; with
+    ``icc_profile`` where it is in colour (a profile describes RGB, not a mask's grey)."""
     color_type, channels = COLOR_TYPES[img.mode]
     width, height = img.size
     stride = width * channels
     out = io.BytesIO()
     out.write(_SIGNATURE)
     _chunk(out, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
-    if icc_profile:
+    if icc_profile and color_type != 0:
         # the profile's name (any, 1-79 Latin-1 bytes), NUL, compression method 0, the zlib stream
         _chunk(out, b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile))
     deflate = isal_zlib.compressobj(level)
