@@ -12,10 +12,10 @@ edge matting, the request's options) with and without them, scored against its t
 The llama (am2k-02, SAD 77) is apart: a glow of partial alpha all around a light animal on a
 dark grey field, and fur wisps between its ears. GrabCut's colour models cannot separate them, so
 its strokes grow through the pixels of their own colours the model was unsure of, and the matting
-re-solves the edge, and the dark field near a stroke that the model was sure of: 77 -> 38 with two
-strokes along the glow, 77 -> 28 with one remove stroke around the head (down into the gap between
-the ears and beside the right cheek) and one keep stroke over the fleece at the bottom right; not
-under 25 (the fur wisps, which the matting's grid is too coarse to keep, go with the field).
+re-solves the edge twice (the second time on the band of the edge the first found), and the dark
+field near a stroke that the model was sure of: 78 -> 32 with two strokes along the glow, 78 -> 24.6
+with one remove stroke around the head (down into the gap between the ears and beside the right
+cheek) and one keep stroke over the fleece at the bottom right.
 """
 
 from __future__ import annotations
@@ -103,13 +103,15 @@ def test_a_stroke_that_fell_back_reopens_the_sure_field_of_its_colours(runtime, 
     """The model is sure of the dark field between the llama's ears: the band matting alone never
     reaches it, and the stroke's growth stops at it. Near a stroke that fell back, the sure pixels
     in the stroke's own colours are re-solved too (correct.REOPEN): the field goes (a fifth of it
-    stayed opaque before: 0.21), the light fur beside it and the dark insides of the ears stay."""
+    stayed opaque before: 0.21), the light fur beside it and the dark insides of the ears stay. The
+    matting's second solve, on the band of the edge the first found (correct.FALLBACK_SOLVES), takes
+    the cut-out under the issue's 25 (27.4 with one solve, 33.0 without the reopening; fp32)."""
     path = AM2K / "am2k-02.jpg"
     truth = load_truth(path)
     after = alpha_of(runtime, path.read_bytes(), **LLAMA_AROUND)
     before, sad = (score(a, metrics.Truth(truth))["sad"] for a in (am2k_served["am2k-02"].alpha, after))
     print(f"am2k-02, one stroke around the head and one keep stroke: SAD {before:.1f} -> {sad:.1f}")
-    assert sad < 30
+    assert sad < 25, (before, sad)
     between = (slice(250, 420), slice(420, 620))
     field = truth[between] < 64
     assert (after[between][field] >= 128).mean() < 0.1

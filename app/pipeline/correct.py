@@ -14,7 +14,9 @@ Where the colour models fail (a region would turn more than :data:`MAX_FLIP` of 
 on grey), a stroke's region is grown instead through the pixels of its own colours that the model
 was unsure of (:func:`_alike`), and the edge matting re-solves the mask with the strokes fixed,
 there and where the model was sure of the subject near a remove stroke in the stroke's own colours
-(:func:`_reopened`: the dark field between a grey llama's ears).
+(:func:`_reopened`: the dark field between a grey llama's ears). That first solve works on the band
+the model's vague mask left; the matting then solves once more, on the band of the edge it found
+(:data:`FALLBACK_SOLVES`).
 
 The work is done on a grid of at most :data:`GRID_SIDE` px (GrabCut costs 0.3–0.45 s there on two
 cores, 2 s on the grey llama); the full-size steps are a nearest resize of the labels and the
@@ -47,6 +49,13 @@ GRABCUT_SEED = 0
 # Reopening every sure pixel there, whatever its colour, fell off a cliff past 0.04 (24.7 at 0.04,
 # 46.7 at 0.06: the matting then has no anchor in the fur and lets it go).
 REOPEN = 0.05
+# Solves of the matting once a stroke fell back: the first on the band the model's mask leaves (its
+# vague glow, the strokes' growth), the next on the band of the edge the first found, the sure parts
+# it settled (exactly 0 or 255) fixed. The llama (fp32) with LLAMA_AROUND: SAD 27.4 / 24.6 / 24.3 at
+# 1 / 2 / 3 solves (int8 27.2 / 24.4), with its LLAMA strokes 37.5 / 31.8 / 32.0; each solve ~0.15 s.
+# A second solve on every default request (no strokes) is no gain: mean SAD 26.79 -> 26.59 on the
+# 13 AM-2k photos, but worse on 8 of them (docs/quality.md#correction-strokes).
+FALLBACK_SOLVES = 2
 
 
 def rasterize(strokes: Strokes, size: tuple[int, int], source_size: tuple[int, int]) -> np.ndarray:
@@ -132,11 +141,12 @@ def correct(rgb: np.ndarray, alpha: np.ndarray, keep: np.ndarray | None, remove:
         out[keep] = 255
     if fell_back:  # the edge around what the strokes grew re-solved by the matting, the strokes as sure labels
         reopen = None if remove is None else _reopened(rgb, out, remove, distances[0])
-        out = matte(rgb, out, reopen)
-        if remove is not None:
-            out[remove] = 0
-        if keep is not None:
-            out[keep] = 255
+        for solve in range(FALLBACK_SOLVES):  # then again, on the band of the edge the first solve found
+            out = matte(rgb, out, reopen if solve == 0 else None)
+            if remove is not None:
+                out[remove] = 0
+            if keep is not None:
+                out[keep] = 255
     return out
 
 

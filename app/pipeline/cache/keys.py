@@ -21,7 +21,8 @@ from config import Settings
 # 5: the mask's uncertain band re-solved by matting (EDGE_MATTING=band, app/pipeline/matte.py);
 #    correction strokes.
 # 6: PNG at PNG_COMPRESS_LEVEL 1-3 written by app/pipeline/png.py (the same pixels, other bytes).
-PIPELINE_VERSION = 6
+# 7: strokes that fell back (grey on grey) have the edge matting solve twice (app/pipeline/correct.py).
+PIPELINE_VERSION = 7
 
 
 def upload_digest(data: bytes) -> str:
