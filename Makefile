@@ -35,7 +35,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime: pyproject.toml setup.py effects/_kernels.c | $(BIN)/python
+$(VENV)/.runtime: pyproject.toml setup.py effects/_kernels.c app/pipeline/_matte.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 

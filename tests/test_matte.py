@@ -47,6 +47,51 @@ def test_the_operator_is_the_matting_laplacian():
     np.testing.assert_allclose(got[inner], expected[inner], rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.parametrize("shape", [(14, 16), (1, 1), (2, 3), (5, 1), (1, 7), (120, 97), (263, 266)])
+@pytest.mark.parametrize("radius", [1, 2])
+def test_the_compiled_product_is_numpy_s_bit_for_bit(shape, radius):
+    """app/pipeline/_matte.c against its definition in numpy (_times_numpy), for the radii the matting
+    uses, shapes smaller than a window among them: the same float32 operations in the same order."""
+    rng = np.random.default_rng(sum(shape) + radius)
+    laplacian = M._Laplacian(rng.random((*shape, 3)).astype(np.float32), radius)
+    p = rng.random(shape).astype(np.float32)
+    compiled = laplacian.times(p, np.full(shape, np.nan, np.float32))
+    assert np.array_equal(compiled, laplacian._times_numpy(p, np.empty(shape, np.float32)))
+
+
+def test_the_compiled_product_with_wider_windows_is_the_same_product():
+    """From 7 px windows numpy sums by doubling (morphology.BoxMean): another order of the additions,
+    the same product within float32's rounding."""
+    rng = np.random.default_rng(5)
+    laplacian = M._Laplacian(rng.random((40, 50, 3)).astype(np.float32), 3)
+    p = rng.random((40, 50)).astype(np.float32)
+    np.testing.assert_allclose(laplacian.times(p, np.empty_like(p)), laplacian._times_numpy(p, np.empty_like(p)),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_the_compiled_product_refuses_buffers_of_the_wrong_size():
+    from app.pipeline import _matte
+
+    h, w, r = 6, 5, 1
+    plane = np.zeros((h, w), np.float32)
+    planes = {"colours": np.zeros((3, h, w), np.float32), "means": np.zeros((3, h, w), np.float32),
+              "inverse": np.zeros((6, h, w), np.float32)}
+    work = np.zeros(_matte.work_floats(h, w, r), np.float32)
+    _matte.laplacian_times(h, w, r, plane, *planes.values(), np.zeros_like(plane), work)
+    with pytest.raises(ValueError, match="inverse"):
+        _matte.laplacian_times(h, w, r, plane, planes["colours"], planes["means"], planes["colours"], plane.copy(), work)
+    with pytest.raises(ValueError, match="work"):
+        _matte.laplacian_times(h, w, r, plane, *planes.values(), plane.copy(), work[:-1])
+    with pytest.raises(ValueError, match="p holds"):
+        _matte.laplacian_times(h + 1, w, r, plane, *planes.values(), plane.copy(), work)
+    with pytest.raises(TypeError):  # a read-only output
+        _matte.laplacian_times(h, w, r, plane, *planes.values(), bytes(plane.nbytes), work)
+    with pytest.raises(ValueError, match="out of range"):
+        _matte.work_floats(0, w, r)
+    with pytest.raises(ValueError, match="out of range"):
+        _matte.laplacian_times(h, w, -1, plane, *planes.values(), plane.copy(), work)
+
+
 def test_the_solve_lowers_the_energy_and_keeps_the_known_pixels():
     rng = np.random.default_rng(3)
     colours = rng.random((40, 50, 3)).astype(np.float32)

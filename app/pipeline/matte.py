@@ -32,6 +32,7 @@ import math
 import numpy as np
 from PIL import Image
 
+from app.pipeline import _matte
 from app.pipeline.compose import shrunk
 from app.pipeline.morphology import BoxMean, window_reduce
 
@@ -178,15 +179,24 @@ class _Laplacian:
     covariance's rounding (~1e-7 on colours 0-1) is far below the regularisation ε/|window| (4e-5
     and more), and float64 statistics gave the same mean SAD on the AM-2k animals (26.78 against
     26.79) at twice the memory. Every step works in buffers allocated once (no page faults in the
-    ~70 steps of a solve: app/ops/tuning.py)."""
+    ~70 steps of a solve: app/ops/tuning.py). The product is compiled (``app/pipeline/_matte.c``):
+    :meth:`_times_numpy` is its definition, which it reproduces bit for bit (tests/test_matte.py)."""
 
     def __init__(self, colours: np.ndarray, radius: int):
         n = (2 * radius + 1) ** 2
         shape = colours.shape[:2]
+        self.radius = radius
         # The statistics through one box operator and one product buffer: no temporaries to fault in.
         box, product = BoxMean(shape, radius), np.empty(shape, np.float32)
-        planes = [np.ascontiguousarray(colours[..., c], np.float32) for c in range(3)]
-        means = [box(plane) for plane in planes]
+        # colour planes, their window means and the windows' inverse covariances, each kind in one
+        # array of planes (the compiled product reads them so; the lists are views of its planes)
+        self._planes = np.empty((3, *shape), np.float32)
+        self._means = np.empty((3, *shape), np.float32)
+        self._inverse = np.empty((6, *shape), np.float32)
+        for c in range(3):
+            self._planes[c] = colours[..., c]
+            box(self._planes[c], self._means[c])
+        planes, means = list(self._planes), list(self._means)
         s = {}  # the windows' covariance Σ + ε/n
         for i in range(3):
             for j in range(i, 3):
@@ -203,22 +213,27 @@ class _Laplacian:
             np.multiply(a, b, out=entry)
             entry -= np.multiply(c, d, out=product)
             det += np.multiply(entry, first_row, out=entry)
-        self.inverse = []  # the windows' (Σ + ε/n)⁻¹
-        for a, b, c, d in cofactors:
-            inverse = np.multiply(a, b)
+        self.inverse = list(self._inverse)  # the windows' (Σ + ε/n)⁻¹
+        for (a, b, c, d), inverse in zip(cofactors, self.inverse):
+            np.multiply(a, b, out=inverse)
             inverse -= np.multiply(c, d, out=product)
             inverse /= det
-            self.inverse.append(inverse)
         del s00, s01, s02, s11, s12, s22, cofactors, det, entry, product
         self._box = box
-        self.mean_p, self.tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
-        self.c = [np.empty(shape, np.float32) for _ in range(3)]
-        self.a = [np.empty(shape, np.float32) for _ in range(3)]
+        self._work = np.empty(_matte.work_floats(*shape, radius), np.float32)
 
     def times(self, p: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """``L p / |window|`` into ``out``: for each window, the linear fit ``a·I + b`` of ``p``, averaged
-        over the windows covering each pixel, taken from ``p``."""
-        colours, m, c, a, tmp, mean_p = self.colours, self.means, self.c, self.a, self.tmp, self.mean_p
+        """``L p / |window|`` into ``out`` (h x w float32, C-contiguous): for each window, the linear
+        fit ``a·I + b`` of ``p``, averaged over the windows covering each pixel, taken from ``p``."""
+        _matte.laplacian_times(*p.shape, self.radius, p, self._planes, self._means, self._inverse, out, self._work)
+        return out
+
+    def _times_numpy(self, p: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`times` in numpy: its definition (the compiled kernel reproduces it bit for bit)."""
+        shape = p.shape
+        mean_p, tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        c, a = [np.empty(shape, np.float32) for _ in range(3)], [np.empty(shape, np.float32) for _ in range(3)]
+        colours, m = self.colours, self.means
         self._box(p, mean_p)
         for k in range(3):  # c_k = cov(I_k, p) in each window
             np.multiply(colours[k], p, out=tmp)
