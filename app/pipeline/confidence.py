@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from app.pipeline.layout import subject_box
-from app.pipeline.morphology import BoxMean, dilate, erode, region_areas
+from app.pipeline.morphology import dilate, erode, region_areas
 
 UNDECIDED_AT_ZERO = 0.2  # a box whose pixels are, on average, this undecided scores 0
 FULL_FRAME = 0.98  # a "subject" covering this share of the photo: nothing was cut out
@@ -97,23 +97,63 @@ def mask_warnings(rgb: np.ndarray, alpha: np.ndarray) -> tuple[str, ...]:
 
 def _low_contrast_share(rgb: np.ndarray, subject: np.ndarray) -> float:
     """The share of the subject's outline where the mean colour just inside (9 px in) and just outside
-    it, each over a 31 px neighbourhood, are closer than :data:`LOW_CONTRAST`."""
-    inside = erode(subject, 9, border=True).astype(np.float32)
-    outside = (~dilate(subject, 9)).astype(np.float32)
-    box, product = BoxMean(subject.shape, 15), np.empty(subject.shape, np.float32)  # one set of buffers
-    weight_in, weight_out = box(inside), box(outside)
+    it, each over a 31 px neighbourhood, are closer than :data:`LOW_CONTRAST`. The neighbourhoods'
+    sums are wanted on the outline only: each is read there from a summed-area table of its plane
+    (borders reflected, the edge pixel repeated, as morphology.BoxMean's). The sums are integers
+    (weights 0 or 1, colours 0-255), exact in any order, so the means are BoxMean's to the bit, in a
+    third of its time."""
+    inside = erode(subject, 9, border=True)
+    outside = ~dilate(subject, 9)
     outline = dilate(subject, 3) & ~erode(subject, 3, border=True)  # the morphological gradient
-    outline &= (weight_in > 0.05) & (weight_out > 0.05)
-    if not outline.any():
+    rows, cols = np.nonzero(outline)
+    if rows.size == 0:
         return 0.0
-    # the mean colours are needed on the outline only: each channel's window sums read there
-    mean_in, mean_out = (np.empty((int(outline.sum()), 3), np.float32) for _ in range(2))
+    window = _Windows(subject.shape, rows, cols, NEIGHBOURHOOD)
+    weight_in, weight_out = window.means(inside), window.means(outside)
+    kept = (weight_in > 0.05) & (weight_out > 0.05)
+    if not kept.any():
+        return 0.0
+    window.keep(kept)
+    weight_in, weight_out = weight_in[kept], weight_out[kept]
+    mean_in, mean_out = (np.empty((int(kept.sum()), 3), np.float32) for _ in range(2))
     for c in range(3):
-        plane = np.ascontiguousarray(rgb[..., c], np.float32)
+        plane = rgb[..., c]
         for where, weight, mean in ((inside, weight_in, mean_in), (outside, weight_out, mean_out)):
-            mean[:, c] = box(np.multiply(plane, where, out=product), product)[outline] / np.maximum(weight[outline], 1e-6)
+            mean[:, c] = window.means(np.where(where, plane, 0)) / np.maximum(weight, 1e-6)
     distance = np.linalg.norm(mean_in - mean_out, axis=-1)
     return float((distance < LOW_CONTRAST).mean())
+
+
+NEIGHBOURHOOD = 15  # the radius of the low-contrast test's windows (31 px)
+
+
+class _Windows:
+    """The means over the (2r+1)² windows centred on some pixels (``rows``, ``cols``) of planes of
+    ``shape``, from summed-area tables (int32: sums of at most 961 values of 0-255) of the planes padded
+    by reflection; float32, as ``BoxMean``'s (the exact sum times the float32 of 1/|window|)."""
+
+    def __init__(self, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, radius: int):
+        self.radius, self.shape = radius, shape
+        self.scale = np.float32(1.0 / (2 * radius + 1) ** 2)
+        self.table = np.zeros((shape[0] + 2 * radius + 1, shape[1] + 2 * radius + 1), np.int32)
+        self.keep(np.ones(rows.size, bool), rows, cols)
+
+    def keep(self, which: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> None:
+        """Only the pixels ``which`` (of those given before, or of ``rows``, ``cols``) from now on."""
+        rows, cols = (self.rows, self.cols) if rows is None else (rows, cols)
+        self.rows, self.cols = rows[which], cols[which]
+        n = 2 * self.radius + 1  # the window's corners in the table (one row and column of zeros first)
+        self.corners = (self.rows + n, self.cols + n), (self.rows, self.cols + n), (self.rows + n, self.cols), \
+            (self.rows, self.cols)
+
+    def means(self, plane: np.ndarray) -> np.ndarray:
+        r, table = self.radius, self.table
+        padded = np.pad(plane.astype(np.int32, copy=False), r, mode="symmetric")  # ...cba|abc...
+        np.cumsum(padded, axis=0, out=padded)
+        np.cumsum(padded, axis=1, out=table[1:, 1:])
+        (a, b, c, d) = (table[corner] for corner in self.corners)
+        sums = a - b - c + d
+        return sums.astype(np.float32) * self.scale
 
 
 __all__ = ["FULL_FRAME", "UNDECIDED_AT_ZERO", "mask_confidence", "mask_warnings"]
