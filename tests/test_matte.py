@@ -49,11 +49,19 @@ def test_the_operator_is_the_matting_laplacian():
 
 @pytest.mark.parametrize("shape", [(14, 16), (1, 1), (2, 3), (5, 1), (1, 7), (120, 97), (263, 266)])
 @pytest.mark.parametrize("radius", [1, 2])
-def test_the_compiled_product_is_numpy_s_bit_for_bit(shape, radius):
-    """app/pipeline/_matte.c against its definition in numpy (_times_numpy), for the radii the matting
-    uses, shapes smaller than a window among them: the same float32 operations in the same order."""
+@pytest.mark.parametrize("grey", [False, True])
+def test_the_compiled_steps_are_numpy_s_bit_for_bit(shape, radius, grey):
+    """app/pipeline/_matte.c against its definitions in numpy (_setup_numpy, _times_numpy), for the
+    radii the matting uses, shapes smaller than a window among them, colour and grey photos (whose
+    colour covariance is singular but for ε): the same float32 operations in the same order."""
     rng = np.random.default_rng(sum(shape) + radius)
-    laplacian = M._Laplacian(rng.random((*shape, 3)).astype(np.float32), radius)
+    colours = rng.random((*shape, 3)).astype(np.float32)
+    if grey:
+        colours[...] = colours[..., :1]
+    laplacian = M._Laplacian(colours, radius)
+    means, inverse = laplacian._setup_numpy()
+    for compiled, reference in zip(laplacian.means + laplacian.inverse, means + inverse):
+        assert np.array_equal(compiled, reference)
     p = rng.random(shape).astype(np.float32)
     compiled = laplacian.times(p, np.full(shape, np.nan, np.float32))
     assert np.array_equal(compiled, laplacian._times_numpy(p, np.empty(shape, np.float32)))
@@ -90,6 +98,11 @@ def test_the_compiled_product_refuses_buffers_of_the_wrong_size():
         _matte.work_floats(0, w, r)
     with pytest.raises(ValueError, match="out of range"):
         _matte.laplacian_times(h, w, -1, plane, *planes.values(), plane.copy(), work)
+    _matte.laplacian_setup(h, w, r, M.EPS, *planes.values(), work)
+    with pytest.raises(ValueError, match="means"):
+        _matte.laplacian_setup(h, w, r, M.EPS, planes["colours"], plane.copy(), planes["inverse"], work)
+    with pytest.raises(TypeError):  # read-only statistics
+        _matte.laplacian_setup(h, w, r, M.EPS, planes["colours"], bytes(planes["means"].nbytes), planes["inverse"], work)
 
 
 def test_the_solve_lowers_the_energy_and_keeps_the_known_pixels():

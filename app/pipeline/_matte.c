@@ -17,6 +17,11 @@
  *   the compiler contracts nothing into fused multiply-adds (setup.py: -ffp-contract=off). It is one
  *   pass over the rows per group of four box filters instead of numpy's ~70 passes over whole planes.
  *
+ * laplacian_setup(height, width, radius, eps, colours, means, inverse, work)
+ *   The windows' statistics the product uses: means (3 planes) = box(I_c); inverse (6 planes) =
+ *   (Sigma + eps/|w| I)^-1 with Sigma_ij = box(I_i I_j) - m_i m_j, by cofactors over the determinant
+ *   (matte._Laplacian._setup_numpy, the definition, bit for bit as above).
+ *
  * The buffers are read through the buffer protocol, each of exactly the size its shape needs (else
  * ValueError), writable where written; the GIL is released while the loops run.
  */
@@ -100,37 +105,125 @@ static void column_means(const float *const *rows, Py_ssize_t w, Py_ssize_t n, f
     }
 }
 
-/* Four box filters at once, row by row: calls row(y, box) for each row y with box (4 x w) the
-   window means of its four quantities. The row sums of the last n padded rows are kept in a ring
-   (4 x n x w); padded row yy (source row ri[yy]) of quantity q: with `colours`, q = 0 is src[0]
-   and q = 1..3 are colours[q-1] * src[0]; else src[q]. */
+/* Up to MAX_QUANTITIES box filters at once, row by row: means_of_row(y) leaves in box (count x w)
+   the window means of row y of each quantity. Quantity q is src[q], or src[q] * mult[q] entry by
+   entry where mult[q] is set. The row sums of the last n padded rows (padded row yy: source row
+   ri[yy]) are kept in a ring (count x n x w). */
+#define MAX_QUANTITIES 6
+
 typedef struct {
     Py_ssize_t h, w, r, n;
     const Py_ssize_t *ri, *ci;
     float *ring, *line, *box;
     float scale;
+    int count;
+    const float *src[MAX_QUANTITIES], *mult[MAX_QUANTITIES];
 } Boxes;
 
-static void fill(const Boxes *b, Py_ssize_t yy, const float *const src[4], const float *colours)
+static void fill(const Boxes *b, Py_ssize_t yy)
 {
-    Py_ssize_t y = b->ri[yy], plane = b->h * b->w;
-    for (int q = 0; q < 4; q++) {
-        if (colours != NULL)
-            padded_row(b->w, b->r, b->ci, src[0] + y * b->w, q ? colours + (q - 1) * plane + y * b->w : NULL, b->line);
-        else
-            padded_row(b->w, b->r, b->ci, src[q] + y * b->w, NULL, b->line);
+    Py_ssize_t o = b->ri[yy] * b->w;
+    for (int q = 0; q < b->count; q++) {
+        padded_row(b->w, b->r, b->ci, b->src[q] + o, b->mult[q] ? b->mult[q] + o : NULL, b->line);
         window_sums(b->line, b->w, b->n, b->ring + ((Py_ssize_t)q * b->n + yy % b->n) * b->w);
     }
 }
 
-static void means_of_row(const Boxes *b, Py_ssize_t y, const float *const src[4], const float *colours)
+static void start(Boxes *b)
 {
-    fill(b, y + b->n - 1, src, colours);
+    for (Py_ssize_t yy = 0; yy < b->n - 1; yy++)
+        fill(b, yy);
+}
+
+static void means_of_row(const Boxes *b, Py_ssize_t y)
+{
+    fill(b, y + b->n - 1);
     const float *rows[129];
-    for (int q = 0; q < 4; q++) {
+    for (int q = 0; q < b->count; q++) {
         for (Py_ssize_t k = 0; k < b->n; k++)
             rows[k] = b->ring + ((Py_ssize_t)q * b->n + (y + k) % b->n) * b->w;
         column_means(rows, b->w, b->n, b->scale, b->box + q * b->w);
+    }
+}
+
+/* The scratch of the box filters laid out in work (after `skip` floats): ring, line, box, then the
+   padded index tables. */
+static Boxes boxes_in(Py_ssize_t h, Py_ssize_t w, Py_ssize_t r, float *work)
+{
+    Py_ssize_t n = 2 * r + 1, pw = w + 2 * r, ph = h + 2 * r;
+    Boxes b = {h, w, r, n, NULL, NULL, work, NULL, NULL, (float)(1.0 / (double)(n * n)), 0, {NULL}, {NULL}};
+    b.line = b.ring + MAX_QUANTITIES * n * w;  /* w + 2r */
+    b.box = b.line + pw;                       /* MAX_QUANTITIES x w */
+    uintptr_t tables = (uintptr_t)(b.box + MAX_QUANTITIES * w);
+    Py_ssize_t *ri = (Py_ssize_t *)((tables + sizeof(Py_ssize_t) - 1) & ~(uintptr_t)(sizeof(Py_ssize_t) - 1));
+    Py_ssize_t *ci = ri + ph;
+    for (Py_ssize_t i = 0; i < ph; i++)
+        ri[i] = reflected(i, h, r);
+    for (Py_ssize_t i = 0; i < pw; i++)
+        ci[i] = reflected(i, w, r);
+    b.ri = ri;
+    b.ci = ci;
+    return b;
+}
+
+static void set(Boxes *b, int count, const float *const src[], const float *const mult[])
+{
+    b->count = count;
+    for (int q = 0; q < count; q++) {
+        b->src[q] = src[q];
+        b->mult[q] = mult ? mult[q] : NULL;
+    }
+}
+
+/* The windows' statistics of the colours (3 planes): their means (3 planes) and (Sigma + eps/n I)^-1
+   (6 planes: 00 01 02 11 12 22) by cofactors over the determinant, numpy's _Laplacian.__init__ in its
+   order: s_ij = box(I_i I_j) - m_i m_j (+ eps/n on the diagonal); det along the first row. */
+static void setup(Py_ssize_t h, Py_ssize_t w, Py_ssize_t r, double eps, const float *colours, float *means,
+                  float *inverse, float *work)
+{
+    Py_ssize_t plane = h * w, n = 2 * r + 1;
+    float diagonal = (float)(eps / (double)(n * n));
+    Boxes b = boxes_in(h, w, r, work);
+    const float *I[3] = {colours, colours + plane, colours + 2 * plane};
+    set(&b, 3, I, NULL);
+    start(&b);
+    for (Py_ssize_t y = 0; y < h; y++) {
+        means_of_row(&b, y);
+        for (int c = 0; c < 3; c++)
+            memcpy(means + c * plane + y * w, b.box + c * w, (size_t)w * sizeof(float));
+    }
+    const float *left[6] = {I[0], I[0], I[0], I[1], I[1], I[2]}, *right[6] = {I[0], I[1], I[2], I[1], I[2], I[2]};
+    set(&b, 6, left, right);
+    start(&b);
+    for (Py_ssize_t y = 0; y < h; y++) {
+        means_of_row(&b, y);
+        Py_ssize_t o = y * w;
+        const float *restrict m0 = means + o, *restrict m1 = means + plane + o, *restrict m2 = means + 2 * plane + o;
+        const float *restrict box = b.box;
+        float *restrict v[6];
+        for (int k = 0; k < 6; k++)
+            v[k] = inverse + k * plane + o;
+        for (Py_ssize_t x = 0; x < w; x++) {
+            float s00 = box[x] - m0[x] * m0[x], s01 = box[w + x] - m0[x] * m1[x], s02 = box[2 * w + x] - m0[x] * m2[x];
+            float s11 = box[3 * w + x] - m1[x] * m1[x], s12 = box[4 * w + x] - m1[x] * m2[x];
+            float s22 = box[5 * w + x] - m2[x] * m2[x];
+            s00 += diagonal;
+            s11 += diagonal;
+            s22 += diagonal;
+            /* (a, b, c, d): entry = a b - c d, as numpy's cofactors */
+            float e00 = s11 * s22 - s12 * s12, e01 = s02 * s12 - s01 * s22, e02 = s01 * s12 - s02 * s11;
+            float e11 = s00 * s22 - s02 * s02, e12 = s01 * s02 - s00 * s12, e22 = s00 * s11 - s01 * s01;
+            float det = 0.0f;
+            det += e00 * s00;
+            det += e01 * s01;
+            det += e02 * s02;
+            v[0][x] = e00 / det;
+            v[1][x] = e01 / det;
+            v[2][x] = e02 / det;
+            v[3][x] = e11 / det;
+            v[4][x] = e12 / det;
+            v[5][x] = e22 / det;
+        }
     }
 }
 
@@ -180,38 +273,27 @@ static void product_row(Py_ssize_t w, const float *restrict box, const float *re
 static void times(Py_ssize_t h, Py_ssize_t w, Py_ssize_t r, const float *p, const float *colours,
                   const float *means, const float *inverse, float *out, float *work)
 {
-    Py_ssize_t plane = h * w, n = 2 * r + 1, pw = w + 2 * r, ph = h + 2 * r;
+    Py_ssize_t plane = h * w;
     float *coef = work;                    /* 4 planes: b, a0, a1, a2 */
-    Boxes boxes = {h, w, r, n, NULL, NULL, coef + 4 * plane, NULL, NULL, (float)(1.0 / (double)(n * n))};
-    boxes.line = boxes.ring + 4 * n * w;   /* w + 2r */
-    boxes.box = boxes.line + pw;           /* 4 x w */
-    uintptr_t tables = (uintptr_t)(boxes.box + 4 * w);
-    Py_ssize_t *ri = (Py_ssize_t *)((tables + sizeof(Py_ssize_t) - 1) & ~(uintptr_t)(sizeof(Py_ssize_t) - 1));
-    Py_ssize_t *ci = ri + ph;
-    for (Py_ssize_t i = 0; i < ph; i++)
-        ri[i] = reflected(i, h, r);
-    for (Py_ssize_t i = 0; i < pw; i++)
-        ci[i] = reflected(i, w, r);
-    boxes.ri = ri;
-    boxes.ci = ci;
+    Boxes boxes = boxes_in(h, w, r, coef + 4 * plane);
     const float *m0 = means, *m1 = means + plane, *m2 = means + 2 * plane;
     const float *i00 = inverse, *i01 = inverse + plane, *i02 = inverse + 2 * plane, *i11 = inverse + 3 * plane,
                 *i12 = inverse + 4 * plane, *i22 = inverse + 5 * plane;
-    const float *first[4] = {p, NULL, NULL, NULL};
-    for (Py_ssize_t yy = 0; yy < n - 1; yy++)
-        fill(&boxes, yy, first, colours);
+    const float *c0 = colours, *c1 = colours + plane, *c2 = colours + 2 * plane;
+    const float *ps[4] = {p, p, p, p}, *by[4] = {NULL, c0, c1, c2};
+    set(&boxes, 4, ps, by);
+    start(&boxes);
     for (Py_ssize_t y = 0; y < h; y++) {
-        means_of_row(&boxes, y, first, colours);
+        means_of_row(&boxes, y);
         Py_ssize_t o = y * w;
         coefficients(w, boxes.box, m0 + o, m1 + o, m2 + o, i00 + o, i01 + o, i02 + o, i11 + o, i12 + o, i22 + o,
                      coef + o, coef + plane + o, coef + 2 * plane + o, coef + 3 * plane + o);
     }
     const float *second[4] = {coef, coef + plane, coef + 2 * plane, coef + 3 * plane};
-    const float *c0 = colours, *c1 = colours + plane, *c2 = colours + 2 * plane;
-    for (Py_ssize_t yy = 0; yy < n - 1; yy++)
-        fill(&boxes, yy, second, NULL);
+    set(&boxes, 4, second, NULL);
+    start(&boxes);
     for (Py_ssize_t y = 0; y < h; y++) {
-        means_of_row(&boxes, y, second, NULL);
+        means_of_row(&boxes, y);
         Py_ssize_t o = y * w;
         product_row(w, boxes.box, p + o, c0 + o, c1 + o, c2 + o, out + o);
     }
@@ -223,7 +305,7 @@ static Py_ssize_t work_floats(Py_ssize_t h, Py_ssize_t w, Py_ssize_t r)
     if (h <= 0 || w <= 0 || r < 0 || h > (1 << 20) || w > (1 << 20) || r > 64 || h * w > ((Py_ssize_t)1 << 34))
         return 0;
     Py_ssize_t ph = h + 2 * r, pw = w + 2 * r;
-    Py_ssize_t floats = 4 * h * w + 4 * (2 * r + 1) * w + pw + 4 * w;
+    Py_ssize_t floats = 4 * h * w + MAX_QUANTITIES * (2 * r + 1) * w + pw + MAX_QUANTITIES * w;
     /* the padded index tables, in Py_ssize_t, plus one for alignment */
     floats += (Py_ssize_t)((ph + pw + 1) * sizeof(Py_ssize_t) / sizeof(float)) + 1;
     return floats;
@@ -271,6 +353,35 @@ done:
     return result;
 }
 
+static PyObject *laplacian_setup(PyObject *self, PyObject *args)
+{
+    Py_ssize_t h, w, r;
+    double eps;
+    Py_buffer colours = {NULL}, means = {NULL}, inverse = {NULL}, work = {NULL};
+    if (!PyArg_ParseTuple(args, "nnndy*w*w*w*:laplacian_setup", &h, &w, &r, &eps, &colours, &means, &inverse, &work))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t need = work_floats(h, w, r);
+    if (need == 0) {
+        PyErr_Format(PyExc_ValueError, "laplacian_setup: sizes out of range (%zd x %zd, radius %zd)", h, w, r);
+        goto done;
+    }
+    Py_ssize_t plane = h * w;
+    if (!check(&colours, "colours", 3 * plane, 0) || !check(&means, "means", 3 * plane, 0) ||
+        !check(&inverse, "inverse", 6 * plane, 0) || !check(&work, "work", need, 1))
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    setup(h, w, r, eps, (const float *)colours.buf, (float *)means.buf, (float *)inverse.buf, (float *)work.buf);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&colours);
+    PyBuffer_Release(&means);
+    PyBuffer_Release(&inverse);
+    PyBuffer_Release(&work);
+    return result;
+}
+
 static PyObject *py_work_floats(PyObject *self, PyObject *args)
 {
     Py_ssize_t h, w, r;
@@ -288,6 +399,9 @@ static PyMethodDef methods[] = {
     {"laplacian_times", laplacian_times, METH_VARARGS,
      "laplacian_times(height, width, radius, p, colours, means, inverse, out, work): out = L p / |window| "
      "(float32 buffers; work: work_floats(height, width, radius) float32 of scratch)"},
+    {"laplacian_setup", laplacian_setup, METH_VARARGS,
+     "laplacian_setup(height, width, radius, eps, colours, means, inverse, work): the windows' colour means "
+     "and inverse covariances (Sigma + eps/|window| I)^-1 into means (3 planes) and inverse (6 planes)"},
     {"work_floats", py_work_floats, METH_VARARGS,
      "work_floats(height, width, radius) -> the float32 entries of scratch laplacian_times needs"},
     {NULL, NULL, 0, NULL},

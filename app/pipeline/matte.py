@@ -179,24 +179,32 @@ class _Laplacian:
     covariance's rounding (~1e-7 on colours 0-1) is far below the regularisation ε/|window| (4e-5
     and more), and float64 statistics gave the same mean SAD on the AM-2k animals (26.78 against
     26.79) at twice the memory. Every step works in buffers allocated once (no page faults in the
-    ~70 steps of a solve: app/ops/tuning.py). The product is compiled (``app/pipeline/_matte.c``):
-    :meth:`_times_numpy` is its definition, which it reproduces bit for bit (tests/test_matte.py)."""
+    ~70 steps of a solve: app/ops/tuning.py). The statistics and the product are compiled
+    (``app/pipeline/_matte.c``): :meth:`_setup_numpy` and :meth:`_times_numpy` are their definitions,
+    which they reproduce bit for bit (tests/test_matte.py)."""
 
     def __init__(self, colours: np.ndarray, radius: int):
-        n = (2 * radius + 1) ** 2
         shape = colours.shape[:2]
         self.radius = radius
-        # The statistics through one box operator and one product buffer: no temporaries to fault in.
-        box, product = BoxMean(shape, radius), np.empty(shape, np.float32)
         # colour planes, their window means and the windows' inverse covariances, each kind in one
-        # array of planes (the compiled product reads them so; the lists are views of its planes)
+        # array of planes, as the compiled steps read them (the lists are views of the planes)
         self._planes = np.empty((3, *shape), np.float32)
-        self._means = np.empty((3, *shape), np.float32)
-        self._inverse = np.empty((6, *shape), np.float32)
         for c in range(3):
             self._planes[c] = colours[..., c]
-            box(self._planes[c], self._means[c])
-        planes, means = list(self._planes), list(self._means)
+        self._means = np.empty((3, *shape), np.float32)
+        self._inverse = np.empty((6, *shape), np.float32)
+        self._work = np.empty(_matte.work_floats(*shape, radius), np.float32)
+        _matte.laplacian_setup(*shape, radius, EPS, self._planes, self._means, self._inverse, self._work)
+        self.colours, self.means, self.inverse = list(self._planes), list(self._means), list(self._inverse)
+
+    def _setup_numpy(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The means and inverse covariances in numpy: the definition ``laplacian_setup`` reproduces
+        bit for bit (as new arrays)."""
+        planes, radius = self.colours, self.radius
+        shape, n = planes[0].shape, (2 * radius + 1) ** 2
+        # The statistics through one box operator and one product buffer: no temporaries to fault in.
+        box, product = BoxMean(shape, radius), np.empty(shape, np.float32)
+        means = [box(plane) for plane in planes]
         s = {}  # the windows' covariance Σ + ε/n
         for i in range(3):
             for j in range(i, 3):
@@ -204,7 +212,6 @@ class _Laplacian:
                 s[i, j] -= np.multiply(means[i], means[j], out=product)
                 if i == j:
                     s[i, j] += EPS / n
-        self.colours, self.means = planes, means
         s00, s01, s02, s11, s12, s22 = (s.pop(k) for k in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
         cofactors = ((s11, s22, s12, s12), (s02, s12, s01, s22), (s01, s12, s02, s11),
                      (s00, s22, s02, s02), (s01, s02, s00, s12), (s00, s11, s01, s01))  # (Σ⁻¹ · det), entry by entry
@@ -213,14 +220,13 @@ class _Laplacian:
             np.multiply(a, b, out=entry)
             entry -= np.multiply(c, d, out=product)
             det += np.multiply(entry, first_row, out=entry)
-        self.inverse = list(self._inverse)  # the windows' (Σ + ε/n)⁻¹
-        for (a, b, c, d), inverse in zip(cofactors, self.inverse):
-            np.multiply(a, b, out=inverse)
-            inverse -= np.multiply(c, d, out=product)
-            inverse /= det
-        del s00, s01, s02, s11, s12, s22, cofactors, det, entry, product
-        self._box = box
-        self._work = np.empty(_matte.work_floats(*shape, radius), np.float32)
+        inverse = []  # the windows' (Σ + ε/n)⁻¹
+        for a, b, c, d in cofactors:
+            entry = np.multiply(a, b)
+            entry -= np.multiply(c, d, out=product)
+            entry /= det
+            inverse.append(entry)
+        return means, inverse
 
     def times(self, p: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``L p / |window|`` into ``out`` (h x w float32, C-contiguous): for each window, the linear
@@ -233,11 +239,11 @@ class _Laplacian:
         shape = p.shape
         mean_p, tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
         c, a = [np.empty(shape, np.float32) for _ in range(3)], [np.empty(shape, np.float32) for _ in range(3)]
-        colours, m = self.colours, self.means
-        self._box(p, mean_p)
+        colours, m, box = self.colours, self.means, BoxMean(shape, self.radius)
+        box(p, mean_p)
         for k in range(3):  # c_k = cov(I_k, p) in each window
             np.multiply(colours[k], p, out=tmp)
-            self._box(tmp, c[k])
+            box(tmp, c[k])
             np.multiply(m[k], mean_p, out=tmp)
             c[k] -= tmp
         i00, i01, i02, i11, i12, i22 = self.inverse
@@ -250,10 +256,10 @@ class _Laplacian:
         for k in range(3):  # b = mean(p) - a·mean(I), in mean_p
             np.multiply(a[k], m[k], out=tmp)
             mean_p -= tmp
-        self._box(mean_p, out)
+        box(mean_p, out)
         np.subtract(p, out, out=out)
         for k in range(3):
-            self._box(a[k], tmp)
+            box(a[k], tmp)
             tmp *= colours[k]
             out -= tmp
         return out
