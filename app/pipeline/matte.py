@@ -19,9 +19,11 @@ every request:
    the unknown pixels change.
 
 On the 13 AM-2k animals (``make quality``): mean SAD 37.8 -> 26.8 with the int8 model (the model's
-map resized plainly, then matted), against 30.6 for rembg's alpha matting at ~15x the time; ~0.11 s
-a 1.7 MP photo on two cores. Its operators are numpy's (app/pipeline/morphology.py): no OpenCV on
-the default path. The grids bound the solve's memory whatever the photo's size: 45 MB at the peak
+map resized plainly, then matted), against 30.6 for rembg's alpha matting at ~15x the time. The
+Laplacian's statistics and product are compiled (app/pipeline/_matte.c, numpy's float32 operations in
+numpy's order: the same cut-outs to the bit), the rest is numpy's (app/pipeline/morphology.py): no
+OpenCV on the default path; 60-80 ms a fixture photo on one core of an Intel Xeon (180-200 ms when
+the product was numpy's: docs/benchmarks.md#the-edge-matting-compiled). The grids bound the solve's memory whatever the photo's size: 45 MB at the peak
 on a 12 MP photo (tests/test_matte.py), the full-size arrays being 8-bit.
 """
 
