@@ -205,8 +205,7 @@ class OnnxSegmenter:
                                 guide=guide if follow_edges else None)
 
     def runtime(self) -> dict[str, object]:
-        engine = f"openvino {self.session.version}" if isinstance(self.session, OpenVinoSession) else \
-            f"onnxruntime {ort.__version__}"
+        engine = getattr(self.session, "engine", None) or f"onnxruntime {ort.__version__}"  # OpenVINO's names itself
         return {"precision": self.precision, "precision_reason": self.precision_reason, "engine": engine}
 
 
@@ -215,7 +214,7 @@ def int8_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".int8.onnx")
 
 
-def u2net_segmenter(session: ort.InferenceSession) -> OnnxSegmenter:
+def u2net_segmenter(session: "ort.InferenceSession | OpenVinoSession") -> OnnxSegmenter:
     """``session`` (a u2netp graph) in the adapter, u2net profile: for the int8 self-check and the
     offline build, which run the service's own preprocess / infer / postprocess (no file facts:
     nothing is served with it)."""
@@ -244,20 +243,25 @@ class OpenVinoSession:
     from a pool, made when none is free (as many as runs at once, at most
     MAX_CONCURRENT_INFERENCES)."""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, precision_hint: str | None = None):
+        """``precision_hint``: OpenVINO's INFERENCE_PRECISION_HINT (``f32``, ``bf16``...); None, its
+        own choice for this CPU (the service's; benchmarks/openvino_probe.py sets it)."""
         try:
             import openvino as ov
         except ImportError:
             raise ModelLoadError("ONNX_RUNTIME=openvino: the openvino package is not installed "
                                  "(pip install '.[openvino]')") from None
+        config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+        if precision_hint:
+            config["INFERENCE_PRECISION_HINT"] = precision_hint
         try:
-            self.compiled = ov.Core().compile_model(str(path), "CPU", {
-                "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
             raise ModelLoadError(f"MODEL_PATH: {path} is not a model OpenVINO can load ({_first_line(exc)})") from None
         from importlib.metadata import version
 
         self.version = version("openvino")
+        self.engine = f"openvino {self.version}"  # what /api/bg/status shows (OnnxSegmenter.runtime)
         precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # bf16, f32, f16
         self.precision = {"f32": "fp32"}.get(precision, precision)
         self._requests: queue.SimpleQueue = queue.SimpleQueue()

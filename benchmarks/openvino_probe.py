@@ -51,29 +51,18 @@ def child(runtime: str, model: str, hint: str | None) -> dict:
 
     path = ROOT / "models" / model
     start = _status("VmRSS")
+    from adapters.onnx import OpenVinoSession, u2net_segmenter
+
     if runtime == "openvino":
-        import openvino as ov
-
-        config = {"INFERENCE_NUM_THREADS": 2, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
-        if hint:
-            config["INFERENCE_PRECISION_HINT"] = hint
-        compiled = ov.Core().compile_model(str(path), "CPU", config)
-        request = compiled.create_infer_request()
-
-        def infer(tensor):
-            request.infer({0: tensor})
-            return request.get_output_tensor(0).data.copy()
+        session = OpenVinoSession(path, 2, hint)
     else:
         from adapters.onnx import session_options
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), session_options(2, runtime.split()[1], "int8" in model),
                                        providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-
-        def infer(tensor):
-            return session.run(None, {name: tensor})[0]
-    from adapters.onnx import OnnxSegmenter
+    segmenter = u2net_segmenter(session)  # the service's preprocess, run and postprocess
+    infer = segmenter.infer
     from PIL import Image
 
     tensor = np.random.default_rng(0).random((1, 3, 320, 320), np.float32)
@@ -89,11 +78,7 @@ def child(runtime: str, model: str, hint: str | None) -> dict:
     am2k = ROOT / "tests" / "data" / "quality" / "am2k"
     for photo in sorted(am2k.glob("*.jpg")):
         rgb = np.asarray(Image.open(photo).convert("RGB"))
-        segmenter = OnnxSegmenter.__new__(OnnxSegmenter)  # its preprocess and postprocess only
-        segmenter.profile = __import__("adapters.onnx", fromlist=["PROFILES"]).PROFILES["u2net"]
-        segmenter._mean = np.asarray(segmenter.profile.mean, np.float32).reshape(3, 1, 1)
-        segmenter._inv_std = (1.0 / np.asarray(segmenter.profile.std, np.float32)).reshape(3, 1, 1)
-        mask = OnnxSegmenter.postprocess(infer(segmenter.preprocess(rgb)), *rgb.shape[:2])
+        mask = segmenter.postprocess(infer(segmenter.preprocess(rgb)), *rgb.shape[:2])
         masks[photo.stem] = mask
         sads.append(score(mask, metrics.Truth(load_truth(photo)))["sad"])
     out = Path("/tmp") / f"probe-{runtime.replace(' ', '-')}-{model}-{hint}.npz"
