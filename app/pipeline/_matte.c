@@ -1,7 +1,7 @@
 /*
- * The compiled step of the edge matting (app/pipeline/matte.py): the product of the closed-form
+ * The compiled steps of the edge matting (app/pipeline/matte.py): the product of the closed-form
  * matting Laplacian with a vector, by box filters (He, Sun & Tang 2010), which a conjugate-gradient
- * solve calls ~70 times a request.
+ * solve calls ~70 times a request, and the windows' statistics it reads, made once a solve.
  *
  * laplacian_times(height, width, radius, p, colours, means, inverse, out, work)
  *   out = L p / |window| for the (2r+1)^2 windows of the colours. Every array is float32, C-order:
@@ -22,8 +22,9 @@
  *   (Sigma + eps/|w| I)^-1 with Sigma_ij = box(I_i I_j) - m_i m_j, by cofactors over the determinant
  *   (matte._Laplacian._setup_numpy, the definition, bit for bit as above).
  *
- * The buffers are read through the buffer protocol, each of exactly the size its shape needs (else
- * ValueError), writable where written; the GIL is released while the loops run.
+ * The buffers are read through the buffer protocol, each of exactly the size its shape needs (work:
+ * at least; else ValueError), writable where written (else TypeError); the GIL is released while
+ * the loops run.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

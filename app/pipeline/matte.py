@@ -22,9 +22,10 @@ On the 13 AM-2k animals (``make quality``): mean SAD 37.8 -> 26.8 with the int8 
 map resized plainly, then matted), against 30.6 for rembg's alpha matting at ~15x the time. The
 Laplacian's statistics and product are compiled (app/pipeline/_matte.c, numpy's float32 operations in
 numpy's order: the same cut-outs to the bit), the rest is numpy's (app/pipeline/morphology.py): no
-OpenCV on the default path; 60-80 ms a fixture photo on one core of an Intel Xeon (180-200 ms when
-the product was numpy's: docs/benchmarks.md#the-edge-matting-compiled). The grids bound the solve's memory whatever the photo's size: 45 MB at the peak
-on a 12 MP photo (tests/test_matte.py), the full-size arrays being 8-bit.
+OpenCV on the default path; 45-80 ms a fixture photo on one core of an Intel Xeon (125-210 ms when
+the product was numpy's: docs/benchmarks.md#the-edge-matting-compiled). The grids bound the solve's
+memory whatever the photo's size: 45 MB at the peak on a 12 MP photo (tests/test_matte.py), the
+full-size arrays being 8-bit.
 """
 
 from __future__ import annotations
