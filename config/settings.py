@@ -209,7 +209,7 @@ class Settings:
     # ONNX_PRECISION and ONNX_MEMORY_MODE do not apply to it.
     onnx_runtime: str = _env("ONNX_RUNTIME", "onnxruntime", "choice", choices=ONNX_RUNTIMES)
     # band (the CPU tier's default): the mask's uncertain band re-solved by closed-form matting on a
-    # bounded grid (app/pipeline/matte.py: mean SAD 37.8 -> 26.8 on the AM-2k animals, ~0.1-0.4 s a
+    # bounded grid (app/pipeline/matte.py: mean SAD 37.8 -> 26.8 on the AM-2k animals, 45-80 ms a
     # photo), with X-Mask-Warnings; off (the GPU tier's): the model's mask brought up along the photo's
     # edges; plain: the model's map resized as rembg resizes it (the fastest).
     edge_matting: str = _env("EDGE_MATTING", "band", "choice", choices=EDGE_MATTINGS)

@@ -322,6 +322,24 @@ static int check(Py_buffer *view, const char *name, Py_ssize_t floats, int at_le
     return 0;
 }
 
+/* The scratch `function` needs for these sizes, or 0 with ValueError set when they are out of range. */
+static Py_ssize_t work_for(const char *function, Py_ssize_t h, Py_ssize_t w, Py_ssize_t r)
+{
+    Py_ssize_t need = work_floats(h, w, r);
+    if (need == 0)
+        PyErr_Format(PyExc_ValueError, "%s: sizes out of range (%zd x %zd, radius %zd)", function, h, w, r);
+    return need;
+}
+
+/* Whether the buffers both functions take have their sizes (else ValueError): the colour planes,
+   their means, the inverse covariances, the scratch. */
+static int statistics_fit(Py_buffer *colours, Py_buffer *means, Py_buffer *inverse, Py_buffer *work,
+                          Py_ssize_t plane, Py_ssize_t need)
+{
+    return check(colours, "colours", 3 * plane, 0) && check(means, "means", 3 * plane, 0) &&
+           check(inverse, "inverse", 6 * plane, 0) && check(work, "work", need, 1);
+}
+
 static PyObject *laplacian_times(PyObject *self, PyObject *args)
 {
     Py_ssize_t h, w, r;
@@ -330,14 +348,9 @@ static PyObject *laplacian_times(PyObject *self, PyObject *args)
                           &out, &work))
         return NULL;
     PyObject *result = NULL;
-    Py_ssize_t need = work_floats(h, w, r);
-    if (need == 0) {
-        PyErr_Format(PyExc_ValueError, "laplacian_times: sizes out of range (%zd x %zd, radius %zd)", h, w, r);
-        goto done;
-    }
-    Py_ssize_t plane = h * w;
-    if (!check(&p, "p", plane, 0) || !check(&colours, "colours", 3 * plane, 0) || !check(&means, "means", 3 * plane, 0) ||
-        !check(&inverse, "inverse", 6 * plane, 0) || !check(&out, "out", plane, 0) || !check(&work, "work", need, 1))
+    Py_ssize_t need = work_for("laplacian_times", h, w, r), plane = h * w;
+    if (need == 0 || !check(&p, "p", plane, 0) || !statistics_fit(&colours, &means, &inverse, &work, plane, need) ||
+        !check(&out, "out", plane, 0))
         goto done;
     Py_BEGIN_ALLOW_THREADS
     times(h, w, r, (const float *)p.buf, (const float *)colours.buf, (const float *)means.buf,
@@ -362,14 +375,8 @@ static PyObject *laplacian_setup(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "nnndy*w*w*w*:laplacian_setup", &h, &w, &r, &eps, &colours, &means, &inverse, &work))
         return NULL;
     PyObject *result = NULL;
-    Py_ssize_t need = work_floats(h, w, r);
-    if (need == 0) {
-        PyErr_Format(PyExc_ValueError, "laplacian_setup: sizes out of range (%zd x %zd, radius %zd)", h, w, r);
-        goto done;
-    }
-    Py_ssize_t plane = h * w;
-    if (!check(&colours, "colours", 3 * plane, 0) || !check(&means, "means", 3 * plane, 0) ||
-        !check(&inverse, "inverse", 6 * plane, 0) || !check(&work, "work", need, 1))
+    Py_ssize_t need = work_for("laplacian_setup", h, w, r);
+    if (need == 0 || !statistics_fit(&colours, &means, &inverse, &work, h * w, need))
         goto done;
     Py_BEGIN_ALLOW_THREADS
     setup(h, w, r, eps, (const float *)colours.buf, (float *)means.buf, (float *)inverse.buf, (float *)work.buf);
@@ -388,12 +395,8 @@ static PyObject *py_work_floats(PyObject *self, PyObject *args)
     Py_ssize_t h, w, r;
     if (!PyArg_ParseTuple(args, "nnn:work_floats", &h, &w, &r))
         return NULL;
-    Py_ssize_t need = work_floats(h, w, r);
-    if (need == 0) {
-        PyErr_Format(PyExc_ValueError, "work_floats: sizes out of range (%zd x %zd, radius %zd)", h, w, r);
-        return NULL;
-    }
-    return PyLong_FromSsize_t(need);
+    Py_ssize_t need = work_for("work_floats", h, w, r);
+    return need == 0 ? NULL : PyLong_FromSsize_t(need);
 }
 
 static PyMethodDef methods[] = {

@@ -133,26 +133,23 @@ class _Windows:
     by reflection; float32, as ``BoxMean``'s (the exact sum times the float32 of 1/|window|)."""
 
     def __init__(self, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, radius: int):
-        self.radius, self.shape = radius, shape
+        self.radius = radius
         self.scale = np.float32(1.0 / (2 * radius + 1) ** 2)
         self.table = np.zeros((shape[0] + 2 * radius + 1, shape[1] + 2 * radius + 1), np.int32)
-        self.keep(np.ones(rows.size, bool), rows, cols)
+        self.rows, self.cols = rows, cols
 
-    def keep(self, which: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> None:
-        """Only the pixels ``which`` (of those given before, or of ``rows``, ``cols``) from now on."""
-        rows, cols = (self.rows, self.cols) if rows is None else (rows, cols)
-        self.rows, self.cols = rows[which], cols[which]
-        n = 2 * self.radius + 1  # the window's corners in the table (one row and column of zeros first)
-        self.corners = (self.rows + n, self.cols + n), (self.rows, self.cols + n), (self.rows + n, self.cols), \
-            (self.rows, self.cols)
+    def keep(self, which: np.ndarray) -> None:
+        """Only the pixels ``which`` (a mask over those given so far) from now on."""
+        self.rows, self.cols = self.rows[which], self.cols[which]
 
     def means(self, plane: np.ndarray) -> np.ndarray:
         r, table = self.radius, self.table
         padded = np.pad(plane.astype(np.int32, copy=False), r, mode="symmetric")  # ...cba|abc...
         np.cumsum(padded, axis=0, out=padded)
         np.cumsum(padded, axis=1, out=table[1:, 1:])
-        (a, b, c, d) = (table[corner] for corner in self.corners)
-        sums = a - b - c + d
+        # the window's corners in the table (one row and column of zeros first)
+        n, rows, cols = 2 * r + 1, self.rows, self.cols
+        sums = table[rows + n, cols + n] - table[rows, cols + n] - table[rows + n, cols] + table[rows, cols]
         return sums.astype(np.float32) * self.scale
 
 

@@ -135,19 +135,22 @@ def correct(rgb: np.ndarray, alpha: np.ndarray, keep: np.ndarray | None, remove:
     out = alpha.copy()
     if zone_full.any():
         np.copyto(out, guided_upscale(target, rgb), where=zone_full)
-    if remove is not None:
-        out[remove] = 0
-    if keep is not None:
-        out[keep] = 255
+    _brushed(out, keep, remove)
     if fell_back:  # the edge around what the strokes grew re-solved by the matting, the strokes as sure labels
         reopen = None if remove is None else _reopened(rgb, out, remove, distances[0])
         for solve in range(FALLBACK_SOLVES):  # then again, on the band of the edge the first solve found
             out = matte(rgb, out, reopen if solve == 0 else None)
-            if remove is not None:
-                out[remove] = 0
-            if keep is not None:
-                out[keep] = 255
+            _brushed(out, keep, remove)
     return out
+
+
+def _brushed(alpha: np.ndarray, keep: np.ndarray | None, remove: np.ndarray | None) -> None:
+    """Under the brush the stroke's value wins: ``alpha`` transparent under ``remove``, then opaque under
+    ``keep`` (in place)."""
+    if remove is not None:
+        alpha[remove] = 0
+    if keep is not None:
+        alpha[keep] = 255
 
 
 def _alike(rgb: np.ndarray, alpha: np.ndarray, stroke: np.ndarray, near: np.ndarray, value: int) -> np.ndarray:
