@@ -15,7 +15,6 @@ there to catch that.
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 
@@ -132,15 +131,6 @@ def self_check(int8_seg, fp32_seg=None) -> bool:
 
 def cpu_has_vnni() -> bool:
     """True where the CPU has AVX-512 VNNI or AVX-VNNI (Linux: /proc/cpuinfo flags); else False."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return "avx512_vnni" in flags or "avx_vnni" in flags
-    except OSError:
-        return False
-    return False
+    from config.settings import cpu_has_vnni as has  # read where the settings' ONNX_RUNTIME=auto reads it
 
+    return has()

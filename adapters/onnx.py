@@ -13,8 +13,11 @@ larger than 1024 px gets its mask brought up along its own edges
 
 from __future__ import annotations
 
+import json
 import math
-import queue
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from adapters.base import ModelInfo, ModelLoadError
 from adapters.modelfile import file_digest
 from app.pipeline.upscale import upscale_mask
 from config import Settings
+from config.settings import onnx_runtime_for_auto
 
 
 class _Onnxruntime:
@@ -235,36 +239,45 @@ class OpenVinoSession:
     """OpenVINO running an ONNX graph behind the two calls the adapter makes of an onnxruntime session
     (``run`` and the ports' names and shapes), for ``ONNX_RUNTIME=openvino``.
 
-    OpenVINO compiles the graph for this CPU at its own default precision: bf16 where the CPU has AMX
-    (Intel Xeon 4th generation and later: u2netp in 47 ms against onnxruntime's 134 for its int8
-    build, ``benchmarks/openvino_probe.py``), fp32 elsewhere (onnxruntime's masks exactly, at the
-    speed of its ``fast`` mode). Its compiled network holds its activation buffers for good (~56 MB
-    more resident than ``lean``). An infer request serves one run at a time: each run takes one
-    from a pool, made when none is free (as many as runs at once, at most
-    MAX_CONCURRENT_INFERENCES)."""
+    OpenVINO compiles the graph for this CPU in fp32 (INFERENCE_PRECISION_HINT f32), and the int8
+    build's quantized convolutions in int8 (AMX or VNNI kernels): u2netp's int8 build in 33 ms on an
+    Intel Xeon with AMX, against onnxruntime's 130-146 (``benchmarks/openvino_probe.py``), mean SAD
+    26.50 with the edge matting against onnxruntime's 26.79. Left to itself OpenVINO would run the
+    rest in bf16 on such a CPU: no faster, and 28.50-29.19 (docs/benchmarks.md). The compiling is
+    done by a child process (:func:`compiled_blob`): this process only imports the compiled network,
+    and never runs (nor keeps resident) the ONNX reader and the graph transformations (~20 MB less).
+    ``release``: the network's activation buffers are handed back after each run that leaves none
+    running (``ONNX_MEMORY_MODE`` lean and balanced; a few ms a run of page faults in huge pages),
+    else kept for good (fast). An infer request serves one run at a time: each run takes one from a
+    pool, made when none is free (as many as runs at once, at most MAX_CONCURRENT_INFERENCES)."""
 
-    def __init__(self, path: Path, threads: int, precision_hint: str | None = None):
-        """``precision_hint``: OpenVINO's INFERENCE_PRECISION_HINT (``f32``, ``bf16``...); None, its
-        own choice for this CPU (the service's; benchmarks/openvino_probe.py sets it)."""
+    def __init__(self, path: Path, threads: int, precision_hint: str = "f32", release: bool = True):
+        """``precision_hint``: OpenVINO's INFERENCE_PRECISION_HINT (``f32``, ``bf16``...; ``""``:
+        its own choice for this CPU, as benchmarks/openvino_probe.py compares)."""
         try:
             import openvino as ov
         except ImportError:
             raise ModelLoadError("ONNX_RUNTIME=openvino: the openvino package is not installed "
-                                 "(pip install '.[openvino]')") from None
+                                 "(a dependency of the project: pip install -e .)") from None
         config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
         if precision_hint:
             config["INFERENCE_PRECISION_HINT"] = precision_hint
+        blob = compiled_blob(path, config)
         try:
-            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+            self.compiled = ov.Core().import_model(blob, "CPU", config)
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
-            raise ModelLoadError(f"MODEL_PATH: {path} is not a model OpenVINO can load ({_first_line(exc)})") from None
+            raise ModelLoadError(f"MODEL_PATH: {path}: OpenVINO could not import its compiled network "
+                                 f"({_first_line(exc)})") from None
         from importlib.metadata import version
 
         self.version = version("openvino")
         self.engine = f"openvino {self.version}"  # what /api/bg/status shows (OnnxSegmenter.runtime)
         precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # bf16, f32, f16
         self.precision = {"f32": "fp32"}.get(precision, precision)
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.release = release
+        self._requests: list = []  # infer requests not running
+        self._running = 0
+        self._lock = threading.Lock()
 
     def get_inputs(self) -> list[_Port]:
         return [self._port(p) for p in self.compiled.inputs]
@@ -278,26 +291,56 @@ class OpenVinoSession:
         return _Port(port.get_any_name(), [d.get_length() if d.is_static else None for d in shape])
 
     def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        try:
-            request = self._requests.get_nowait()
-        except queue.Empty:
-            request = self.compiled.create_infer_request()
+        with self._lock:
+            request = self._requests.pop() if self._requests else self.compiled.create_infer_request()
+            self._running += 1
         try:
             results = request.infer(feeds)
             # copied: the request's buffers are reused by its next run
             return [np.array(results[self.compiled.output(name)]) for name in outputs]
         finally:
-            self._requests.put(request)
+            with self._lock:
+                self._requests.append(request)
+                self._running -= 1
+                if self.release and not self._running:  # under the lock: no run starts meanwhile
+                    self.compiled.release_memory()
+
+
+# What the child process of :func:`compiled_blob` runs: argv = the model's path, the config as JSON;
+# the compiled network on stdout, or one line on stderr and exit status 3.
+_COMPILE = """
+import io, json, sys
+import openvino as ov
+try:
+    compiled = ov.Core().compile_model(sys.argv[1], "CPU", json.loads(sys.argv[2]))
+    blob = io.BytesIO()
+    compiled.export_model(blob)
+except Exception as exc:
+    sys.stderr.write((str(exc).strip() or type(exc).__name__).splitlines()[0][:300])
+    sys.exit(3)
+sys.stdout.buffer.write(blob.getvalue())
+"""
+
+
+def compiled_blob(path: Path, config: dict) -> bytes:
+    """``path`` compiled by OpenVINO for this CPU with ``config``, as ``CompiledModel.export_model``
+    writes it (~5 MB for u2netp), by a child process: what compiling leaves resident (the ONNX
+    reader's and the transformations' code and buffers) goes with it. ~1 s."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _COMPILE, str(path), json.dumps(config)],
+                              capture_output=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(f"MODEL_PATH: {path}: OpenVINO took over 600 s to compile it") from None
+    if done.returncode != 0 or not done.stdout:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        raise ModelLoadError(f"MODEL_PATH: {path} is not a model OpenVINO can load "
+                             f"({why[-1][:300] if why else f'exit status {done.returncode}'})")
+    return done.stdout
 
 
 def load(settings: Settings) -> OnnxSegmenter:
     path = Path(settings.model_path)  # config.Settings checked that it is a file
-    if settings.onnx_runtime == "openvino":
-        session = OpenVinoSession(path, settings.inference_threads)
-        precision = (session.precision, f"ONNX_RUNTIME=openvino {session.version}: MODEL_PATH at OpenVINO's own "
-                                        f"precision on this CPU ({session.precision})")
-    else:
-        session, path, precision = _precise_session(settings, path)
+    session, path, precision = _precise_session(settings, path)
     profile = _choose_profile(session, settings.model_profile, path)
     info = ModelInfo(
         name="onnx",
@@ -311,7 +354,11 @@ def load(settings: Settings) -> OnnxSegmenter:
     return OnnxSegmenter(session, profile, info, precision)
 
 
-def _session(settings: Settings, path: Path, int8: bool = False) -> ort.InferenceSession:
+def _session(settings: Settings, path: Path, int8: bool = False) -> "ort.InferenceSession | OpenVinoSession":
+    """``path`` on ONNX_RUNTIME's runtime: onnxruntime under ONNX_MEMORY_MODE's options, or OpenVINO
+    (its activations kept between runs only in ``fast``)."""
+    if settings.onnx_runtime == "openvino":
+        return OpenVinoSession(path, settings.inference_threads, release=settings.onnx_memory_mode != "fast")
     try:
         return ort.InferenceSession(
             str(path),
@@ -329,6 +376,19 @@ def _first_line(exc: Exception) -> str:
 
 
 def _precise_session(settings: Settings, path: Path) -> tuple[ort.InferenceSession, Path, tuple[str, str]]:
+    """The session ONNX_PRECISION asks for, on ONNX_RUNTIME's runtime: (session, its file,
+    (precision, why)); on OpenVINO, MODEL_PATH's precision is OpenVINO's own on this CPU (bf16
+    where it has AMX) and ``why`` names OpenVINO's version."""
+    session, path, (precision, reason) = _precise(settings, path)
+    if isinstance(session, OpenVinoSession):
+        precision = precision if precision == "int8" else session.precision
+        auto = onnx_runtime_for_auto()
+        why = f", {auto[1]}" if auto[0] == "openvino" else ""
+        reason = f"{reason}; ONNX_RUNTIME=openvino{why}: OpenVINO {session.version}, {session.precision} where not int8"
+    return session, path, (precision, reason)
+
+
+def _precise(settings: Settings, path: Path) -> tuple[ort.InferenceSession, Path, tuple[str, str]]:
     """The session ONNX_PRECISION asks for: (session, its file, (precision, why)).
 
     fp32: MODEL_PATH. int8: its int8 build (:func:`int8_path`), which must exist and pass
@@ -357,8 +417,6 @@ def fp32_reason(settings: Settings, path: Path) -> str | None:
     """Why MODEL_PATH runs in fp32, or None where its int8 build is to be loaded (and self-checked):
     ONNX_PRECISION's choice before any session exists (``bgremove batch`` keys its outputs by it)."""
     wanted = settings.onnx_precision
-    if settings.onnx_runtime == "openvino":
-        return "ONNX_RUNTIME=openvino"
     if wanted == "fp32":
         return "ONNX_PRECISION=fp32"
     quantized = int8_path(path)

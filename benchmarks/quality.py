@@ -66,13 +66,14 @@ DATA = ROOT / "tests" / "data" / "quality" / "am2k"
 # Variants of ours: name -> environment overrides laid over the process environment for
 # Settings.from_env. A relative MODEL_PATH is taken from the project root. Edit freely.
 VARIANTS: dict[str, dict[str, str]] = {
-    "fp32": {"ONNX_PRECISION": "fp32"},
-    "int8": {"ONNX_PRECISION": "int8"},
-    "fp32 fast": {"ONNX_PRECISION": "fp32", "ONNX_MEMORY_MODE": "fast"},
+    "fp32": {"ONNX_RUNTIME": "onnxruntime", "ONNX_PRECISION": "fp32"},  # rembg's computation
+    "int8": {"ONNX_RUNTIME": "onnxruntime", "ONNX_PRECISION": "int8"},
+    "fp32 fast": {"ONNX_RUNTIME": "onnxruntime", "ONNX_PRECISION": "fp32", "ONNX_MEMORY_MODE": "fast"},
     "matting off": {"EDGE_MATTING": "off"},  # the model's mask as it was before app/pipeline/matte.py
-    "edge matting": {"EDGE_MATTING": "band"},  # app/pipeline/matte.py (not the default yet: its memory)
-    # OpenVINO (the openvino extra; skipped where it is not installed): bf16 on a CPU with AMX
+    "edge matting": {"EDGE_MATTING": "band"},  # app/pipeline/matte.py (the default)
+    # ONNX_RUNTIME=auto's two choices: OpenVINO (where the CPU has VNNI) and onnxruntime
     "openvino": {"ONNX_RUNTIME": "openvino"},
+    "onnxruntime": {"ONNX_RUNTIME": "onnxruntime"},
 }
 
 REMBG, MATTING = "rembg", "rembg+matting"
@@ -326,8 +327,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples = load_samples(image_paths(args.images.split(",") if args.images else None))
     names = [s.name for s in samples]
 
-    import onnxruntime as ort
-
     from app.ops import tuning
 
     try:
@@ -340,13 +339,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     precision = default_seg.runtime().get("precision", "?")
     onnx = default_seg.info.name == "onnx"
     edge = {"band": ", edge matting", "plain": ", plain resize"}.get(settings.edge_matting, "")
-    label = f"ours ({precision}, {settings.onnx_memory_mode}{edge})" \
+    label = f"ours ({precision}, {settings.onnx_runtime}, {settings.onnx_memory_mode}{edge})" \
         if onnx else f"ours ({default_seg.info.model_id}, {precision}, {default_seg.runtime().get('device', '?')})"
     methods = [Method(label, ours_runner(settings, default_seg), default_seg.info.file_sha256[:12])]
     facts = [
         f"CPU {cpu_model()}, {len(os.sched_getaffinity(0))} cores available, ours on "
         f"{settings.inference_threads} inference threads, rembg on onnxruntime's default",
-        f"onnxruntime {ort.__version__}, model {default_seg.info.model_id} sha256 {methods[0].model} "
+        f"{default_seg.runtime().get('engine', '')}, model {default_seg.info.model_id} sha256 {methods[0].model} "
         f"({default_seg.runtime().get('precision_reason', '')})",
     ]
     built = int8_build(default_seg, settings)

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ TIER_DEFAULTS: dict[str, dict[str, object]] = {
 MODEL_PROFILES = ("auto", "u2net", "isnet")
 ONNX_MEMORY_MODES = ("lean", "balanced", "fast")  # see adapters/onnx.py
 ONNX_PRECISIONS = ("auto", "fp32", "int8")  # see adapters/onnx.py (choose_precision) and adapters/int8.py
-ONNX_RUNTIMES = ("onnxruntime", "openvino")  # see adapters/onnx.py (OpenVinoSession)
+ONNX_RUNTIMES = ("auto", "onnxruntime", "openvino")  # see adapters/onnx.py (OpenVinoSession), onnx_runtime_for_auto
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 PRECISIONS = ("auto", "fp32", "fp16")  # see adapters/inspyrenet.py
@@ -149,6 +150,39 @@ def from_layers(*layers: tuple[str, Mapping[str, str]]) -> "Settings":
         raise
 
 
+def cpu_has_vnni() -> bool:
+    """True where the CPU has AVX-512 VNNI or AVX-VNNI (Linux: /proc/cpuinfo flags); else False."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return "avx512_vnni" in flags or "avx_vnni" in flags
+    except OSError:
+        return False
+    return False
+
+
+def onnx_runtime_for_auto() -> tuple[str, str]:
+    """What ONNX_RUNTIME=auto runs on this machine, and why.
+
+    OpenVINO where it is installed and the CPU has VNNI: it runs the int8 build's convolutions with
+    VNNI or AMX kernels (u2netp in 33 ms on an Intel Xeon with AMX, against onnxruntime's 130-146;
+    the server's default request 0.2x rembg's with its alpha matting, docs/benchmarks.md).
+    onnxruntime elsewhere: on a CPU without VNNI the fp32 model runs, and there onnxruntime's lean
+    mode is the one measured (issue 32). Read without importing either runtime (the gunicorn
+    master reads its settings too)."""
+    from importlib.util import find_spec
+
+    if find_spec("openvino") is None:
+        return "onnxruntime", "auto: the openvino package is not installed"
+    if not cpu_has_vnni():
+        return "onnxruntime", "auto: this CPU has no VNNI instructions"
+    return "openvino", "auto: this CPU has VNNI instructions and openvino is installed"
+
+
 def _available_cpus() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -204,9 +238,12 @@ class Settings:
     # int8: MODEL_PATH's <stem>.int8.onnx (built by `make setup`); auto: that file where the CPU has
     # VNNI and it passes its self-check at boot, else MODEL_PATH itself.
     onnx_precision: str = _env("ONNX_PRECISION", "auto", "choice", choices=ONNX_PRECISIONS)
-    # openvino (the `openvino` extra): OpenVINO runs MODEL_PATH at its own default precision (bf16
-    # where the CPU has AMX: ~3x onnxruntime's int8 there, ~56 MB more resident; fp32 elsewhere);
-    # ONNX_PRECISION and ONNX_MEMORY_MODE do not apply to it.
+    # auto: openvino where it is installed and the CPU has VNNI, else onnxruntime (onnx_runtime_for_auto,
+    # resolved at boot). openvino: OpenVINO runs the model ONNX_PRECISION picks (the int8 build's
+    # convolutions in int8, the rest in fp32: ~4x onnxruntime's int8 on a Xeon with AMX); of
+    # ONNX_MEMORY_MODE only whether its activations are kept between runs (fast) applies to it. Not
+    # the default: its compiled int8 network holds ~30 MB more at rest, which takes the 12 MP
+    # memory-bomb test to 318-350 MB against onnxruntime's 290 (docs/benchmarks.md).
     onnx_runtime: str = _env("ONNX_RUNTIME", "onnxruntime", "choice", choices=ONNX_RUNTIMES)
     # band (the CPU tier's default): the mask's uncertain band re-solved by closed-form matting on a
     # bounded grid (app/pipeline/matte.py: mean SAD 37.8 -> 26.8 on the AM-2k animals, 45-80 ms a
@@ -259,6 +296,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.web_threads:
             object.__setattr__(self, "web_threads", self.max_concurrent_inferences + self.max_queue + 2)
+        if self.onnx_runtime == "auto":  # resolved once: the cache keys and the adapter see the runtime run
+            object.__setattr__(self, "onnx_runtime", onnx_runtime_for_auto()[0])
 
     @property
     def max_file_size_bytes(self) -> int:

@@ -45,8 +45,9 @@ def settings() -> Settings:
     # The result cache is off here: these tests are about the pipeline; tests/test_cache*.py turn it on.
     # fp32: the conformance tests compare with rembg's u2netp masks and the replay with recordings
     # of the fp32 model; the int8 build is tested in tests/test_int8.py and tests/test_precision.py
-    # (servers started in subprocesses run the default, ONNX_PRECISION=auto).
-    return Settings.from_env({"CACHE_BACKEND": "none", "ONNX_PRECISION": "fp32"})
+    # onnxruntime: the runtime rembg runs (servers started in subprocesses run the defaults,
+    # ONNX_PRECISION=auto and ONNX_RUNTIME=auto: OpenVINO where the CPU has VNNI).
+    return Settings.from_env({"CACHE_BACKEND": "none", "ONNX_PRECISION": "fp32", "ONNX_RUNTIME": "onnxruntime"})
 
 
 @pytest.fixture(scope="session")

@@ -88,7 +88,7 @@ def test_memory_bombs_under_eight_clients_stay_within_the_budget(edge):
             t.join(timeout=300)
     assert len(statuses) == 16 and {s for _, s in statuses} <= {200, 422, 503}, statuses
     assert any(s == 200 for _, s in statuses)
-    print(f"peak process tree RSS, 8 clients of memory bombs: {rss.peak_mb:.0f} MB")
+    print(f"peak process tree RSS, 8 clients of memory bombs: {rss.peak_mb:.0f} MB (at rest before: {rest_before:.0f} MB)")
     assert rss.peak_mb <= MEMORY_BUDGET_MB, f"peak {rss.peak_mb:.0f} MB"
     assert post_image(edge.url, fixture_images()[0]).status_code == 200
     # what the bombs freed went back to the OS (app/memory.py): the worker is back near its rest

@@ -85,7 +85,7 @@ from adapters import onnx
 from app import pipeline
 from app.ops import tuning
 from config import Settings
-settings = Settings.from_env({{**__import__("os").environ, "ONNX_PRECISION": "fp32"}})  # the lean fp32 session
+settings = Settings.from_env({{**__import__("os").environ, "ONNX_PRECISION": "fp32", "ONNX_RUNTIME": "onnxruntime"}})  # the lean fp32 session
 tuning.configure(settings)
 segmenter = onnx.load(settings)
 for path in sys.argv[1:]:

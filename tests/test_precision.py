@@ -24,7 +24,8 @@ INT8 = int8_path(FP32)
 
 
 def settings_for(precision: str, model: str | None = None) -> Settings:
-    env = {"ONNX_PRECISION": precision, "CACHE_BACKEND": "none", "INFERENCE_THREADS": "1"}
+    # onnxruntime: its precision's choice (OpenVINO's, ONNX_RUNTIME=auto's choice on VNNI: tests/test_openvino.py)
+    env = {"ONNX_PRECISION": precision, "CACHE_BACKEND": "none", "INFERENCE_THREADS": "1", "ONNX_RUNTIME": "onnxruntime"}
     return Settings.from_env({**env, **({"MODEL_PATH": model} if model else {})})
 
 

@@ -103,6 +103,41 @@ def after_boot(settings: Settings) -> None:
 
 SERVING_MMAP_THRESHOLD = 1 << 20
 
+MADV_PAGEOUT = 21  # Linux 5.4
+
+
+def page_out_model_runtime(settings: Settings) -> int:
+    """Hand back the pages of the model runtime's libraries that this worker read while loading the
+    model and no other process maps (``madvise(MADV_PAGEOUT)`` on their read-only mappings): the
+    onnx tier, after the warm-up's run, which is then run again to bring back what a run needs. The
+    bytes of the mappings advised (0 where nothing was: another tier, no glibc, an older kernel).
+
+    A runtime's shared libraries are large, and building a network from a model file runs code
+    that no run needs again: OpenVINO's graph import and kernel generation (~31 MB of its libraries
+    resident after the boot, ~8 MB of which a run uses), onnxruntime's session building (~12 of its
+    19 MB). Those clean pages count in the worker's RSS (and the container's memory) until the
+    kernel reclaims them, which it may leave until the memory limit is near; this does it at boot.
+    A page needed again is read back from the file (the page cache, else the disk)."""
+    if not _onnx_tier(settings) or not hasattr(_libc, "madvise"):
+        return 0
+    marker = f"/{settings.onnx_runtime}/"  # the package's directory: onnxruntime/capi/..., openvino/libs/...
+    madvise = _libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advised = 0
+    try:
+        with open("/proc/self/maps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or marker not in fields[5] or "w" in fields[1]:
+            continue  # not the runtime's, or writable (its data: paging that out would mean swap)
+        start, end = (int(v, 16) for v in fields[0].split("-"))
+        if madvise(start, end - start, MADV_PAGEOUT) == 0:
+            advised += end - start
+    return advised
+
 
 def trim() -> None:
     """Give freed memory back to the OS after a request's full-size work.
