@@ -116,7 +116,8 @@ def main() -> None:
         got = np.load(r["masks"])
         diff = statistics.mean(float(np.abs(got[k].astype(int) - ref[k].astype(int)).mean()) for k in ref.files)
         cross = statistics.mean(float(((got[k] >= 128) != (ref[k] >= 128)).mean()) for k in ref.files)
-        print(f"| {runtime} | {model} | {{None: '—', '': 'its own'}.get(hint, hint)} | {r['ms']:.1f} | {r['start']:.0f} / {r['after']:.0f} | "
+        shown = {None: "—", "": "its own"}.get(hint, hint)
+        print(f"| {runtime} | {model} | {shown} | {r['ms']:.1f} | {r['start']:.0f} / {r['after']:.0f} | "
               f"{r['peak']:.0f} | {r['sad']:.2f} | {diff:.2f} | {cross:.3%} |")
 
 
