@@ -104,13 +104,16 @@ def after_boot(settings: Settings) -> None:
 SERVING_MMAP_THRESHOLD = 1 << 20
 
 MADV_PAGEOUT = 21  # Linux 5.4
+_PAGED_OUT: list[bool] = []  # whether this process has handed its model runtime's pages back
 
 
 def page_out_model_runtime(settings: Settings) -> int:
     """Hand back the pages of the model runtime's libraries that this worker read while loading the
     model and no other process maps (``madvise(MADV_PAGEOUT)`` on their read-only mappings): the
     onnx tier, after the warm-up's run, which is then run again to bring back what a run needs. The
-    bytes of the mappings advised (0 where nothing was: another tier, no glibc, an older kernel).
+    bytes of the mappings advised (0 where nothing was: another tier, no glibc, an older kernel, or
+    this process did it already: once a process, as the model loads once in a worker; a test run
+    builds hundreds of apps in one process, and each hand-back made its next runs read the code back).
 
     A runtime's shared libraries are large, and building a network from a model file runs code
     that no run needs again: OpenVINO's graph import and kernel generation (~31 MB of its libraries
@@ -118,8 +121,9 @@ def page_out_model_runtime(settings: Settings) -> int:
     19 MB). Those clean pages count in the worker's RSS (and the container's memory) until the
     kernel reclaims them, which it may leave until the memory limit is near; this does it at boot.
     A page needed again is read back from the file (the page cache, else the disk)."""
-    if not _onnx_tier(settings) or not hasattr(_libc, "madvise"):
+    if not _onnx_tier(settings) or not hasattr(_libc, "madvise") or _PAGED_OUT:
         return 0
+    _PAGED_OUT.append(True)  # once a process: the load's code runs once (tests build many apps in one)
     marker = f"/{settings.onnx_runtime}/"  # the package's directory: onnxruntime/capi/..., openvino/libs/...
     madvise = _libc.madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
