@@ -41,7 +41,9 @@ def test_health_alias_model_info_and_stats(client):
     info = client.get("/model-info").get_json()
     assert info == {"status": "ready", "adapter": "onnx", "model": "u2netp", "total_parameters": 1125485,
                     "model_size_mb": info["model_size_mb"], "target_size": [320, 320], "device": "cpu",
-                    "file_sha256": info["file_sha256"]}
+                    "file_sha256": info["file_sha256"], "runtime": info["runtime"]}
+    assert info["runtime"]["precision"] == "fp32" and info["runtime"]["engine"].startswith("onnxruntime ")
+    assert info["runtime"]["precision_reason"] == "ONNX_PRECISION=fp32"  # the session's settings (conftest)
     assert 4.0 < info["model_size_mb"] < 5.0 and len(info["file_sha256"]) == 64
     before = client.get("/stats").get_json()
     assert post(client, "/api/bg/remove", DOG).status_code == 200

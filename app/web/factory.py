@@ -40,9 +40,11 @@ def create_app(settings: Settings | None = None, segmenter: Segmenter | None = N
     protection.register(app, settings)
     for blueprint in (index.bp, bg.bp, bg.compat, v2.bp, removebg.bp, ops.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    engine = segmenter.runtime()
     logging.getLogger(__name__).info(
-        "serving %s/%s (%s) with %d inference slot(s), queue %d; %s result cache",
+        "serving %s/%s (%s%s) with %d inference slot(s), queue %d; %s result cache",
         segmenter.info.name, segmenter.info.model_id, segmenter.info.device,
+        "".join(f", {engine[k]}" for k in ("engine", "precision", "precision_reason") if engine.get(k)),
         settings.max_concurrent_inferences, settings.max_queue, runtime.cache.name,
     )
     return app

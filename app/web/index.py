@@ -37,7 +37,7 @@ GET  /api/v2/effects       every effect's parameters (type, range, default) and 
 GET  /api/bg/health        200 when ready to serve, 503 otherwise
 GET  /api/bg/status        model, limits, memory, uptime, requests served, cache
 POST /remove-background    the original service's route: file, output_format=png|jpeg|webp, quality
-GET  /health, /model-info  probe; the model's id, size, parameters and device
+GET  /health, /model-info  probe; the model's id, size, parameters, device and runtime
 GET  /stats                this worker's figures (requests, latency, queue, memory, cache hit rate)
 GET  /metrics              Prometheus text, summed over the workers
 GET  /openapi.json, /docs  the OpenAPI document and its rendering

@@ -22,7 +22,8 @@ def health():
 
 @bp.get("/model-info")
 def model_info():
-    """The model being served: adapter, id, parameters, file size, input size, device."""
+    """The model being served: adapter, id, parameters, file size, input size, device, and how it
+    runs (``runtime``: the engine, its precision and why, as ``/api/bg/status`` gives them)."""
     runtime = current_runtime()
     info = runtime.segmenter.info
     return jsonify({
@@ -34,6 +35,7 @@ def model_info():
         "target_size": list(info.input_size),
         "device": info.device,
         "file_sha256": info.file_sha256,
+        "runtime": runtime.segmenter.runtime(),
     })
 
 
