@@ -15,8 +15,9 @@ there to catch that.
 
 from __future__ import annotations
 
-
 import numpy as np
+
+from config.settings import cpu_has_vnni  # noqa: F401 - read where ONNX_RUNTIME=auto reads it (config/settings.py)
 
 PROFILE_SIDE = 320  # u2netp's input side (adapters.onnx.PROFILES["u2net"])
 
@@ -127,10 +128,3 @@ def self_check(int8_seg, fp32_seg=None) -> bool:
     if fp32_seg is not None:
         ok = ok and f["raw_mad"] <= SELF_CHECK_MAX_RAW_MAD and f["mad"] <= SELF_CHECK_MAX_MAD and f["iou"] >= SELF_CHECK_MIN_IOU
     return ok
-
-
-def cpu_has_vnni() -> bool:
-    """True where the CPU has AVX-512 VNNI or AVX-VNNI (Linux: /proc/cpuinfo flags); else False."""
-    from config.settings import cpu_has_vnni as has  # read where the settings' ONNX_RUNTIME=auto reads it
-
-    return has()

@@ -377,8 +377,8 @@ def _first_line(exc: Exception) -> str:
 
 def _precise_session(settings: Settings, path: Path) -> tuple[ort.InferenceSession, Path, tuple[str, str]]:
     """The session ONNX_PRECISION asks for, on ONNX_RUNTIME's runtime: (session, its file,
-    (precision, why)); on OpenVINO, MODEL_PATH's precision is OpenVINO's own on this CPU (bf16
-    where it has AMX) and ``why`` names OpenVINO's version."""
+    (precision, why)); on OpenVINO, MODEL_PATH's precision is the one its session was compiled at
+    (fp32: OpenVinoSession's hint) and ``why`` names OpenVINO's version."""
     session, path, (precision, reason) = _precise(settings, path)
     if isinstance(session, OpenVinoSession):
         precision = precision if precision == "int8" else session.precision

@@ -170,7 +170,8 @@ def onnx_runtime_for_auto() -> tuple[str, str]:
 
     OpenVINO where it is installed and the CPU has VNNI: it runs the int8 build's convolutions with
     VNNI or AMX kernels (u2netp in 33 ms on an Intel Xeon with AMX, against onnxruntime's 130-146;
-    the server's default request 0.2x rembg's with its alpha matting, docs/benchmarks.md).
+    with the edge matting, the server's request in 0.2x the time of rembg's with its alpha matting,
+    docs/benchmarks.md).
     onnxruntime elsewhere: on a CPU without VNNI the fp32 model runs, and there onnxruntime's lean
     mode is the one measured (issue 32). Read without importing either runtime (the gunicorn
     master reads its settings too)."""

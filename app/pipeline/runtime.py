@@ -70,13 +70,14 @@ class Runtime:
     def warm_up(self) -> None:
         """One inference and one run of each effect at boot: the first request is not the slow
         one, and a model that cannot run stops the boot."""
-        self.segmenter.mask(np.full((64, 64, 3), 128, np.uint8))
+        grey = np.full((64, 64, 3), 128, np.uint8)
+        self.segmenter.mask(grey)
         self.activity.model_ran()
         sample = np.full((64, 64, 4), 128, np.uint8)
         for name in effects.EFFECTS:  # builds the palettes' lookup tables now, not on a request
             effects.apply(name, sample, effects.resolve(name))
         if tuning.page_out_model_runtime(self.settings):  # the load's code handed back (app.ops.tuning)
-            self.segmenter.mask(np.full((64, 64, 3), 128, np.uint8))  # and a run's brought back
+            self.segmenter.mask(grey)  # and a run's brought back
 
     def inference(self) -> dict[str, object]:
         """The inference slots and their queue, now (for /api/bg/status and /stats)."""
